@@ -1,0 +1,406 @@
+//! `manifest.json`: the description and commit marker of a snapshot (format 1).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{incompatible, integrity};
+
+/// The only manifest format this version reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// How the message store was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// `stop_app`, local copy, `start_app`: a consistent copy.
+    StopApp,
+    /// Files read from the running node: may be inconsistent.
+    Live,
+}
+
+impl Consistency {
+    /// The name used in the manifest and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::StopApp => "stop-app",
+            Consistency::Live => "live",
+        }
+    }
+}
+
+/// The node the snapshot was taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name as RabbitMQ reports it (`rabbit@host`).
+    pub name: String,
+    /// RabbitMQ version, e.g. `3.10.8`.
+    pub rabbitmq_version: String,
+    /// Erlang/OTP version.
+    pub erlang_version: String,
+    /// The node's data directory at backup time.
+    pub data_dir: String,
+}
+
+/// Digest and object counts of `definitions.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionsInfo {
+    /// SHA-256 (hex) of the `definitions.json` bytes in the archive.
+    pub sha256: String,
+    /// Number of virtual hosts.
+    pub vhosts: u64,
+    /// Number of queues.
+    pub queues: u64,
+    /// Number of exchanges.
+    pub exchanges: u64,
+    /// Number of bindings.
+    pub bindings: u64,
+    /// Number of users.
+    pub users: u64,
+    /// Number of policies.
+    pub policies: u64,
+}
+
+/// One queue at backup time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// `classic`, `quorum` or `stream`.
+    #[serde(rename = "type")]
+    pub queue_type: String,
+    /// Whether the queue is durable.
+    pub durable: bool,
+    /// Messages in the queue (ready and unacknowledged) just before the capture.
+    pub messages: u64,
+    /// Whether the archive holds this queue's messages.
+    pub covered: bool,
+    /// The queue's directories in the archive (one per priority level in use).
+    pub dirs: Vec<String>,
+}
+
+/// A regular file in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the data directory (`msg_stores/...`) or `definitions.json`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 (hex) of the content.
+    pub sha256: String,
+    /// Unix permission bits.
+    pub mode: u32,
+}
+
+/// A directory in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+}
+
+/// One stored chunk of the compressed tar stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkEntry {
+    /// SHA-256 (hex) of the stored (compressed) bytes: also the object name.
+    pub sha256: String,
+    /// Stored size in bytes.
+    pub size: u64,
+    /// Size of the tar bytes it decompresses to.
+    pub uncompressed_size: u64,
+}
+
+/// A virtual host whose message store is in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostEntry {
+    /// Virtual host name.
+    pub name: String,
+    /// Its directory, `msg_stores/vhosts/<base36 md5>`.
+    pub dir: String,
+}
+
+/// Sums over the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Number of regular files.
+    pub files: u64,
+    /// Sum of file sizes.
+    pub file_bytes: u64,
+    /// Length of the tar stream.
+    pub tar_bytes: u64,
+    /// Sum of stored chunk sizes.
+    pub stored_bytes: u64,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// Messages in all queues at backup time.
+    pub messages: u64,
+    /// Messages in queues whose messages the archive holds.
+    pub covered_messages: u64,
+}
+
+/// The whole manifest. Field names are part of repository format 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    /// Snapshot id, `YYYYMMDDTHHMMSSZ-<8 hex>`.
+    pub id: String,
+    /// RFC 3339 UTC time the backup started.
+    pub created_at: String,
+    /// Version of rabbitmq-backup that wrote it.
+    pub tool_version: String,
+    /// The source node.
+    pub node: NodeInfo,
+    /// How the message store was captured.
+    pub consistency: Consistency,
+    /// How long the broker was stopped for the capture (0 for live).
+    pub pause_ms: u64,
+    /// Definitions digest and counts.
+    pub definitions: DefinitionsInfo,
+    /// Virtual hosts whose message stores are in the archive.
+    #[serde(default)]
+    pub vhosts: Vec<VhostEntry>,
+    /// Every queue at backup time.
+    pub queues: Vec<QueueEntry>,
+    /// Every regular file in the archive, in archive order.
+    pub files: Vec<FileEntry>,
+    /// Every directory in the archive, in archive order.
+    #[serde(default)]
+    pub dirs: Vec<DirEntry>,
+    /// Chunks in stream order.
+    pub chunks: Vec<ChunkEntry>,
+    /// Sums.
+    pub totals: Totals,
+    /// Backup tier used for retention (`daily`, `weekly`, `monthly`).
+    #[serde(default)]
+    pub tier: String,
+    /// Chunking parameters, for information.
+    #[serde(default)]
+    pub chunking: Chunking,
+}
+
+/// How the stream was cut and compressed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunking {
+    /// Target tar bytes per chunk.
+    pub chunk_size: u64,
+    /// Compression algorithm (`zstd`).
+    pub compression: String,
+    /// Compression level.
+    pub level: i32,
+}
+
+impl Manifest {
+    /// Parses a manifest, checking its format version first so that a newer
+    /// format gets a clear "upgrade" message instead of a parse error.
+    pub fn from_json(bytes: &[u8], origin: &str) -> anyhow::Result<Manifest> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| integrity(format!("the manifest {origin} is not valid JSON: {e}")))?;
+        let format = value.get("format").and_then(|f| f.as_u64());
+        match format {
+            Some(f) if f == u64::from(FORMAT) => {}
+            Some(f) => {
+                return Err(incompatible(format!(
+                    "the manifest {origin} has format version {f}; this rabbitmq-backup {} reads format {FORMAT} only: use a newer rabbitmq-backup",
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+            None => {
+                return Err(integrity(format!(
+                    "the manifest {origin} has no \"format\" field: it is not a rabbitmq-backup manifest or it is damaged"
+                )));
+            }
+        }
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| integrity(format!("the manifest {origin} is malformed: {e}")))?;
+        manifest.validate(origin)?;
+        Ok(manifest)
+    }
+
+    /// Serializes the manifest (pretty, for humans reading the bucket).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        out.push(b'\n');
+        out
+    }
+
+    /// Structural checks that do not need the data: digests look like
+    /// digests, paths are safe, the chunk sizes add up.
+    pub fn validate(&self, origin: &str) -> anyhow::Result<()> {
+        let bad = |what: String| integrity(format!("the manifest {origin} is invalid: {what}"));
+        if !crate::repo::snapshot_id::is_valid(&self.id) {
+            return Err(bad(format!("snapshot id {:?} is malformed", self.id)));
+        }
+        if !is_sha256_hex(&self.definitions.sha256) {
+            return Err(bad("the definitions digest is malformed".into()));
+        }
+        for chunk in &self.chunks {
+            if !is_sha256_hex(&chunk.sha256) {
+                return Err(bad(format!("chunk name {:?} is not a SHA-256", chunk.sha256)));
+            }
+        }
+        for file in &self.files {
+            super::paths::check_archive_path(&file.path).map_err(|e| bad(e.to_string()))?;
+            if !is_sha256_hex(&file.sha256) {
+                return Err(bad(format!("the digest of {} is malformed", file.path)));
+            }
+        }
+        for dir in &self.dirs {
+            super::paths::check_archive_path(&dir.path).map_err(|e| bad(e.to_string()))?;
+        }
+        for vhost in &self.vhosts {
+            super::paths::check_archive_path(&vhost.dir).map_err(|e| bad(e.to_string()))?;
+            if !super::paths::is_vhost_dir(&vhost.dir) {
+                return Err(bad(format!("vhost directory {:?} is not under msg_stores/vhosts/", vhost.dir)));
+            }
+        }
+        let sum: u64 = self.chunks.iter().map(|c| c.uncompressed_size).sum();
+        if sum != self.totals.tar_bytes {
+            return Err(bad(format!(
+                "the chunks hold {sum} tar bytes but the totals say {}",
+                self.totals.tar_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Queues whose messages the archive does not hold, with messages.
+    pub fn uncovered_queues(&self) -> impl Iterator<Item = &QueueEntry> {
+        self.queues.iter().filter(|q| !q.covered)
+    }
+}
+
+/// True for 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::error::{Kind, kind_of};
+    use proptest::prelude::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let digest = "a".repeat(64);
+        Manifest {
+            format: FORMAT,
+            id: "20261121T051500Z-3fa2c1d9".into(),
+            created_at: "2026-11-21T05:15:00Z".into(),
+            tool_version: "0.1.0".into(),
+            node: NodeInfo {
+                name: "rabbit@host".into(),
+                rabbitmq_version: "3.10.8".into(),
+                erlang_version: "25.2.3".into(),
+                data_dir: "/var/lib/rabbitmq/mnesia/rabbit@host".into(),
+            },
+            consistency: Consistency::StopApp,
+            pause_ms: 840,
+            definitions: DefinitionsInfo {
+                sha256: digest.clone(),
+                vhosts: 1,
+                ..Default::default()
+            },
+            vhosts: vec![VhostEntry {
+                name: "/".into(),
+                dir: "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L".into(),
+            }],
+            queues: vec![QueueEntry {
+                vhost: "/".into(),
+                name: "oro.default".into(),
+                queue_type: "classic".into(),
+                durable: true,
+                messages: 3,
+                covered: true,
+                dirs: vec!["msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/X".into()],
+            }],
+            files: vec![FileEntry {
+                path: "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/.vhost".into(),
+                size: 1,
+                sha256: digest.clone(),
+                mode: 0o644,
+            }],
+            dirs: vec![],
+            chunks: vec![ChunkEntry {
+                sha256: digest,
+                size: 10,
+                uncompressed_size: 2048,
+            }],
+            totals: Totals {
+                tar_bytes: 2048,
+                chunks: 1,
+                ..Default::default()
+            },
+            tier: "daily".into(),
+            chunking: Chunking::default(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::from_json(&m.to_json(), "t").unwrap(), m);
+    }
+
+    #[test]
+    fn has_the_contract_field_names() {
+        let v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        for key in [
+            "format", "id", "created_at", "node", "consistency", "pause_ms", "definitions", "queues", "files", "chunks",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+        assert_eq!(v["consistency"], "stop-app");
+        assert_eq!(v["queues"][0]["type"], "classic");
+        for key in ["name", "rabbitmq_version", "erlang_version", "data_dir"] {
+            assert!(v["node"].get(key).is_some(), "node.{key}");
+        }
+        for key in ["sha256", "size", "uncompressed_size"] {
+            assert!(v["chunks"][0].get(key).is_some(), "chunks.{key}");
+        }
+    }
+
+    #[test]
+    fn newer_format_is_incompatible() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["format"] = 2.into();
+        let err = Manifest::from_json(v.to_string().as_bytes(), "m").unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Incompatible);
+        assert!(err.to_string().contains("format version 2"), "{err}");
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for path in ["../etc/passwd", "/etc/passwd", "msg_stores/../../x", "msg_stores/a/../../b"] {
+            let mut m = sample();
+            m.files[0].path = path.into();
+            let err = Manifest::from_json(&m.to_json(), "m").unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Integrity, "{path}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_integrity_error() {
+        for input in [&b"not json"[..], b"{}", b"[]", b"{\"format\":\"1\"}"] {
+            let err = Manifest::from_json(input, "m").unwrap_err();
+            assert!(matches!(kind_of(&err), Kind::Integrity | Kind::Incompatible), "{err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::from_json(&bytes, "fuzz");
+        }
+
+        #[test]
+        fn parser_never_panics_on_mutated_manifests(pos in 0usize..2000, byte in any::<u8>()) {
+            let mut json = sample().to_json();
+            let i = pos % json.len();
+            json[i] = byte;
+            let _ = Manifest::from_json(&json, "fuzz");
+        }
+    }
+}

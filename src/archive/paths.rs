@@ -1,0 +1,104 @@
+//! Archive path rules: what a path inside a snapshot may look like.
+//!
+//! Every path read from a manifest or a tar header passes [`check_archive_path`]
+//! before it is joined to a directory, so no entry can escape the staging area.
+
+use std::path::{Path, PathBuf};
+
+/// The name of the definitions entry, always first in the archive.
+pub const DEFINITIONS: &str = "definitions.json";
+
+/// The top directory of message stores in the data directory.
+pub const MSG_STORES: &str = "msg_stores";
+
+/// Checks that `path` is `definitions.json` or a plain relative path under
+/// `msg_stores/` with no empty, `.` or `..` segments.
+pub fn check_archive_path(path: &str) -> anyhow::Result<()> {
+    let reason = if path.is_empty() {
+        Some("it is empty")
+    } else if path.starts_with('/') {
+        Some("it is absolute")
+    } else if path.contains('\0') || path.contains('\\') {
+        Some("it contains a NUL or backslash")
+    } else if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        Some("it has an empty, '.' or '..' segment")
+    } else if path != DEFINITIONS && path != MSG_STORES && !path.starts_with("msg_stores/") {
+        Some("it is neither definitions.json nor under msg_stores/")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => anyhow::bail!("refusing archive path {path:?}: {reason}"),
+        None => Ok(()),
+    }
+}
+
+/// True for `msg_stores/vhosts/<dir>` exactly.
+pub fn is_vhost_dir(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() == 3 && parts[0] == MSG_STORES && parts[1] == "vhosts" && !parts[2].is_empty()
+}
+
+/// Joins a checked archive path to `root`.
+pub fn safe_join(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
+    check_archive_path(path)?;
+    Ok(root.join(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_normal_paths() {
+        for ok in [
+            "definitions.json",
+            "msg_stores",
+            "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/.vhost",
+            "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/1X/journal.jif",
+        ] {
+            check_archive_path(ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "msg_stores/../x",
+            "msg_stores/./x",
+            "msg_stores//x",
+            "msg_stores/x/",
+            "etc/passwd",
+            "msg_stores\\..\\x",
+            "msg_stores/a\0b",
+        ] {
+            assert!(check_archive_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn vhost_dirs() {
+        assert!(is_vhost_dir("msg_stores/vhosts/ABC"));
+        assert!(!is_vhost_dir("msg_stores/vhosts"));
+        assert!(!is_vhost_dir("msg_stores/vhosts/ABC/queues"));
+    }
+
+    proptest! {
+        #[test]
+        fn checked_paths_stay_inside(path in "[a-z./_\\\\]{0,40}") {
+            if check_archive_path(&path).is_ok() {
+                let root = Path::new("/staging");
+                let joined = safe_join(root, &path).unwrap();
+                prop_assert!(joined.starts_with(root));
+                prop_assert!(joined.components().all(|c| !matches!(c, std::path::Component::ParentDir)));
+            }
+        }
+    }
+}

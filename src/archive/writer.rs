@@ -1,0 +1,237 @@
+//! Writes the snapshot's tar stream: `definitions.json`, then the message
+//! store, streaming each file once and digesting it on the way.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{DirEntry, FileEntry};
+use super::paths::{DEFINITIONS, MSG_STORES};
+
+/// What was written, for the manifest.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Regular files in archive order (definitions.json first).
+    pub files: Vec<FileEntry>,
+    /// Directories in archive order.
+    pub dirs: Vec<DirEntry>,
+    /// Things worth telling the operator (live captures only).
+    pub warnings: Vec<String>,
+}
+
+/// Reads exactly `size` bytes of a file, hashing them. A live file that
+/// shrank is padded with zeros (and reported), because the tar header has
+/// already promised `size` bytes.
+struct HashingReader {
+    file: File,
+    remaining: u64,
+    padded: u64,
+    live: bool,
+    hasher: Sha256,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining as usize);
+        let mut n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            if !self.live {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was read",
+                ));
+            }
+            buf[..want].fill(0);
+            self.padded += want as u64;
+            n = want;
+        }
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Streams the archive into `out`: `definitions`, then everything under
+/// `<source>/msg_stores` (sorted, so archives are reproducible). The
+/// contents of `msg_store_transient` are skipped: the node wipes them at boot.
+/// `live` tolerates files that change or vanish while being read.
+pub fn write_archive<W: Write>(
+    out: W,
+    definitions: &[u8],
+    source: &Path,
+    live: bool,
+    mut progress: impl FnMut(u64),
+) -> io::Result<(W, Written)> {
+    let mut builder = tar::Builder::new(out);
+    let mut written = Written::default();
+
+    let mut header = base_header(tar::EntryType::Regular, 0o600, definitions.len() as u64, 0);
+    builder.append_data(&mut header, DEFINITIONS, definitions)?;
+    written.files.push(FileEntry {
+        path: DEFINITIONS.into(),
+        size: definitions.len() as u64,
+        sha256: hex::encode(Sha256::digest(definitions)),
+        mode: 0o600,
+    });
+
+    let root = source.join(MSG_STORES);
+    let meta = fs::metadata(&root)?;
+    append_dir(&mut builder, MSG_STORES, &meta, &mut written)?;
+    walk(&mut builder, &root, MSG_STORES, live, &mut written, &mut progress)?;
+    let out = builder.into_inner()?;
+    Ok((out, written))
+}
+
+fn base_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+fn append_dir<W: Write>(
+    builder: &mut tar::Builder<W>,
+    rel: &str,
+    meta: &fs::Metadata,
+    written: &mut Written,
+) -> io::Result<()> {
+    let mode = meta.mode() & 0o7777;
+    let mut header = base_header(tar::EntryType::Directory, mode, 0, meta.mtime().max(0) as u64);
+    builder.append_data(&mut header, rel, io::empty())?;
+    written.dirs.push(DirEntry {
+        path: rel.to_string(),
+        mode,
+    });
+    Ok(())
+}
+
+fn walk<W: Write>(
+    builder: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &str,
+    live: bool,
+    written: &mut Written,
+    progress: &mut impl FnMut(u64),
+) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    let skip_files = dir.file_name().is_some_and(|n| n == "msg_store_transient");
+    for entry in entries {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            written.warnings.push(format!("skipped {}: its name is not UTF-8", entry.path().display()));
+            continue;
+        };
+        let child_rel = format!("{rel}/{name}");
+        let meta = match fs::symlink_metadata(entry.path()) {
+            Ok(m) => m,
+            Err(e) if live && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            append_dir(builder, &child_rel, &meta, written)?;
+            walk(builder, &entry.path(), &child_rel, live, written, progress)?;
+        } else if meta.is_file() {
+            if skip_files {
+                continue;
+            }
+            append_file(builder, &entry.path(), &child_rel, live, written, progress)?;
+        } else {
+            written
+                .warnings
+                .push(format!("skipped {child_rel}: not a regular file or directory"));
+        }
+    }
+    Ok(())
+}
+
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    rel: &str,
+    live: bool,
+    written: &mut Written,
+    progress: &mut impl FnMut(u64),
+) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // The node deletes store files as it compacts: a live capture skips them.
+        Err(e) if live && e.kind() == io::ErrorKind::NotFound => {
+            written.warnings.push(format!("{rel} vanished while the live capture ran"));
+            return Ok(());
+        }
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
+    };
+    let meta = file.metadata()?;
+    let size = meta.len();
+    let mode = meta.mode() & 0o7777;
+    let mut header = base_header(tar::EntryType::Regular, mode, size, meta.mtime().max(0) as u64);
+    let mut reader = BufReader::with_capacity(
+        1 << 20,
+        HashingReader {
+            file,
+            remaining: size,
+            padded: 0,
+            live,
+            hasher: Sha256::new(),
+        },
+    );
+    builder
+        .append_data(&mut header, rel, &mut reader)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot archive {}: {e}", path.display())))?;
+    let reader = reader.into_inner();
+    if reader.padded > 0 {
+        written
+            .warnings
+            .push(format!("{rel} shrank by {} bytes while the live capture read it", reader.padded));
+    }
+    written.files.push(FileEntry {
+        path: rel.to_string(),
+        size,
+        sha256: hex::encode(reader.hasher.finalize()),
+        mode,
+    });
+    progress(size);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_definitions_first_then_the_store() {
+        let src = tempfile::tempdir().unwrap();
+        let vh = src.path().join("msg_stores/vhosts/V");
+        fs::create_dir_all(vh.join("msg_store_transient")).unwrap();
+        fs::create_dir_all(vh.join("queues/Q")).unwrap();
+        fs::write(vh.join(".vhost"), "/").unwrap();
+        fs::write(vh.join("msg_store_transient/0.rdq"), "transient").unwrap();
+        fs::write(vh.join("queues/Q/0.idx"), vec![9u8; 5000]).unwrap();
+
+        let (tar_bytes, written) = write_archive(Vec::new(), b"{\"x\":1}", src.path(), false, |_| {}).unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names[0], "definitions.json");
+        assert!(names.contains(&"msg_stores/vhosts/V/queues/Q/0.idx".to_string()));
+        assert!(names.contains(&"msg_stores/vhosts/V/msg_store_transient".to_string()));
+        assert!(!names.iter().any(|n| n.ends_with("msg_store_transient/0.rdq")));
+        let idx = written.files.iter().find(|f| f.path.ends_with("0.idx")).unwrap();
+        assert_eq!(idx.size, 5000);
+        assert_eq!(idx.sha256, hex::encode(Sha256::digest(vec![9u8; 5000])));
+    }
+}

@@ -1,0 +1,268 @@
+//! `rabbitmqctl`: the node's own CLI. Works without the management plugin and
+//! asks queues for exact message counts, but every call starts an Erlang VM
+//! (about a second), so callers keep calls few and run them in parallel.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// A queue as `rabbitmqctl list_queues` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// `classic`, `quorum` or `stream`.
+    pub queue_type: String,
+    /// Durable flag.
+    pub durable: bool,
+    /// Ready plus unacknowledged messages.
+    pub messages: u64,
+    /// Persistent messages (classic queues only).
+    pub messages_persistent: Option<u64>,
+    /// Attached consumers.
+    pub consumers: u64,
+}
+
+/// Runs `rabbitmqctl` against one node.
+#[derive(Debug, Clone)]
+pub struct Ctl {
+    program: PathBuf,
+    node: Option<String>,
+}
+
+/// Patience for commands that stop or start the broker.
+const SLOW: Duration = Duration::from_secs(600);
+/// Patience for queries.
+const QUERY: Duration = Duration::from_secs(180);
+
+impl Ctl {
+    /// `program` is the `rabbitmqctl` to run; `node` is passed as `-n` if set.
+    pub fn new(program: PathBuf, node: Option<String>) -> Ctl {
+        Ctl { program, node }
+    }
+
+    /// The node this talks to, if one was named.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    async fn run(&self, args: &[&str], patience: Duration) -> anyhow::Result<String> {
+        run_tool(&self.program, self.node.as_deref(), args, patience).await
+    }
+
+    /// The node's data directory (`rabbit_mnesia:dir()`, as in the procedure).
+    pub async fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        let out = self.run(&["eval", "rabbit_mnesia:dir()."], QUERY).await?;
+        let dir = parse_erlang_string(out.trim())
+            .with_context(|| format!("unexpected answer to rabbit_mnesia:dir(): {out:?}"))?;
+        Ok(PathBuf::from(dir))
+    }
+
+    /// Node name and versions from `rabbitmqctl status` (used when the
+    /// management API is not available).
+    pub async fn identity(&self) -> anyhow::Result<(String, String, String)> {
+        let (status, node) = tokio::try_join!(
+            self.run(&["status", "--formatter", "json"], QUERY),
+            self.run(&["eval", "node()."], QUERY)
+        )?;
+        let status: Value = serde_json::from_str(&status).context("rabbitmqctl status did not print JSON")?;
+        let rabbitmq = status["rabbitmq_version"].as_str().unwrap_or("unknown").to_string();
+        let erlang = status["erlang_version"]
+            .as_str()
+            .map(erlang_release)
+            .unwrap_or_else(|| "unknown".into());
+        Ok((node.trim().trim_matches('\'').to_string(), rabbitmq, erlang))
+    }
+
+    /// Every queue of a vhost with exact counts, asked of the queues themselves.
+    pub async fn list_queues(&self, vhost: &str) -> anyhow::Result<Vec<QueueStatus>> {
+        let out = self
+            .run(
+                &[
+                    "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", "type", "durable", "messages",
+                    "messages_persistent", "consumers",
+                ],
+                QUERY,
+            )
+            .await
+            .with_context(|| format!("cannot list the queues of vhost {vhost:?}"))?;
+        parse_queue_list(vhost, &out)
+    }
+
+    /// Stops the RabbitMQ application (the Erlang VM keeps running).
+    pub async fn stop_app(&self) -> anyhow::Result<()> {
+        self.run(&["stop_app"], SLOW).await.map(drop)
+    }
+
+    /// Starts the RabbitMQ application; returns once it has booted.
+    pub async fn start_app(&self) -> anyhow::Result<()> {
+        self.run(&["start_app"], SLOW).await.map(drop)
+    }
+
+    /// Definitions as JSON, without the management plugin.
+    pub async fn export_definitions(&self) -> anyhow::Result<Vec<u8>> {
+        let out = self.run(&["export_definitions", "-", "--format", "json", "-q"], QUERY).await?;
+        Ok(out.into_bytes())
+    }
+
+    /// Imports definitions from a JSON file (merging, like the HTTP API).
+    pub async fn import_definitions(&self, file: &Path) -> anyhow::Result<()> {
+        let path = file.to_string_lossy();
+        self.run(&["import_definitions", &path, "--format", "json"], SLOW).await.map(drop)
+    }
+}
+
+/// Runs a RabbitMQ CLI tool and returns its standard output, or an error
+/// holding the useful part of its (long) diagnostics.
+async fn run_tool(program: &Path, node: Option<&str>, args: &[&str], patience: Duration) -> anyhow::Result<String> {
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some(node) = node {
+        cmd.arg("-n").arg(node);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let shown = format!("{} {}", program.display(), args.join(" "));
+    tracing::debug!("running {shown}");
+    let child = cmd.spawn().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run {}: {e}; install RabbitMQ's CLI tools or point --rabbitmqctl (RABBITMQCTL) at rabbitmqctl",
+            program.display()
+        )
+    })?;
+    let output = tokio::time::timeout(patience, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("`{shown}` did not finish within {} s", patience.as_secs()))??;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::bail!(
+        "`{shown}` failed ({}): {}",
+        output.status,
+        summarize_cli_error(if stderr.trim().is_empty() { &stdout } else { &stderr })
+    )
+}
+
+/// The first error line of a RabbitMQ CLI failure plus the epmd diagnosis,
+/// which together usually say what is wrong.
+pub fn summarize_cli_error(text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
+        parts.push(first.trim_start_matches("Error:").trim().to_string());
+    }
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("* epmd reports") || line.contains("cookie") && line.starts_with('*') {
+            parts.push(line.trim_start_matches("* ").to_string());
+        }
+    }
+    if parts.is_empty() {
+        return "no output".into();
+    }
+    parts.join("; ")
+}
+
+/// Parses an Erlang string literal as printed by `eval` (`"/var/lib/..."`).
+fn parse_erlang_string(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                other => out.push(other),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// `Erlang/OTP 25 [erts-13.1.5] ...` → `25`.
+fn erlang_release(s: &str) -> String {
+    s.strip_prefix("Erlang/OTP ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or(s)
+        .to_string()
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Parses `list_queues --formatter json` output.
+pub fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> {
+    let rows: Vec<Value> = serde_json::from_str(out.trim())
+        .with_context(|| format!("rabbitmqctl list_queues printed something unexpected: {out:?}"))?;
+    rows.iter()
+        .map(|row| {
+            let name = row["name"].as_str().context("a queue without a name")?.to_string();
+            Ok(QueueStatus {
+                vhost: vhost.to_string(),
+                queue_type: row["type"].as_str().unwrap_or("classic").to_string(),
+                durable: row["durable"].as_bool().unwrap_or(false),
+                messages: as_u64(&row["messages"]).unwrap_or(0),
+                messages_persistent: as_u64(&row["messages_persistent"]),
+                consumers: as_u64(&row["consumers"]).unwrap_or(0),
+                name,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_list_queues_json() {
+        let out = r#"[
+{"name":"qq","type":"quorum","durable":true,"messages":1,"messages_persistent":"","consumers":0}
+,{"name":"prio","type":"classic","durable":true,"messages":1,"messages_persistent":1,"consumers":2}
+]"#;
+        let queues = parse_queue_list("/", out).unwrap();
+        assert_eq!(queues.len(), 2);
+        assert_eq!(queues[0].queue_type, "quorum");
+        assert_eq!(queues[0].messages_persistent, None);
+        assert_eq!(queues[1].consumers, 2);
+        assert_eq!(queues[1].messages_persistent, Some(1));
+    }
+
+    #[test]
+    fn parses_erlang_strings() {
+        assert_eq!(
+            parse_erlang_string(r#""/var/lib/rabbitmq/mnesia/rabbit@h""#).as_deref(),
+            Some("/var/lib/rabbitmq/mnesia/rabbit@h")
+        );
+        assert_eq!(parse_erlang_string(r#""a\"b""#).as_deref(), Some("a\"b"));
+        assert_eq!(parse_erlang_string("no_quotes"), None);
+    }
+
+    #[test]
+    fn summarizes_cli_errors() {
+        let text = "Error: unable to perform an operation on node 'x@h'. Please see\n\n * epmd reports: node 'x' not running at all\n";
+        let s = summarize_cli_error(text);
+        assert!(s.starts_with("unable to perform an operation on node 'x@h'"), "{s}");
+        assert!(s.contains("epmd reports: node 'x' not running at all"), "{s}");
+    }
+
+    #[test]
+    fn erlang_release_from_status() {
+        assert_eq!(erlang_release("Erlang/OTP 25 [erts-13.1.5] [source]"), "25");
+    }
+}

@@ -1,0 +1,241 @@
+//! A repository: snapshots laid out in object storage (format 1, §4).
+//!
+//! ```text
+//! <prefix>/snapshots/<node>/<id>/data/<sha256-hex>
+//! <prefix>/snapshots/<node>/<id>/manifest.json   (written last)
+//! ```
+
+pub mod lifecycle;
+pub mod local;
+pub mod retry;
+pub mod s3;
+pub mod snapshot_id;
+pub mod storage;
+pub mod url;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::archive::manifest::Manifest;
+use crate::error::{integrity, usage};
+use storage::{Storage, StorageErrorKind, storage_kind};
+use url::RepoUrl;
+
+/// The name of the commit marker.
+pub const MANIFEST: &str = "manifest.json";
+
+/// One committed snapshot (its manifest exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// Node name the snapshot was taken from.
+    pub node: String,
+    /// Snapshot id.
+    pub id: String,
+}
+
+/// A repository opened on some storage.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    prefix: String,
+    url: RepoUrl,
+}
+
+/// Checks that a node name can be a path segment.
+pub fn check_node_name(node: &str) -> anyhow::Result<()> {
+    if node.is_empty()
+        || node == "."
+        || node == ".."
+        || node.contains('/')
+        || node.chars().any(char::is_control)
+    {
+        return Err(usage(format!(
+            "{node:?} is not a valid node name (expected name@host, without '/')"
+        )));
+    }
+    Ok(())
+}
+
+impl Repository {
+    /// A repository on `storage` under key prefix `prefix` ("" for the root).
+    pub fn new(storage: Arc<dyn Storage>, prefix: &str, url: RepoUrl) -> Repository {
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.trim_matches('/'))
+        };
+        Repository { storage, prefix, url }
+    }
+
+    /// The repository's location as the operator wrote it.
+    pub fn url(&self) -> &RepoUrl {
+        &self.url
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    fn snapshots_root(&self) -> String {
+        format!("{}snapshots/", self.prefix)
+    }
+
+    /// The key prefix of one snapshot, ending in `/`.
+    pub fn snapshot_prefix(&self, node: &str, id: &str) -> String {
+        format!("{}{node}/{id}/", self.snapshots_root())
+    }
+
+    /// The key of a chunk object.
+    pub fn chunk_key(&self, node: &str, id: &str, sha256_hex: &str) -> String {
+        format!("{}data/{sha256_hex}", self.snapshot_prefix(node, id))
+    }
+
+    /// The key of a snapshot's manifest.
+    pub fn manifest_key(&self, node: &str, id: &str) -> String {
+        format!("{}{MANIFEST}", self.snapshot_prefix(node, id))
+    }
+
+    /// Committed snapshots, oldest first; of one node if `node` is given.
+    pub async fn list(&self, node: Option<&str>) -> anyhow::Result<Vec<SnapshotRef>> {
+        let root = self.snapshots_root();
+        let prefix = match node {
+            Some(node) => format!("{root}{node}/"),
+            None => root.clone(),
+        };
+        let objects = self
+            .storage
+            .list(&prefix)
+            .await
+            .with_context(|| format!("cannot list snapshots in {}", self.url))?;
+        let mut out: Vec<SnapshotRef> = objects
+            .iter()
+            .filter_map(|o| {
+                let rest = o.key.strip_prefix(&root)?;
+                let mut parts = rest.split('/');
+                let (node, id, file) = (parts.next()?, parts.next()?, parts.next()?);
+                (parts.next().is_none() && file == MANIFEST && snapshot_id::is_valid(id)).then(|| SnapshotRef {
+                    node: node.to_string(),
+                    id: id.to_string(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id).then(a.node.cmp(&b.node)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or an unambiguous id prefix. `node`
+    /// restricts the search; `latest` needs it.
+    pub async fn resolve(&self, spec: &str, node: Option<&str>) -> anyhow::Result<SnapshotRef> {
+        let snapshots = self.list(node).await?;
+        let scope = match node {
+            Some(n) => format!("node {n} in {}", self.url),
+            None => format!("{}", self.url),
+        };
+        if spec == "latest" {
+            return snapshots.last().cloned().ok_or_else(|| {
+                anyhow::anyhow!("there are no snapshots of {scope}; run `rabbitmq-backup list` to see which nodes have snapshots, and pass --from-node")
+            });
+        }
+        let matches: Vec<&SnapshotRef> = snapshots.iter().filter(|s| s.id.starts_with(spec)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(usage(format!(
+                "no snapshot matches {spec:?} in {scope}; run `rabbitmq-backup list` to see the snapshots"
+            ))),
+            many => Err(usage(format!(
+                "{spec:?} is ambiguous in {scope}: it matches {}; give more of the id{}",
+                many.iter().map(|s| format!("{} ({})", s.id, s.node)).collect::<Vec<_>>().join(", "),
+                if node.is_none() { " or pass --from-node" } else { "" }
+            ))),
+        }
+    }
+
+    /// Reads and parses a snapshot's manifest, checking that it belongs there.
+    pub async fn manifest(&self, snapshot: &SnapshotRef) -> anyhow::Result<Manifest> {
+        let key = self.manifest_key(&snapshot.node, &snapshot.id);
+        let bytes = self.storage.get(&key).await.map_err(|e| match storage_kind(&e) {
+            Some(StorageErrorKind::NotFound) => integrity(format!(
+                "snapshot {} of {} has no manifest: it is incomplete or was deleted",
+                snapshot.id, snapshot.node
+            )),
+            _ => e,
+        })?;
+        let origin = format!("{}{key}", self.location_prefix());
+        let manifest = Manifest::from_json(&bytes, &origin)?;
+        if manifest.id != snapshot.id || manifest.node.name != snapshot.node {
+            return Err(integrity(format!(
+                "the manifest {origin} describes snapshot {} of {}, not {} of {}: refusing a manifest copied from elsewhere",
+                manifest.id, manifest.node.name, snapshot.id, snapshot.node
+            )));
+        }
+        Ok(manifest)
+    }
+
+    fn location_prefix(&self) -> String {
+        match &self.url {
+            RepoUrl::S3 { bucket, .. } => format!("s3://{bucket}/"),
+            RepoUrl::Local { path } => format!("{}/", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::local::LocalStorage;
+    use bytes::Bytes;
+
+    async fn repo_with(manifests: &[(&str, &str)]) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalStorage::new(dir.path()));
+        let repo = Repository::new(storage.clone(), "pre/fix", RepoUrl::Local { path: dir.path().into() });
+        for (node, id) in manifests {
+            let key = repo.manifest_key(node, id);
+            storage.put(&key, Bytes::from_static(b"{}"), &[0; 32], &Vec::new()).await.unwrap();
+        }
+        // An incomplete snapshot: chunks but no manifest.
+        let orphan = repo.chunk_key("rabbit@a", "20261121T000000Z-00000000", &"f".repeat(64));
+        storage.put(&orphan, Bytes::from_static(b"x"), &[0; 32], &Vec::new()).await.unwrap();
+        (dir, repo)
+    }
+
+    #[tokio::test]
+    async fn lists_only_committed_snapshots() {
+        let (_d, repo) = repo_with(&[
+            ("rabbit@a", "20261120T000000Z-aaaaaaaa"),
+            ("rabbit@b", "20261119T000000Z-bbbbbbbb"),
+        ])
+        .await;
+        let all = repo.list(None).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].node, "rabbit@b");
+        let a = repo.list(Some("rabbit@a")).await.unwrap();
+        assert_eq!(a, vec![SnapshotRef { node: "rabbit@a".into(), id: "20261120T000000Z-aaaaaaaa".into() }]);
+    }
+
+    #[tokio::test]
+    async fn resolves_latest_and_prefixes() {
+        let (_d, repo) = repo_with(&[
+            ("rabbit@a", "20261120T000000Z-aaaaaaaa"),
+            ("rabbit@a", "20261121T000000Z-cccccccc"),
+            ("rabbit@b", "20261121T000000Z-bbbbbbbb"),
+        ])
+        .await;
+        assert_eq!(repo.resolve("latest", Some("rabbit@a")).await.unwrap().id, "20261121T000000Z-cccccccc");
+        assert_eq!(repo.resolve("20261120", None).await.unwrap().node, "rabbit@a");
+        let err = repo.resolve("20261121", None).await.unwrap_err();
+        assert!(err.to_string().contains("ambiguous"), "{err}");
+        assert!(repo.resolve("2025", None).await.is_err());
+        assert!(repo.resolve("latest", Some("rabbit@zzz")).await.is_err());
+    }
+
+    #[test]
+    fn node_names_are_checked() {
+        check_node_name("rabbit@host").unwrap();
+        for bad in ["", "..", "a/b", "a\nb"] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! A repository in a local directory: one file per object.
+//!
+//! Writes go to a temporary file beside the target, are synced, then renamed
+//! into place, so a reader never sees a partial object.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::lifecycle::Rule;
+use super::storage::{ObjectMeta, Storage, StorageError, StorageErrorKind, Tags};
+
+/// Suffix of in-progress writes; never listed.
+const TMP_MARK: &str = ".tmp-";
+
+/// Object storage in a directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// A storage rooted at `root` (created on first write if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    fn path_of(&self, key: &str) -> anyhow::Result<PathBuf> {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            anyhow::bail!("invalid object key {key:?}");
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn not_found(what: &str) -> anyhow::Error {
+    StorageError::new(StorageErrorKind::NotFound, format!("{what} does not exist")).into()
+}
+
+fn io_error(err: std::io::Error, what: String) -> anyhow::Error {
+    let kind = match err.kind() {
+        std::io::ErrorKind::NotFound => StorageErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => StorageErrorKind::AccessDenied,
+        _ => StorageErrorKind::Other,
+    };
+    anyhow::Error::new(StorageError::new(kind, format!("{what}: {err}")))
+}
+
+fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("object path has no parent")?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io_error(e, format!("cannot create directory {}", dir.display())))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!("{name}{TMP_MARK}{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(body)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is synced.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(err) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(err, format!("cannot write {}", path.display())));
+    }
+    Ok(())
+}
+
+fn list_dir(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(e, format!("cannot list {}", dir.display()))),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(e, format!("cannot list {}", dir.display())))?;
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+        if file_type.is_dir() {
+            // Only descend where keys below could still match the prefix.
+            let as_dir = format!("{rel}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                list_dir(root, &path, prefix, out)?;
+            }
+        } else if file_type.is_file() && rel.starts_with(prefix) && !rel.contains(TMP_MARK) {
+            out.push(ObjectMeta {
+                key: rel,
+                size: entry.metadata()?.len(),
+                sha256: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        match std::fs::metadata(&self.root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!(
+                "the repository path {} exists but is not a directory",
+                self.root.display()
+            ),
+            // A missing directory is created by the first write.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(e, format!("cannot access {}", self.root.display()))),
+        }
+        // Writable? Probe with a temporary file that is removed at once.
+        let probe = tempfile::Builder::new()
+            .prefix(".rabbitmq-backup-probe")
+            .tempfile_in(&self.root)
+            .map_err(|e| {
+                io_error(
+                    e,
+                    format!("the repository directory {} is not writable", self.root.display()),
+                )
+            })?;
+        drop(probe);
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, body: Bytes, _sha256: &[u8; 32], _tags: &Tags) -> anyhow::Result<()> {
+        let path = self.path_of(key)?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &body)).await?
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        let path = self.path_of(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(e) => Err(io_error(e, format!("cannot read {}", path.display()))),
+        }
+    }
+
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: meta.len(),
+                sha256: None,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e, format!("cannot stat {}", path.display()))),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        let mut out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            list_dir(&root, &root, &prefix, &mut out).map(|_| out)
+        })
+        .await??;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(e, format!("cannot delete {}", path.display()))),
+        }
+        // Empty snapshot directories are removed so listings stay short.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    async fn put_tags(&self, key: &str, _tags: &Tags) -> anyhow::Result<()> {
+        if self.head(key).await?.is_none() {
+            return Err(not_found(key));
+        }
+        Err(StorageError::new(
+            StorageErrorKind::Unsupported,
+            "a local directory has no object tags",
+        )
+        .into())
+    }
+
+    async fn get_tags(&self, key: &str) -> anyhow::Result<Tags> {
+        self.put_tags(key, &Vec::new()).await.map(|_| Vec::new())
+    }
+
+    async fn lifecycle(&self) -> anyhow::Result<Option<Vec<Rule>>> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path().join("repo"));
+        store.check().await.unwrap();
+        let body = Bytes::from_static(b"hello");
+        store.put("a/b/c", body.clone(), &[0; 32], &Vec::new()).await.unwrap();
+        store.put("a/d", body.clone(), &[0; 32], &Vec::new()).await.unwrap();
+        assert_eq!(store.get("a/b/c").await.unwrap(), body);
+        let keys: Vec<_> = store.list("a/").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec!["a/b/c", "a/d"]);
+        let keys: Vec<_> = store.list("a/b").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec!["a/b/c"]);
+        assert_eq!(store.head("a/d").await.unwrap().unwrap().size, 5);
+        store.delete("a/b/c").await.unwrap();
+        assert!(store.head("a/b/c").await.unwrap().is_none());
+        assert!(!dir.path().join("repo/a/b").exists());
+        let err = store.get("a/b/c").await.unwrap_err();
+        assert_eq!(super::super::storage::storage_kind(&err), Some(StorageErrorKind::NotFound));
+    }
+
+    #[tokio::test]
+    async fn rejects_escaping_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        for key in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            assert!(store.get(key).await.is_err(), "{key}");
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! A storage wrapper that retries transient failures with exponential backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::lifecycle::Rule;
+use super::storage::{ObjectMeta, Storage, StorageErrorKind, Tags, storage_kind};
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, retry: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << retry.min(16));
+        let capped = exp.min(self.max_delay);
+        // Up to 25% jitter so parallel uploads do not retry in lockstep.
+        let jitter = rand::random_range(0..=capped.as_millis() as u64 / 4);
+        capped + Duration::from_millis(jitter)
+    }
+}
+
+/// Retries the operations of an inner storage on transient errors.
+#[derive(Debug, Clone)]
+pub struct Retrying {
+    inner: Arc<dyn Storage>,
+    policy: RetryPolicy,
+}
+
+impl Retrying {
+    /// Wraps `inner` with `policy`.
+    pub fn new(inner: Arc<dyn Storage>, policy: RetryPolicy) -> Self {
+        Retrying { inner, policy }
+    }
+
+    async fn run<T, F, Fut>(&self, what: &str, retry_checksum: bool, op: F) -> anyhow::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(err) => {
+                    let retryable = match storage_kind(&err) {
+                        Some(StorageErrorKind::Transient) => true,
+                        // Bytes damaged in transit: ours are intact, send them again.
+                        Some(StorageErrorKind::ChecksumMismatch) => retry_checksum,
+                        _ => false,
+                    };
+                    if !retryable || attempt >= self.policy.attempts {
+                        if retryable {
+                            return Err(err.context(format!(
+                                "{what} failed after {attempt} attempts"
+                            )));
+                        }
+                        return Err(err);
+                    }
+                    let delay = self.policy.delay(attempt - 1);
+                    tracing::warn!(
+                        "{what}: {} (attempt {attempt} of {}); retrying in {} ms",
+                        crate::error::render(&err),
+                        self.policy.attempts,
+                        delay.as_millis()
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Retrying {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.run("checking the repository", false, || self.inner.check()).await
+    }
+
+    async fn put(&self, key: &str, body: Bytes, sha256: &[u8; 32], tags: &Tags) -> anyhow::Result<()> {
+        self.run(&format!("upload of {key}"), true, || {
+            self.inner.put(key, body.clone(), sha256, tags)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        self.run(&format!("download of {key}"), false, || self.inner.get(key)).await
+    }
+
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+        self.run(&format!("stat of {key}"), false, || self.inner.head(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+        self.run(&format!("listing of {prefix}"), false, || self.inner.list(prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.run(&format!("deletion of {key}"), false, || self.inner.delete(key)).await
+    }
+
+    async fn put_tags(&self, key: &str, tags: &Tags) -> anyhow::Result<()> {
+        self.run(&format!("tagging of {key}"), false, || self.inner.put_tags(key, tags)).await
+    }
+
+    async fn get_tags(&self, key: &str) -> anyhow::Result<Tags> {
+        self.run(&format!("reading tags of {key}"), false, || self.inner.get_tags(key)).await
+    }
+
+    async fn lifecycle(&self) -> anyhow::Result<Option<Vec<Rule>>> {
+        self.run("reading lifecycle rules", false, || self.inner.lifecycle()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::local::LocalStorage;
+    use crate::repo::storage::StorageError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Fails `get` with a transient error a fixed number of times.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: LocalStorage,
+        failures_left: AtomicU32,
+        kind: StorageErrorKind,
+    }
+
+    #[async_trait]
+    impl Storage for Flaky {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn check(&self) -> anyhow::Result<()> {
+            self.inner.check().await
+        }
+        async fn put(&self, k: &str, b: Bytes, s: &[u8; 32], t: &Tags) -> anyhow::Result<()> {
+            self.inner.put(k, b, s, t).await
+        }
+        async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(StorageError::new(self.kind, "injected").into());
+            }
+            self.inner.get(key).await
+        }
+        async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, p: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+            self.inner.list(p).await
+        }
+        async fn delete(&self, key: &str) -> anyhow::Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn put_tags(&self, key: &str, tags: &Tags) -> anyhow::Result<()> {
+            self.inner.put_tags(key, tags).await
+        }
+        async fn get_tags(&self, key: &str) -> anyhow::Result<Tags> {
+            self.inner.get_tags(key).await
+        }
+        async fn lifecycle(&self) -> anyhow::Result<Option<Vec<Rule>>> {
+            self.inner.lifecycle().await
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        }
+    }
+
+    async fn setup(failures: u32, kind: StorageErrorKind) -> (tempfile::TempDir, Retrying) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalStorage::new(dir.path());
+        local.put("k", Bytes::from_static(b"v"), &[0; 32], &Vec::new()).await.unwrap();
+        let flaky = Flaky {
+            inner: local,
+            failures_left: AtomicU32::new(failures),
+            kind,
+        };
+        (dir, Retrying::new(Arc::new(flaky), fast()))
+    }
+
+    #[tokio::test]
+    async fn retries_transient_errors_until_success() {
+        let (_dir, store) = setup(2, StorageErrorKind::Transient).await;
+        assert_eq!(store.get("k").await.unwrap(), Bytes::from_static(b"v"));
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_last_attempt() {
+        let (_dir, store) = setup(3, StorageErrorKind::Transient).await;
+        let err = store.get("k").await.unwrap_err();
+        assert!(format!("{err:#}").contains("after 3 attempts"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_permanent_errors() {
+        let (_dir, store) = setup(1, StorageErrorKind::AccessDenied).await;
+        let err = store.get("k").await.unwrap_err();
+        assert_eq!(storage_kind(&err), Some(StorageErrorKind::AccessDenied));
+    }
+}

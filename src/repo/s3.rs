@@ -1,0 +1,408 @@
+//! S3-compatible object storage (AWS S3, MinIO, Garage, Ceph RGW) via aws-sdk-s3.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+    retry::RetryConfig, timeout::TimeoutConfig,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumMode, Tag, Tagging};
+use base64::Engine;
+use bytes::Bytes;
+
+use super::lifecycle::Rule;
+use super::storage::{ObjectMeta, Storage, StorageError, StorageErrorKind, Tags};
+
+/// How bucket names are put into request URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addressing {
+    /// Path-style with a custom endpoint (MinIO, Garage), virtual-hosted on AWS.
+    #[default]
+    Auto,
+    /// `https://endpoint/bucket/key`.
+    Path,
+    /// `https://bucket.endpoint/key`.
+    Virtual,
+}
+
+/// Settings for opening a bucket; credentials come from the AWS chain.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Bucket name.
+    pub bucket: String,
+    /// URL addressing style.
+    pub addressing: Addressing,
+}
+
+/// A bucket on an S3-compatible server.
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    endpoint: Option<String>,
+}
+
+/// The custom endpoint from the standard AWS variables, if any.
+fn custom_endpoint() -> Option<String> {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+impl S3Storage {
+    /// Builds a client from the standard AWS configuration (credential chain,
+    /// `AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`).
+    pub async fn open(options: &S3Options) -> anyhow::Result<S3Storage> {
+        let endpoint = custom_endpoint();
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+            // One retry policy for every backend: see `retry.rs`.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .operation_attempt_timeout(Duration::from_secs(300))
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(Duration::from_secs(20))
+                    .build(),
+            )
+            // We send our own SHA-256 and verify downloads ourselves.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if sdk.region().is_none() {
+            if endpoint.is_none() {
+                anyhow::bail!(
+                    "no AWS region is configured for bucket {}: set AWS_REGION (or AWS_ENDPOINT_URL_S3 for an S3-compatible server)",
+                    options.bucket
+                );
+            }
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        let path_style = match options.addressing {
+            Addressing::Auto => endpoint.is_some(),
+            Addressing::Path => true,
+            Addressing::Virtual => false,
+        };
+        builder = builder.force_path_style(path_style);
+        Ok(S3Storage {
+            client: Client::from_conf(builder.build()),
+            bucket: options.bucket.clone(),
+            endpoint,
+        })
+    }
+
+    fn where_(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("bucket {} at {e}", self.bucket),
+            None => format!("bucket {}", self.bucket),
+        }
+    }
+}
+
+/// Turns an SDK error into a classified [`StorageError`] naming the object.
+fn classify<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, what: &str) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use StorageErrorKind::*;
+    let (kind, detail) = match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let message = se.err().message().unwrap_or("").to_string();
+            let kind = match (status, code.as_str()) {
+                (_, "NoSuchBucket") => NoSuchContainer,
+                (404, _) | (_, "NoSuchKey") | (_, "NotFound") => NotFound,
+                (_, "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch") => ChecksumMismatch,
+                (400, _) if message.to_ascii_lowercase().contains("checksum") => ChecksumMismatch,
+                (501, _) | (_, "NotImplemented") => Unsupported,
+                (403, _) | (_, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+                    AccessDenied
+                }
+                (429 | 500..=599, _) | (_, "SlowDown" | "RequestTimeout" | "InternalError") => {
+                    Transient
+                }
+                _ => Other,
+            };
+            let detail = match (code.is_empty(), message.is_empty()) {
+                (true, true) => format!("HTTP {status}"),
+                (false, true) => format!("{code} (HTTP {status})"),
+                _ => format!("{code}: {message} (HTTP {status})"),
+            };
+            (kind, detail)
+        }
+        SdkError::TimeoutError(_) => (Transient, "timed out".to_string()),
+        SdkError::DispatchFailure(df) => {
+            let detail = std::error::Error::source(&err)
+                .map(|s| format!("{s}"))
+                .unwrap_or_else(|| "request failed".into());
+            let kind = if df.is_io() || df.is_timeout() || df.is_other() {
+                Transient
+            } else {
+                Other
+            };
+            (kind, format!("cannot reach the S3 endpoint: {detail}"))
+        }
+        SdkError::ResponseError(_) => (Transient, "the response was cut off or malformed".into()),
+        SdkError::ConstructionFailure(_) => {
+            let detail = source_chain(&err);
+            (Other, format!("the request could not be built: {detail}"))
+        }
+        _ => (Other, source_chain(&err)),
+    };
+    let hint = match kind {
+        AccessDenied => "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy",
+        NoSuchContainer => "; create the bucket first or fix --repo",
+        _ => "",
+    };
+    StorageError::new(kind, format!("{what}: {detail}{hint}")).into()
+}
+
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+fn decode_sha256(b64: Option<&str>) -> Option<[u8; 32]> {
+    // Composite (multipart) checksums look like "…-N" and are not a digest of the object.
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64?).ok()?;
+    raw.try_into().ok()
+}
+
+fn encode_tags(tags: &Tags) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{}={}", urlencoding(k), urlencoding(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                let err = classify(e, &format!("cannot open {}", self.where_()));
+                // HeadBucket has no body, so a missing bucket is a bare 404.
+                match super::storage::storage_kind(&err) {
+                    Some(StorageErrorKind::NotFound) => StorageError::new(
+                        StorageErrorKind::NoSuchContainer,
+                        format!(
+                            "the {} does not exist; create it first or fix --repo",
+                            self.where_()
+                        ),
+                    )
+                    .into(),
+                    _ => err,
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, body: Bytes, sha256: &[u8; 32], tags: &Tags) -> anyhow::Result<()> {
+        let checksum = base64::engine::general_purpose::STANDARD.encode(sha256);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .checksum_sha256(checksum)
+            .body(ByteStream::from(body));
+        if !tags.is_empty() {
+            request = request.tagging(encode_tags(tags));
+        }
+        request
+            .customize()
+            // The SHA-256 checksum header (signed) already protects the body;
+            // hashing it again for the signature would cost a full pass.
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| classify(e, &format!("cannot upload {key} to {}", self.where_())))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        let what = format!("cannot download {key} from {}", self.where_());
+        let response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, &what))?;
+        let body = response.body.collect().await.map_err(|e| {
+            StorageError::new(StorageErrorKind::Transient, format!("{what}: body cut off: {e}"))
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                sha256: decode_sha256(out.checksum_sha256()),
+            })),
+            Err(e) => {
+                let err = classify(e, &format!("cannot stat {key} in {}", self.where_()));
+                match super::storage::storage_kind(&err) {
+                    Some(StorageErrorKind::NotFound) => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+        let pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let what = format!("cannot list {prefix} in {}", self.where_());
+        let pages: Vec<_> = pages.try_collect().await.map_err(|e| classify(e, &what))?;
+        let mut out: Vec<ObjectMeta> = pages
+            .iter()
+            .flat_map(|page| page.contents())
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    sha256: None,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, &format!("cannot delete {key} from {}", self.where_())))?;
+        Ok(())
+    }
+
+    async fn put_tags(&self, key: &str, tags: &Tags) -> anyhow::Result<()> {
+        let tag_set = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()?;
+        let tagging = Tagging::builder().set_tag_set(Some(tag_set)).build()?;
+        self.client
+            .put_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| classify(e, &format!("cannot tag {key} in {}", self.where_())))?;
+        Ok(())
+    }
+
+    async fn get_tags(&self, key: &str) -> anyhow::Result<Tags> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, &format!("cannot read the tags of {key} in {}", self.where_())))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    async fn lifecycle(&self) -> anyhow::Result<Option<Vec<Rule>>> {
+        let result = self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(out.rules().iter().map(Rule::from_s3).collect())),
+            Err(e) => {
+                let code = e.code().map(str::to_string);
+                let err = classify(e, &format!("cannot read the lifecycle rules of {}", self.where_()));
+                match (code.as_deref(), super::storage::storage_kind(&err)) {
+                    (Some("NoSuchLifecycleConfiguration"), _) => Ok(Some(Vec::new())),
+                    (_, Some(StorageErrorKind::Unsupported)) => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_url_encoded() {
+        let tags = vec![("tier".to_string(), "daily".to_string()), ("a b".into(), "c&d".into())];
+        assert_eq!(encode_tags(&tags), "tier=daily&a%20b=c%26d");
+    }
+
+    #[test]
+    fn sha256_decoding() {
+        let digest = [7u8; 32];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+        assert_eq!(decode_sha256(Some(&b64)), Some(digest));
+        assert_eq!(decode_sha256(Some("abc-2")), None);
+        assert_eq!(decode_sha256(None), None);
+    }
+}
