@@ -1,7 +1,115 @@
 //! rabbitmq-backup: back up a RabbitMQ node's definitions and message store
 //! to S3-compatible storage or a local directory, and restore it.
+//!
+//! `main` calls [`run`]; arguments become a validated [`settings::Settings`]
+//! before any I/O, and errors become exit codes in one place ([`error`]).
 
 pub mod archive;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod error;
+pub mod exclude;
+pub mod hooks;
+pub mod logging;
+pub mod output;
+pub mod progress;
 pub mod rabbit;
 pub mod repo;
+pub mod retention;
+pub mod settings;
+pub mod signals;
+pub mod staging;
+pub mod swap;
+pub mod transfer;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+use output::Output;
+use settings::{BackupSettings, RestoreSettings, Settings};
+
+/// Runs the command line and returns the process exit code.
+pub fn run() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that print and exit 0.
+            let _ = e.print();
+            return if e.use_stderr() {
+                error::Kind::Usage.code()
+            } else {
+                0
+            };
+        }
+    };
+    let json = cli.global.json;
+    match execute(cli) {
+        Ok(()) => 0,
+        Err(err) => {
+            let kind = error::kind_of(&err);
+            let message = error::render(&err);
+            tracing::debug!("{err:?}");
+            eprintln!("error: {message}");
+            if json {
+                let doc = serde_json::json!({
+                    "error": { "kind": kind.name(), "exit_code": kind.code(), "message": message }
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            kind.code()
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    // Commands that need no settings at all.
+    match &cli.command {
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "rabbitmq-backup",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let (file, config_path) = config::load(cli.global.config.as_deref())?;
+    let settings = Settings::new(&cli.global, file, config_path)?;
+    logging::init(settings.log_format, settings.verbosity);
+    let out = Output::new(settings.json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        signals::install();
+        match &cli.command {
+            Command::Backup(args) => {
+                let args = BackupSettings::new(args, &settings.file)?;
+                commands::backup::run(&settings, &args, out).await.map(drop)
+            }
+            Command::List(args) => {
+                commands::list::list(&settings, args.from_node.as_deref(), out).await
+            }
+            Command::Show(args) => {
+                commands::list::show(&settings, &args.snapshot, args.from_node.as_deref(), out)
+                    .await
+            }
+            Command::Restore(args) => {
+                let args = RestoreSettings::new(args, &settings.file)?;
+                commands::restore::run(&settings, &args, out)
+                    .await
+                    .map(drop)
+            }
+            Command::Exclude(args) => commands::exclude::run(&settings, args, out).await.map(drop),
+            _ => anyhow::bail!("not implemented yet"),
+        }
+    })
+}

@@ -1,3 +1,5 @@
-fn main() {
-    println!("Hello, world!");
+//! The `rabbitmq-backup` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(rabbitmq_backup::run())
 }

@@ -3,4 +3,134 @@
 
 pub mod ctl;
 pub mod datadir;
+pub mod definitions;
 pub mod http;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::error::{data_dir as data_dir_error, usage};
+use crate::settings::Settings;
+use ctl::{Ctl, QueueStatus};
+use http::{HttpFailureKind, Management, NodeIdentity, http_failure_kind};
+
+/// A reachable node: its identity, and how to talk to it.
+#[derive(Debug)]
+pub struct Broker {
+    /// The management API.
+    pub http: Management,
+    /// rabbitmqctl against this node.
+    pub ctl: Ctl,
+    /// Name and versions.
+    pub identity: NodeIdentity,
+    /// False when the management API did not answer (rabbitmqctl is used instead).
+    pub via_http: bool,
+}
+
+impl Broker {
+    /// Identifies the node through the management API, or through
+    /// rabbitmqctl when the API does not answer. Rejected credentials are an
+    /// error, never a silent fallback.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Broker> {
+        let http = Management::new(
+            &settings.management_url,
+            &settings.username,
+            settings.password.expose(),
+        )?;
+        let ctl = Ctl::new(settings.rabbitmqctl.clone(), settings.node.clone());
+        let (identity, via_http) = match http.identity().await {
+            Ok(identity) => (identity, true),
+            Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => {
+                tracing::warn!("{e:#}; using rabbitmqctl instead");
+                let (name, rabbitmq_version, erlang_version) = ctl.identity().await.map_err(|ctl_err| {
+                    anyhow::anyhow!(
+                        "cannot reach the RabbitMQ node: {e:#}; and {ctl_err:#}. Check that the node is running, and --management-url, --node and --rabbitmqctl"
+                    )
+                })?;
+                (
+                    NodeIdentity {
+                        name,
+                        rabbitmq_version,
+                        erlang_version,
+                    },
+                    false,
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(node) = &settings.node {
+            if node != &identity.name {
+                return Err(usage(format!(
+                    "the management API at {} belongs to node {}, but --node names {node}: point both at the same node",
+                    http.url(),
+                    identity.name
+                )));
+            }
+        }
+        crate::repo::check_node_name(&identity.name)?;
+        Ok(Broker {
+            http,
+            ctl,
+            identity,
+            via_http,
+        })
+    }
+
+    /// The data directory: `override_dir` or the node's answer; checked to
+    /// exist and be readable, with `msg_stores` inside.
+    pub async fn data_dir(&self, override_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let dir = match override_dir {
+            Some(d) => d.to_path_buf(),
+            None => self.ctl.data_dir().await.map_err(|e| {
+                data_dir_error(format!(
+                    "cannot ask node {} for its data directory: {e:#}; pass --data-dir (RABBITMQ_DATA_DIR)",
+                    self.identity.name
+                ))
+            })?,
+        };
+        let msg_stores = dir.join("msg_stores");
+        std::fs::read_dir(&msg_stores).map_err(|e| {
+            data_dir_error(format!(
+                "cannot read {}: {e}; is {} the data directory of node {}? Run as the user the broker runs as (or root), or pass --data-dir",
+                msg_stores.display(),
+                dir.display(),
+                self.identity.name
+            ))
+        })?;
+        Ok(dir)
+    }
+
+    /// Exported definitions (management API, or rabbitmqctl without it).
+    pub async fn export_definitions(&self) -> anyhow::Result<Vec<u8>> {
+        if self.via_http {
+            self.http.export_definitions().await
+        } else {
+            self.ctl
+                .export_definitions()
+                .await
+                .context("cannot export definitions")
+        }
+    }
+
+    /// Imports definitions (management API, or rabbitmqctl without it).
+    pub async fn import_definitions(&self, bytes: &[u8], scratch: &Path) -> anyhow::Result<()> {
+        if self.via_http {
+            return self.http.import_definitions(bytes).await;
+        }
+        let file = scratch.join("definitions.json");
+        std::fs::write(&file, bytes)?;
+        let result = self.ctl.import_definitions(&file).await;
+        let _ = std::fs::remove_file(&file);
+        result.context("cannot import definitions")
+    }
+
+    /// Every queue of the given vhosts with exact counts (in parallel).
+    pub async fn queues(&self, vhosts: &[String]) -> anyhow::Result<Vec<QueueStatus>> {
+        let lists =
+            futures::future::try_join_all(vhosts.iter().map(|v| self.ctl.list_queues(v))).await?;
+        let mut all: Vec<QueueStatus> = lists.into_iter().flatten().collect();
+        all.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
+        Ok(all)
+    }
+}

@@ -25,6 +25,10 @@ use url::RepoUrl;
 /// The name of the commit marker.
 pub const MANIFEST: &str = "manifest.json";
 
+/// The directory under the prefix that holds every snapshot (lifecycle
+/// rules match `<prefix>/snapshots/`).
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+
 /// One committed snapshot (its manifest exists).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRef {
@@ -65,7 +69,11 @@ impl Repository {
         } else {
             format!("{}/", prefix.trim_matches('/'))
         };
-        Repository { storage, prefix, url }
+        Repository {
+            storage,
+            prefix,
+            url,
+        }
     }
 
     /// The repository's location as the operator wrote it.
@@ -79,7 +87,7 @@ impl Repository {
     }
 
     fn snapshots_root(&self) -> String {
-        format!("{}snapshots/", self.prefix)
+        format!("{}{SNAPSHOTS_DIR}/", self.prefix)
     }
 
     /// The key prefix of one snapshot, ending in `/`.
@@ -115,10 +123,12 @@ impl Repository {
                 let rest = o.key.strip_prefix(&root)?;
                 let mut parts = rest.split('/');
                 let (node, id, file) = (parts.next()?, parts.next()?, parts.next()?);
-                (parts.next().is_none() && file == MANIFEST && snapshot_id::is_valid(id)).then(|| SnapshotRef {
-                    node: node.to_string(),
-                    id: id.to_string(),
-                })
+                (parts.next().is_none() && file == MANIFEST && snapshot_id::is_valid(id)).then(
+                    || SnapshotRef {
+                        node: node.to_string(),
+                        id: id.to_string(),
+                    },
+                )
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id).then(a.node.cmp(&b.node)));
@@ -138,7 +148,10 @@ impl Repository {
                 anyhow::anyhow!("there are no snapshots of {scope}; run `rabbitmq-backup list` to see which nodes have snapshots, and pass --from-node")
             });
         }
-        let matches: Vec<&SnapshotRef> = snapshots.iter().filter(|s| s.id.starts_with(spec)).collect();
+        let matches: Vec<&SnapshotRef> = snapshots
+            .iter()
+            .filter(|s| s.id.starts_with(spec))
+            .collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(usage(format!(
@@ -146,8 +159,15 @@ impl Repository {
             ))),
             many => Err(usage(format!(
                 "{spec:?} is ambiguous in {scope}: it matches {}; give more of the id{}",
-                many.iter().map(|s| format!("{} ({})", s.id, s.node)).collect::<Vec<_>>().join(", "),
-                if node.is_none() { " or pass --from-node" } else { "" }
+                many.iter()
+                    .map(|s| format!("{} ({})", s.id, s.node))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if node.is_none() {
+                    " or pass --from-node"
+                } else {
+                    ""
+                }
             ))),
         }
     }
@@ -155,13 +175,17 @@ impl Repository {
     /// Reads and parses a snapshot's manifest, checking that it belongs there.
     pub async fn manifest(&self, snapshot: &SnapshotRef) -> anyhow::Result<Manifest> {
         let key = self.manifest_key(&snapshot.node, &snapshot.id);
-        let bytes = self.storage.get(&key).await.map_err(|e| match storage_kind(&e) {
-            Some(StorageErrorKind::NotFound) => integrity(format!(
-                "snapshot {} of {} has no manifest: it is incomplete or was deleted",
-                snapshot.id, snapshot.node
-            )),
-            _ => e,
-        })?;
+        let bytes = self
+            .storage
+            .get(&key)
+            .await
+            .map_err(|e| match storage_kind(&e) {
+                Some(StorageErrorKind::NotFound) => integrity(format!(
+                    "snapshot {} of {} has no manifest: it is incomplete or was deleted",
+                    snapshot.id, snapshot.node
+                )),
+                _ => e,
+            })?;
         let origin = format!("{}{key}", self.location_prefix());
         let manifest = Manifest::from_json(&bytes, &origin)?;
         if manifest.id != snapshot.id || manifest.node.name != snapshot.node {
@@ -190,14 +214,26 @@ mod tests {
     async fn repo_with(manifests: &[(&str, &str)]) -> (tempfile::TempDir, Repository) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Arc::new(LocalStorage::new(dir.path()));
-        let repo = Repository::new(storage.clone(), "pre/fix", RepoUrl::Local { path: dir.path().into() });
+        let repo = Repository::new(
+            storage.clone(),
+            "pre/fix",
+            RepoUrl::Local {
+                path: dir.path().into(),
+            },
+        );
         for (node, id) in manifests {
             let key = repo.manifest_key(node, id);
-            storage.put(&key, Bytes::from_static(b"{}"), &[0; 32], &Vec::new()).await.unwrap();
+            storage
+                .put(&key, Bytes::from_static(b"{}"), &[0; 32], &Vec::new())
+                .await
+                .unwrap();
         }
         // An incomplete snapshot: chunks but no manifest.
         let orphan = repo.chunk_key("rabbit@a", "20261121T000000Z-00000000", &"f".repeat(64));
-        storage.put(&orphan, Bytes::from_static(b"x"), &[0; 32], &Vec::new()).await.unwrap();
+        storage
+            .put(&orphan, Bytes::from_static(b"x"), &[0; 32], &Vec::new())
+            .await
+            .unwrap();
         (dir, repo)
     }
 
@@ -212,7 +248,13 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].node, "rabbit@b");
         let a = repo.list(Some("rabbit@a")).await.unwrap();
-        assert_eq!(a, vec![SnapshotRef { node: "rabbit@a".into(), id: "20261120T000000Z-aaaaaaaa".into() }]);
+        assert_eq!(
+            a,
+            vec![SnapshotRef {
+                node: "rabbit@a".into(),
+                id: "20261120T000000Z-aaaaaaaa".into()
+            }]
+        );
     }
 
     #[tokio::test]
@@ -223,8 +265,14 @@ mod tests {
             ("rabbit@b", "20261121T000000Z-bbbbbbbb"),
         ])
         .await;
-        assert_eq!(repo.resolve("latest", Some("rabbit@a")).await.unwrap().id, "20261121T000000Z-cccccccc");
-        assert_eq!(repo.resolve("20261120", None).await.unwrap().node, "rabbit@a");
+        assert_eq!(
+            repo.resolve("latest", Some("rabbit@a")).await.unwrap().id,
+            "20261121T000000Z-cccccccc"
+        );
+        assert_eq!(
+            repo.resolve("20261120", None).await.unwrap().node,
+            "rabbit@a"
+        );
         let err = repo.resolve("20261121", None).await.unwrap_err();
         assert!(err.to_string().contains("ambiguous"), "{err}");
         assert!(repo.resolve("2025", None).await.is_err());

@@ -59,7 +59,8 @@ impl<F: FnMut(Chunk) -> io::Result<()>> ChunkWriter<F> {
         if self.encoder.is_none() {
             // Room for a typical 2-3x compression without regrowing.
             let capacity = (self.options.chunk_size / 2) as usize;
-            let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(capacity), self.options.level)?;
+            let mut enc =
+                zstd::stream::Encoder::new(Vec::with_capacity(capacity), self.options.level)?;
             if self.options.workers > 0 {
                 enc.multithread(self.options.workers)?;
             }
@@ -139,7 +140,9 @@ mod tests {
     }
 
     fn sample(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 % 251) as u8 ^ (i / 1000) as u8).collect()
+        (0..len)
+            .map(|i| (i * 7 % 251) as u8 ^ (i / 1000) as u8)
+            .collect()
     }
 
     #[test]
@@ -153,7 +156,10 @@ mod tests {
             assert_eq!(sizes[6], 100_000 - 6 * 16384);
             let stored: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
             let mut out = Vec::new();
-            zstd::stream::read::Decoder::new(&stored[..]).unwrap().read_to_end(&mut out).unwrap();
+            zstd::stream::read::Decoder::new(&stored[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, data);
         }
     }

@@ -238,7 +238,10 @@ impl Manifest {
         }
         for chunk in &self.chunks {
             if !is_sha256_hex(&chunk.sha256) {
-                return Err(bad(format!("chunk name {:?} is not a SHA-256", chunk.sha256)));
+                return Err(bad(format!(
+                    "chunk name {:?} is not a SHA-256",
+                    chunk.sha256
+                )));
             }
         }
         for file in &self.files {
@@ -253,7 +256,10 @@ impl Manifest {
         for vhost in &self.vhosts {
             super::paths::check_archive_path(&vhost.dir).map_err(|e| bad(e.to_string()))?;
             if !super::paths::is_vhost_dir(&vhost.dir) {
-                return Err(bad(format!("vhost directory {:?} is not under msg_stores/vhosts/", vhost.dir)));
+                return Err(bad(format!(
+                    "vhost directory {:?} is not under msg_stores/vhosts/",
+                    vhost.dir
+                )));
             }
         }
         let sum: u64 = self.chunks.iter().map(|c| c.uncompressed_size).sum();
@@ -274,7 +280,9 @@ impl Manifest {
 
 /// True for 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -348,7 +356,16 @@ pub(crate) mod tests {
     fn has_the_contract_field_names() {
         let v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
         for key in [
-            "format", "id", "created_at", "node", "consistency", "pause_ms", "definitions", "queues", "files", "chunks",
+            "format",
+            "id",
+            "created_at",
+            "node",
+            "consistency",
+            "pause_ms",
+            "definitions",
+            "queues",
+            "files",
+            "chunks",
         ] {
             assert!(v.get(key).is_some(), "{key}");
         }
@@ -373,7 +390,12 @@ pub(crate) mod tests {
 
     #[test]
     fn hostile_paths_are_refused() {
-        for path in ["../etc/passwd", "/etc/passwd", "msg_stores/../../x", "msg_stores/a/../../b"] {
+        for path in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "msg_stores/../../x",
+            "msg_stores/a/../../b",
+        ] {
             let mut m = sample();
             m.files[0].path = path.into();
             let err = Manifest::from_json(&m.to_json(), "m").unwrap_err();
@@ -385,7 +407,10 @@ pub(crate) mod tests {
     fn garbage_is_an_integrity_error() {
         for input in [&b"not json"[..], b"{}", b"[]", b"{\"format\":\"1\"}"] {
             let err = Manifest::from_json(input, "m").unwrap_err();
-            assert!(matches!(kind_of(&err), Kind::Integrity | Kind::Incompatible), "{err}");
+            assert!(
+                matches!(kind_of(&err), Kind::Integrity | Kind::Incompatible),
+                "{err}"
+            );
         }
     }
 

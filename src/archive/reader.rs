@@ -32,15 +32,23 @@ impl<R: Read> Read for Counting<R> {
 /// of `definitions.json`. `dest` must exist and be empty. Any deviation from
 /// the manifest is an integrity error; `dest` may then hold partial data and
 /// is the caller's to remove.
-pub fn unpack(stored: impl Read, manifest: &Manifest, dest: &Path, mut progress: impl FnMut(u64)) -> anyhow::Result<Vec<u8>> {
+pub fn unpack(
+    stored: impl Read,
+    manifest: &Manifest,
+    dest: &Path,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Vec<u8>> {
     let decoder = zstd::stream::read::Decoder::new(stored)
         .map_err(|e| integrity(format!("cannot start decompressing: {e}")))?;
     let mut counting = Counting {
         inner: decoder,
         count: 0,
     };
-    let expected_files: HashMap<&str, &FileEntry> =
-        manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let expected_files: HashMap<&str, &FileEntry> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
     let expected_dirs: HashSet<&str> = manifest.dirs.iter().map(|d| d.path.as_str()).collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut definitions = None;
@@ -62,13 +70,17 @@ pub fn unpack(stored: impl Read, manifest: &Manifest, dest: &Path, mut progress:
             match entry.header().entry_type() {
                 tar::EntryType::Directory => {
                     if !expected_dirs.is_empty() && !expected_dirs.contains(path.as_str()) {
-                        return Err(integrity(format!("the archive holds directory {path}, which the manifest does not list")));
+                        return Err(integrity(format!(
+                            "the archive holds directory {path}, which the manifest does not list"
+                        )));
                     }
                     fs::create_dir_all(&target)?;
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let Some(expected) = expected_files.get(path.as_str()) else {
-                        return Err(integrity(format!("the archive holds file {path}, which the manifest does not list")));
+                        return Err(integrity(format!(
+                            "the archive holds file {path}, which the manifest does not list"
+                        )));
                     };
                     if entry.size() != expected.size {
                         return Err(integrity(format!(
@@ -98,7 +110,8 @@ pub fn unpack(stored: impl Read, manifest: &Manifest, dest: &Path, mut progress:
         }
     }
     // Whatever follows the tar end must still decompress: it is all verified bytes.
-    io::copy(&mut counting, &mut io::sink()).map_err(|e| integrity(format!("the archive is damaged: {e}")))?;
+    io::copy(&mut counting, &mut io::sink())
+        .map_err(|e| integrity(format!("the archive is damaged: {e}")))?;
     if counting.count != manifest.totals.tar_bytes {
         return Err(integrity(format!(
             "the archive decompresses to {} bytes but the manifest says {}",
@@ -106,9 +119,42 @@ pub fn unpack(stored: impl Read, manifest: &Manifest, dest: &Path, mut progress:
         )));
     }
     if let Some(missing) = manifest.files.iter().find(|f| !seen.contains(&f.path)) {
-        return Err(integrity(format!("the archive lacks {}, which the manifest lists", missing.path)));
+        return Err(integrity(format!(
+            "the archive lacks {}, which the manifest lists",
+            missing.path
+        )));
     }
     definitions.ok_or_else(|| integrity("the archive holds no definitions.json"))
+}
+
+/// Reads only `definitions.json`, the archive's first entry, and checks it
+/// against the manifest. Reads no further than that entry.
+pub fn definitions_only(stored: impl Read, manifest: &Manifest) -> anyhow::Result<Vec<u8>> {
+    let decoder = zstd::stream::read::Decoder::new(stored)
+        .map_err(|e| integrity(format!("cannot start decompressing: {e}")))?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| integrity(format!("the archive is not a tar stream: {e}")))?;
+    let mut entry = entries
+        .next()
+        .ok_or_else(|| integrity("the archive is empty"))?
+        .map_err(|e| integrity(format!("the archive is damaged: {e}")))?;
+    if entry.path_bytes().as_ref() != DEFINITIONS.as_bytes()
+        || entry.header().entry_type() != tar::EntryType::Regular
+    {
+        return Err(integrity(
+            "the archive does not start with definitions.json",
+        ));
+    }
+    let mut data = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut data)?;
+    check_digest(
+        DEFINITIONS,
+        &Sha256::digest(&data),
+        &manifest.definitions.sha256,
+    )?;
+    Ok(data)
 }
 
 fn check_digest(path: &str, digest: &[u8], expected: &str) -> anyhow::Result<()> {
@@ -121,7 +167,12 @@ fn check_digest(path: &str, digest: &[u8], expected: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-fn write_file(entry: &mut impl Read, target: &Path, expected: &FileEntry, path: &str) -> anyhow::Result<()> {
+fn write_file(
+    entry: &mut impl Read,
+    target: &Path,
+    expected: &FileEntry,
+    path: &str,
+) -> anyhow::Result<()> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -173,7 +224,9 @@ mod tests {
             stored.extend_from_slice(&c.data);
             Ok(())
         });
-        let (sink, written) = write_archive(sink, defs, src.path(), false, |_| {}).unwrap();
+        let selected = ["msg_stores/vhosts/V".to_string()].into();
+        let (sink, written) =
+            write_archive(sink, defs, src.path(), false, &selected, |_| {}).unwrap();
         let tar_bytes = sink.finish().unwrap();
         let mut m = sample();
         m.definitions.sha256 = hex::encode(Sha256::digest(defs));
@@ -197,9 +250,25 @@ mod tests {
     }
 
     #[test]
+    fn definitions_alone() {
+        let (stored, m) = build();
+        assert_eq!(
+            definitions_only(&stored[..], &m).unwrap(),
+            br#"{"queues":[]}"#
+        );
+        let mut wrong = m.clone();
+        wrong.definitions.sha256 = "1".repeat(64);
+        assert!(definitions_only(&stored[..], &wrong).is_err());
+    }
+
+    #[test]
     fn a_wrong_file_digest_is_refused() {
         let (stored, mut m) = build();
-        let f = m.files.iter_mut().find(|f| f.path.ends_with("0.idx")).unwrap();
+        let f = m
+            .files
+            .iter_mut()
+            .find(|f| f.path.ends_with("0.idx"))
+            .unwrap();
         f.sha256 = "0".repeat(64);
         let dest = tempfile::tempdir().unwrap();
         let err = unpack(&stored[..], &m, dest.path(), |_| {}).unwrap_err();
@@ -224,7 +293,10 @@ mod tests {
         m.files.push(extra);
         let dest = tempfile::tempdir().unwrap();
         let err = unpack(&stored[..], &m, dest.path(), |_| {}).unwrap_err();
-        assert!(err.to_string().contains("lacks msg_stores/vhosts/V/extra"), "{err}");
+        assert!(
+            err.to_string().contains("lacks msg_stores/vhosts/V/extra"),
+            "{err}"
+        );
     }
 
     fn hostile_archive(kind: tar::EntryType, path: &str, link: Option<&str>) -> Vec<u8> {
@@ -262,8 +334,16 @@ mod tests {
             let err = unpack(&stored[..], &sample(), &inner, |_| {}).unwrap_err();
             assert_eq!(kind_of(&err), Kind::Integrity, "{path}: {err}");
             let leftover: Vec<_> = fs::read_dir(dest.path()).unwrap().collect();
-            assert_eq!(leftover.len(), 1, "{path}: nothing written beside the staging dir");
-            assert_eq!(fs::read_dir(&inner).unwrap().count(), 0, "{path}: nothing written");
+            assert_eq!(
+                leftover.len(),
+                1,
+                "{path}: nothing written beside the staging dir"
+            );
+            assert_eq!(
+                fs::read_dir(&inner).unwrap().count(),
+                0,
+                "{path}: nothing written"
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Writes the snapshot's tar stream: `definitions.json`, then the message
 //! store, streaming each file once and digesting it on the way.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -58,7 +59,8 @@ impl Read for HashingReader {
 }
 
 /// Streams the archive into `out`: `definitions`, then everything under
-/// `<source>/msg_stores` (sorted, so archives are reproducible). The
+/// `<source>/msg_stores` (sorted, so archives are reproducible), of the vhost
+/// directories in `vhost_dirs` (`msg_stores/vhosts/<VH>`) only. The
 /// contents of `msg_store_transient` are skipped: the node wipes them at boot.
 /// `live` tolerates files that change or vanish while being read.
 pub fn write_archive<W: Write>(
@@ -66,12 +68,21 @@ pub fn write_archive<W: Write>(
     definitions: &[u8],
     source: &Path,
     live: bool,
+    vhost_dirs: &BTreeSet<String>,
     mut progress: impl FnMut(u64),
 ) -> io::Result<(W, Written)> {
     let mut builder = tar::Builder::new(out);
     let mut written = Written::default();
 
-    let mut header = base_header(tar::EntryType::Regular, 0o600, definitions.len() as u64, 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut header = base_header(
+        tar::EntryType::Regular,
+        0o600,
+        definitions.len() as u64,
+        now,
+    );
     builder.append_data(&mut header, DEFINITIONS, definitions)?;
     written.files.push(FileEntry {
         path: DEFINITIONS.into(),
@@ -83,7 +94,13 @@ pub fn write_archive<W: Write>(
     let root = source.join(MSG_STORES);
     let meta = fs::metadata(&root)?;
     append_dir(&mut builder, MSG_STORES, &meta, &mut written)?;
-    walk(&mut builder, &root, MSG_STORES, live, &mut written, &mut progress)?;
+    let mut walker = Walker {
+        live,
+        vhost_dirs,
+        written: &mut written,
+        progress: &mut progress,
+    };
+    walker.walk(&mut builder, &root, MSG_STORES)?;
     let out = builder.into_inner()?;
     Ok((out, written))
 }
@@ -106,7 +123,12 @@ fn append_dir<W: Write>(
     written: &mut Written,
 ) -> io::Result<()> {
     let mode = meta.mode() & 0o7777;
-    let mut header = base_header(tar::EntryType::Directory, mode, 0, meta.mtime().max(0) as u64);
+    let mut header = base_header(
+        tar::EntryType::Directory,
+        mode,
+        0,
+        meta.mtime().max(0) as u64,
+    );
     builder.append_data(&mut header, rel, io::empty())?;
     written.dirs.push(DirEntry {
         path: rel.to_string(),
@@ -115,94 +137,121 @@ fn append_dir<W: Write>(
     Ok(())
 }
 
-fn walk<W: Write>(
-    builder: &mut tar::Builder<W>,
-    dir: &Path,
-    rel: &str,
+struct Walker<'a, P: FnMut(u64)> {
     live: bool,
-    written: &mut Written,
-    progress: &mut impl FnMut(u64),
-) -> io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    let skip_files = dir.file_name().is_some_and(|n| n == "msg_store_transient");
-    for entry in entries {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            written.warnings.push(format!("skipped {}: its name is not UTF-8", entry.path().display()));
-            continue;
-        };
-        let child_rel = format!("{rel}/{name}");
-        let meta = match fs::symlink_metadata(entry.path()) {
-            Ok(m) => m,
-            Err(e) if live && e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if meta.is_dir() {
-            append_dir(builder, &child_rel, &meta, written)?;
-            walk(builder, &entry.path(), &child_rel, live, written, progress)?;
-        } else if meta.is_file() {
-            if skip_files {
-                continue;
-            }
-            append_file(builder, &entry.path(), &child_rel, live, written, progress)?;
-        } else {
-            written
-                .warnings
-                .push(format!("skipped {child_rel}: not a regular file or directory"));
-        }
-    }
-    Ok(())
+    vhost_dirs: &'a BTreeSet<String>,
+    written: &'a mut Written,
+    progress: &'a mut P,
 }
 
-fn append_file<W: Write>(
-    builder: &mut tar::Builder<W>,
-    path: &Path,
-    rel: &str,
-    live: bool,
-    written: &mut Written,
-    progress: &mut impl FnMut(u64),
-) -> io::Result<()> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        // The node deletes store files as it compacts: a live capture skips them.
-        Err(e) if live && e.kind() == io::ErrorKind::NotFound => {
-            written.warnings.push(format!("{rel} vanished while the live capture ran"));
-            return Ok(());
+impl<P: FnMut(u64)> Walker<'_, P> {
+    fn walk<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        dir: &Path,
+        rel: &str,
+    ) -> io::Result<()> {
+        crate::signals::check()?;
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        let skip_files = dir.file_name().is_some_and(|n| n == "msg_store_transient");
+        let vhosts_level = rel == "msg_stores/vhosts";
+        for entry in entries {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                self.written.warnings.push(format!(
+                    "skipped {}: its name is not UTF-8",
+                    entry.path().display()
+                ));
+                continue;
+            };
+            let child_rel = format!("{rel}/{name}");
+            if vhosts_level && !self.vhost_dirs.contains(&child_rel) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(e) if self.live && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                append_dir(builder, &child_rel, &meta, self.written)?;
+                self.walk(builder, &entry.path(), &child_rel)?;
+            } else if meta.is_file() {
+                if !skip_files {
+                    self.append_file(builder, &entry.path(), &child_rel)?;
+                }
+            } else {
+                self.written.warnings.push(format!(
+                    "skipped {child_rel}: not a regular file or directory"
+                ));
+            }
         }
-        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
-    };
-    let meta = file.metadata()?;
-    let size = meta.len();
-    let mode = meta.mode() & 0o7777;
-    let mut header = base_header(tar::EntryType::Regular, mode, size, meta.mtime().max(0) as u64);
-    let mut reader = BufReader::with_capacity(
-        1 << 20,
-        HashingReader {
-            file,
-            remaining: size,
-            padded: 0,
-            live,
-            hasher: Sha256::new(),
-        },
-    );
-    builder
-        .append_data(&mut header, rel, &mut reader)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot archive {}: {e}", path.display())))?;
-    let reader = reader.into_inner();
-    if reader.padded > 0 {
-        written
-            .warnings
-            .push(format!("{rel} shrank by {} bytes while the live capture read it", reader.padded));
+        Ok(())
     }
-    written.files.push(FileEntry {
-        path: rel.to_string(),
-        size,
-        sha256: hex::encode(reader.hasher.finalize()),
-        mode,
-    });
-    progress(size);
-    Ok(())
+
+    fn append_file<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        path: &Path,
+        rel: &str,
+    ) -> io::Result<()> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            // The node deletes store files as it compacts: a live capture skips them.
+            Err(e) if self.live && e.kind() == io::ErrorKind::NotFound => {
+                self.written
+                    .warnings
+                    .push(format!("{rel} vanished while the live capture ran"));
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        };
+        let meta = file.metadata()?;
+        let size = meta.len();
+        let mode = meta.mode() & 0o7777;
+        let mut header = base_header(
+            tar::EntryType::Regular,
+            mode,
+            size,
+            meta.mtime().max(0) as u64,
+        );
+        let mut reader = BufReader::with_capacity(
+            1 << 20,
+            HashingReader {
+                file,
+                remaining: size,
+                padded: 0,
+                live: self.live,
+                hasher: Sha256::new(),
+            },
+        );
+        builder
+            .append_data(&mut header, rel, &mut reader)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot archive {}: {e}", path.display()))
+            })?;
+        let reader = reader.into_inner();
+        if reader.padded > 0 {
+            self.written.warnings.push(format!(
+                "{rel} shrank by {} bytes while the live capture read it",
+                reader.padded
+            ));
+        }
+        self.written.files.push(FileEntry {
+            path: rel.to_string(),
+            size,
+            sha256: hex::encode(reader.hasher.finalize()),
+            mode,
+        });
+        (self.progress)(size);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +268,17 @@ mod tests {
         fs::write(vh.join("msg_store_transient/0.rdq"), "transient").unwrap();
         fs::write(vh.join("queues/Q/0.idx"), vec![9u8; 5000]).unwrap();
 
-        let (tar_bytes, written) = write_archive(Vec::new(), b"{\"x\":1}", src.path(), false, |_| {}).unwrap();
+        let selected: BTreeSet<String> = ["msg_stores/vhosts/V".to_string()].into();
+        fs::create_dir_all(src.path().join("msg_stores/vhosts/OTHER")).unwrap();
+        let (tar_bytes, written) = write_archive(
+            Vec::new(),
+            b"{\"x\":1}",
+            src.path(),
+            false,
+            &selected,
+            |_| {},
+        )
+        .unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let names: Vec<String> = archive
             .entries()
@@ -229,8 +288,17 @@ mod tests {
         assert_eq!(names[0], "definitions.json");
         assert!(names.contains(&"msg_stores/vhosts/V/queues/Q/0.idx".to_string()));
         assert!(names.contains(&"msg_stores/vhosts/V/msg_store_transient".to_string()));
-        assert!(!names.iter().any(|n| n.ends_with("msg_store_transient/0.rdq")));
-        let idx = written.files.iter().find(|f| f.path.ends_with("0.idx")).unwrap();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with("msg_store_transient/0.rdq"))
+        );
+        assert!(!names.iter().any(|n| n.contains("OTHER")));
+        let idx = written
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("0.idx"))
+            .unwrap();
         assert_eq!(idx.size, 5000);
         assert_eq!(idx.sha256, hex::encode(Sha256::digest(vec![9u8; 5000])));
     }

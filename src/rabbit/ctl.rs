@@ -70,8 +70,12 @@ impl Ctl {
             self.run(&["status", "--formatter", "json"], QUERY),
             self.run(&["eval", "node()."], QUERY)
         )?;
-        let status: Value = serde_json::from_str(&status).context("rabbitmqctl status did not print JSON")?;
-        let rabbitmq = status["rabbitmq_version"].as_str().unwrap_or("unknown").to_string();
+        let status: Value =
+            serde_json::from_str(&status).context("rabbitmqctl status did not print JSON")?;
+        let rabbitmq = status["rabbitmq_version"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
         let erlang = status["erlang_version"]
             .as_str()
             .map(erlang_release)
@@ -84,8 +88,18 @@ impl Ctl {
         let out = self
             .run(
                 &[
-                    "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", "type", "durable", "messages",
-                    "messages_persistent", "consumers",
+                    "list_queues",
+                    "-q",
+                    "-p",
+                    vhost,
+                    "--formatter",
+                    "json",
+                    "name",
+                    "type",
+                    "durable",
+                    "messages",
+                    "messages_persistent",
+                    "consumers",
                 ],
                 QUERY,
             )
@@ -106,20 +120,32 @@ impl Ctl {
 
     /// Definitions as JSON, without the management plugin.
     pub async fn export_definitions(&self) -> anyhow::Result<Vec<u8>> {
-        let out = self.run(&["export_definitions", "-", "--format", "json", "-q"], QUERY).await?;
+        let out = self
+            .run(
+                &["export_definitions", "-", "--format", "json", "-q"],
+                QUERY,
+            )
+            .await?;
         Ok(out.into_bytes())
     }
 
     /// Imports definitions from a JSON file (merging, like the HTTP API).
     pub async fn import_definitions(&self, file: &Path) -> anyhow::Result<()> {
         let path = file.to_string_lossy();
-        self.run(&["import_definitions", &path, "--format", "json"], SLOW).await.map(drop)
+        self.run(&["import_definitions", &path, "--format", "json"], SLOW)
+            .await
+            .map(drop)
     }
 }
 
 /// Runs a RabbitMQ CLI tool and returns its standard output, or an error
 /// holding the useful part of its (long) diagnostics.
-async fn run_tool(program: &Path, node: Option<&str>, args: &[&str], patience: Duration) -> anyhow::Result<String> {
+async fn run_tool(
+    program: &Path,
+    node: Option<&str>,
+    args: &[&str],
+    patience: Duration,
+) -> anyhow::Result<String> {
     let mut cmd = tokio::process::Command::new(program);
     if let Some(node) = node {
         cmd.arg("-n").arg(node);
@@ -139,7 +165,9 @@ async fn run_tool(program: &Path, node: Option<&str>, args: &[&str], patience: D
     })?;
     let output = tokio::time::timeout(patience, child.wait_with_output())
         .await
-        .map_err(|_| anyhow::anyhow!("`{shown}` did not finish within {} s", patience.as_secs()))??;
+        .map_err(|_| {
+            anyhow::anyhow!("`{shown}` did not finish within {} s", patience.as_secs())
+        })??;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
@@ -148,7 +176,11 @@ async fn run_tool(program: &Path, node: Option<&str>, args: &[&str], patience: D
     anyhow::bail!(
         "`{shown}` failed ({}): {}",
         output.status,
-        summarize_cli_error(if stderr.trim().is_empty() { &stdout } else { &stderr })
+        summarize_cli_error(if stderr.trim().is_empty() {
+            &stdout
+        } else {
+            &stderr
+        })
     )
 }
 
@@ -207,11 +239,15 @@ fn as_u64(v: &Value) -> Option<u64> {
 
 /// Parses `list_queues --formatter json` output.
 pub fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> {
-    let rows: Vec<Value> = serde_json::from_str(out.trim())
-        .with_context(|| format!("rabbitmqctl list_queues printed something unexpected: {out:?}"))?;
+    let rows: Vec<Value> = serde_json::from_str(out.trim()).with_context(|| {
+        format!("rabbitmqctl list_queues printed something unexpected: {out:?}")
+    })?;
     rows.iter()
         .map(|row| {
-            let name = row["name"].as_str().context("a queue without a name")?.to_string();
+            let name = row["name"]
+                .as_str()
+                .context("a queue without a name")?
+                .to_string();
             Ok(QueueStatus {
                 vhost: vhost.to_string(),
                 queue_type: row["type"].as_str().unwrap_or("classic").to_string(),
@@ -257,8 +293,14 @@ mod tests {
     fn summarizes_cli_errors() {
         let text = "Error: unable to perform an operation on node 'x@h'. Please see\n\n * epmd reports: node 'x' not running at all\n";
         let s = summarize_cli_error(text);
-        assert!(s.starts_with("unable to perform an operation on node 'x@h'"), "{s}");
-        assert!(s.contains("epmd reports: node 'x' not running at all"), "{s}");
+        assert!(
+            s.starts_with("unable to perform an operation on node 'x@h'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("epmd reports: node 'x' not running at all"),
+            "{s}"
+        );
     }
 
     #[test]

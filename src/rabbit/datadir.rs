@@ -122,12 +122,17 @@ mod tests {
     #[test]
     fn scans_a_layout() {
         let dir = tempfile::tempdir().unwrap();
-        let q = dir.path().join("msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC");
+        let q = dir
+            .path()
+            .join("msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC");
         std::fs::create_dir_all(&q).unwrap();
         std::fs::write(q.join(".queue_name"), b"VHOST: /\nQUEUE: q1\n").unwrap();
         let found = scan_queue_dirs(dir.path()).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].queue, "q1");
-        assert_eq!(found[0].dir, "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC");
+        assert_eq!(
+            found[0].dir,
+            "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC"
+        );
     }
 }

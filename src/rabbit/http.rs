@@ -65,7 +65,10 @@ impl fmt::Debug for Management {
 impl Management {
     /// `url` is the management base URL (`http://host:15672`, `/api` optional).
     pub fn new(url: &str, username: &str, password: &str) -> anyhow::Result<Management> {
-        let base = url.trim_end_matches('/').trim_end_matches("/api").to_string();
+        let base = url
+            .trim_end_matches('/')
+            .trim_end_matches("/api")
+            .to_string();
         let endpoint = format!("{base}/api");
         let client = Client::<String, String, String>::builder()
             .with_endpoint(endpoint)
@@ -104,7 +107,11 @@ impl Management {
             ),
             ApiError::RequestError { error, .. } => (
                 HttpFailureKind::Unreachable,
-                format!("cannot reach the management API at {}: {}", self.base, error_chain(error)),
+                format!(
+                    "cannot reach the management API at {}: {}",
+                    self.base,
+                    error_chain(error)
+                ),
             ),
             ApiError::NotFound => (
                 HttpFailureKind::Unreachable,
@@ -112,10 +119,16 @@ impl Management {
             ),
             other => (
                 HttpFailureKind::Other,
-                format!("the management API at {} failed to {what}: {other}", self.base),
+                format!(
+                    "the management API at {} failed to {what}: {other}",
+                    self.base
+                ),
             ),
         };
-        anyhow::Error::new(HttpFailure { kind, message: detail })
+        anyhow::Error::new(HttpFailure {
+            kind,
+            message: detail,
+        })
     }
 
     /// Node name and versions (`GET /api/overview`).

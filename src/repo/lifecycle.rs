@@ -41,7 +41,11 @@ impl Rule {
             tags.push((tag.key().to_string(), tag.value().to_string()));
         }
         if let Some(and) = and {
-            tags.extend(and.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())));
+            tags.extend(
+                and.tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string())),
+            );
         }
         Rule {
             id: rule.id().unwrap_or("").to_string(),

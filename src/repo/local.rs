@@ -75,7 +75,12 @@ fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list_dir(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> anyhow::Result<()> {
+fn list_dir(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<ObjectMeta>,
+) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -85,7 +90,11 @@ fn list_dir(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) ->
         let entry = entry.map_err(|e| io_error(e, format!("cannot list {}", dir.display())))?;
         let path = entry.path();
         let file_type = entry.file_type()?;
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .to_string();
         if file_type.is_dir() {
             // Only descend where keys below could still match the prefix.
             let as_dir = format!("{rel}/");
@@ -118,7 +127,12 @@ impl Storage for LocalStorage {
             ),
             // A missing directory is created by the first write.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error(e, format!("cannot access {}", self.root.display()))),
+            Err(e) => {
+                return Err(io_error(
+                    e,
+                    format!("cannot access {}", self.root.display()),
+                ));
+            }
         }
         // Writable? Probe with a temporary file that is removed at once.
         let probe = tempfile::Builder::new()
@@ -127,14 +141,23 @@ impl Storage for LocalStorage {
             .map_err(|e| {
                 io_error(
                     e,
-                    format!("the repository directory {} is not writable", self.root.display()),
+                    format!(
+                        "the repository directory {} is not writable",
+                        self.root.display()
+                    ),
                 )
             })?;
         drop(probe);
         Ok(())
     }
 
-    async fn put(&self, key: &str, body: Bytes, _sha256: &[u8; 32], _tags: &Tags) -> anyhow::Result<()> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        _sha256: &[u8; 32],
+        _tags: &Tags,
+    ) -> anyhow::Result<()> {
         let path = self.path_of(key)?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &body)).await?
     }
@@ -221,19 +244,40 @@ mod tests {
         let store = LocalStorage::new(dir.path().join("repo"));
         store.check().await.unwrap();
         let body = Bytes::from_static(b"hello");
-        store.put("a/b/c", body.clone(), &[0; 32], &Vec::new()).await.unwrap();
-        store.put("a/d", body.clone(), &[0; 32], &Vec::new()).await.unwrap();
+        store
+            .put("a/b/c", body.clone(), &[0; 32], &Vec::new())
+            .await
+            .unwrap();
+        store
+            .put("a/d", body.clone(), &[0; 32], &Vec::new())
+            .await
+            .unwrap();
         assert_eq!(store.get("a/b/c").await.unwrap(), body);
-        let keys: Vec<_> = store.list("a/").await.unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<_> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, vec!["a/b/c", "a/d"]);
-        let keys: Vec<_> = store.list("a/b").await.unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<_> = store
+            .list("a/b")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, vec!["a/b/c"]);
         assert_eq!(store.head("a/d").await.unwrap().unwrap().size, 5);
         store.delete("a/b/c").await.unwrap();
         assert!(store.head("a/b/c").await.unwrap().is_none());
         assert!(!dir.path().join("repo/a/b").exists());
         let err = store.get("a/b/c").await.unwrap_err();
-        assert_eq!(super::super::storage::storage_kind(&err), Some(StorageErrorKind::NotFound));
+        assert_eq!(
+            super::super::storage::storage_kind(&err),
+            Some(StorageErrorKind::NotFound)
+        );
     }
 
     #[tokio::test]

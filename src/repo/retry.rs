@@ -72,9 +72,9 @@ impl Retrying {
                     };
                     if !retryable || attempt >= self.policy.attempts {
                         if retryable {
-                            return Err(err.context(format!(
-                                "{what} failed after {attempt} attempts"
-                            )));
+                            return Err(
+                                err.context(format!("{what} failed after {attempt} attempts"))
+                            );
                         }
                         return Err(err);
                     }
@@ -100,10 +100,17 @@ impl Storage for Retrying {
     }
 
     async fn check(&self) -> anyhow::Result<()> {
-        self.run("checking the repository", false, || self.inner.check()).await
+        self.run("checking the repository", false, || self.inner.check())
+            .await
     }
 
-    async fn put(&self, key: &str, body: Bytes, sha256: &[u8; 32], tags: &Tags) -> anyhow::Result<()> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &[u8; 32],
+        tags: &Tags,
+    ) -> anyhow::Result<()> {
         self.run(&format!("upload of {key}"), true, || {
             self.inner.put(key, body.clone(), sha256, tags)
         })
@@ -111,31 +118,46 @@ impl Storage for Retrying {
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
-        self.run(&format!("download of {key}"), false, || self.inner.get(key)).await
+        self.run(&format!("download of {key}"), false, || self.inner.get(key))
+            .await
     }
 
     async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
-        self.run(&format!("stat of {key}"), false, || self.inner.head(key)).await
+        self.run(&format!("stat of {key}"), false, || self.inner.head(key))
+            .await
     }
 
     async fn list(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
-        self.run(&format!("listing of {prefix}"), false, || self.inner.list(prefix)).await
+        self.run(&format!("listing of {prefix}"), false, || {
+            self.inner.list(prefix)
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.run(&format!("deletion of {key}"), false, || self.inner.delete(key)).await
+        self.run(&format!("deletion of {key}"), false, || {
+            self.inner.delete(key)
+        })
+        .await
     }
 
     async fn put_tags(&self, key: &str, tags: &Tags) -> anyhow::Result<()> {
-        self.run(&format!("tagging of {key}"), false, || self.inner.put_tags(key, tags)).await
+        self.run(&format!("tagging of {key}"), false, || {
+            self.inner.put_tags(key, tags)
+        })
+        .await
     }
 
     async fn get_tags(&self, key: &str) -> anyhow::Result<Tags> {
-        self.run(&format!("reading tags of {key}"), false, || self.inner.get_tags(key)).await
+        self.run(&format!("reading tags of {key}"), false, || {
+            self.inner.get_tags(key)
+        })
+        .await
     }
 
     async fn lifecycle(&self) -> anyhow::Result<Option<Vec<Rule>>> {
-        self.run("reading lifecycle rules", false, || self.inner.lifecycle()).await
+        self.run("reading lifecycle rules", false, || self.inner.lifecycle())
+            .await
     }
 }
 
@@ -203,7 +225,10 @@ mod tests {
     async fn setup(failures: u32, kind: StorageErrorKind) -> (tempfile::TempDir, Retrying) {
         let dir = tempfile::tempdir().unwrap();
         let local = LocalStorage::new(dir.path());
-        local.put("k", Bytes::from_static(b"v"), &[0; 32], &Vec::new()).await.unwrap();
+        local
+            .put("k", Bytes::from_static(b"v"), &[0; 32], &Vec::new())
+            .await
+            .unwrap();
         let flaky = Flaky {
             inner: local,
             failures_left: AtomicU32::new(failures),

@@ -110,7 +110,10 @@ impl S3Storage {
 }
 
 /// Turns an SDK error into a classified [`StorageError`] naming the object.
-fn classify<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, what: &str) -> anyhow::Error
+fn classify<E>(
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    what: &str,
+) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -123,7 +126,9 @@ where
             let kind = match (status, code.as_str()) {
                 (_, "NoSuchBucket") => NoSuchContainer,
                 (404, _) | (_, "NoSuchKey") | (_, "NotFound") => NotFound,
-                (_, "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch") => ChecksumMismatch,
+                (_, "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch") => {
+                    ChecksumMismatch
+                }
                 (400, _) if message.to_ascii_lowercase().contains("checksum") => ChecksumMismatch,
                 (501, _) | (_, "NotImplemented") => Unsupported,
                 (403, _) | (_, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
@@ -161,7 +166,9 @@ where
         _ => (Other, source_chain(&err)),
     };
     let hint = match kind {
-        AccessDenied => "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy",
+        AccessDenied => {
+            "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy"
+        }
         NoSuchContainer => "; create the bucket first or fix --repo",
         _ => "",
     };
@@ -181,7 +188,9 @@ fn source_chain(err: &dyn std::error::Error) -> String {
 
 fn decode_sha256(b64: Option<&str>) -> Option<[u8; 32]> {
     // Composite (multipart) checksums look like "…-N" and are not a digest of the object.
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64?).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64?)
+        .ok()?;
     raw.try_into().ok()
 }
 
@@ -195,7 +204,9 @@ fn encode_tags(tags: &Tags) -> String {
 fn urlencoding(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -231,7 +242,13 @@ impl Storage for S3Storage {
         Ok(())
     }
 
-    async fn put(&self, key: &str, body: Bytes, sha256: &[u8; 32], tags: &Tags) -> anyhow::Result<()> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &[u8; 32],
+        tags: &Tags,
+    ) -> anyhow::Result<()> {
         let checksum = base64::engine::general_purpose::STANDARD.encode(sha256);
         let mut request = self
             .client
@@ -266,7 +283,10 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| classify(e, &what))?;
         let body = response.body.collect().await.map_err(|e| {
-            StorageError::new(StorageErrorKind::Transient, format!("{what}: body cut off: {e}"))
+            StorageError::new(
+                StorageErrorKind::Transient,
+                format!("{what}: body cut off: {e}"),
+            )
         })?;
         Ok(body.into_bytes())
     }
@@ -357,7 +377,12 @@ impl Storage for S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify(e, &format!("cannot read the tags of {key} in {}", self.where_())))?;
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!("cannot read the tags of {key} in {}", self.where_()),
+                )
+            })?;
         Ok(out
             .tag_set()
             .iter()
@@ -376,7 +401,10 @@ impl Storage for S3Storage {
             Ok(out) => Ok(Some(out.rules().iter().map(Rule::from_s3).collect())),
             Err(e) => {
                 let code = e.code().map(str::to_string);
-                let err = classify(e, &format!("cannot read the lifecycle rules of {}", self.where_()));
+                let err = classify(
+                    e,
+                    &format!("cannot read the lifecycle rules of {}", self.where_()),
+                );
                 match (code.as_deref(), super::storage::storage_kind(&err)) {
                     (Some("NoSuchLifecycleConfiguration"), _) => Ok(Some(Vec::new())),
                     (_, Some(StorageErrorKind::Unsupported)) => Ok(None),
@@ -393,7 +421,10 @@ mod tests {
 
     #[test]
     fn tags_are_url_encoded() {
-        let tags = vec![("tier".to_string(), "daily".to_string()), ("a b".into(), "c&d".into())];
+        let tags = vec![
+            ("tier".to_string(), "daily".to_string()),
+            ("a b".into(), "c&d".into()),
+        ];
         assert_eq!(encode_tags(&tags), "tier=daily&a%20b=c%26d");
     }
 

@@ -7,7 +7,9 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 pub fn new_id(now: OffsetDateTime) -> String {
     let stamp = now
         .to_offset(time::UtcOffset::UTC)
-        .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .format(format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
         .expect("formats");
     format!("{stamp}-{:08x}", rand::random::<u32>())
 }
@@ -17,7 +19,9 @@ pub fn is_valid(id: &str) -> bool {
     let bytes = id.as_bytes();
     bytes.len() == 25
         && bytes[16] == b'-'
-        && bytes[17..].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        && bytes[17..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
         && timestamp(id).is_some()
 }
 

@@ -86,8 +86,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Stores `body` under `key`. `sha256` is the digest of `body`; servers
     /// that support it verify the upload against it.
-    async fn put(&self, key: &str, body: Bytes, sha256: &[u8; 32], tags: &Tags)
-    -> anyhow::Result<()>;
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &[u8; 32],
+        tags: &Tags,
+    ) -> anyhow::Result<()>;
 
     /// Reads a whole object.
     async fn get(&self, key: &str) -> anyhow::Result<Bytes>;

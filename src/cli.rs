@@ -1,0 +1,386 @@
+//! Command-line arguments (clap only: no I/O, no validation beyond syntax).
+//!
+//! Every value is optional here so that [`crate::settings`] can apply the
+//! precedence flag > environment > config file > default in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::repo::s3::Addressing;
+
+/// Back up a RabbitMQ node (definitions and message store) to S3-compatible
+/// storage or a local directory, and restore it onto the same node or a new
+/// host.
+#[derive(Debug, Parser)]
+#[command(name = "rabbitmq-backup", version, max_term_width = 100)]
+#[command(after_help = "Examples:
+  rabbitmq-backup backup --repo s3://backups/prod
+  rabbitmq-backup list --repo s3://backups/prod
+  rabbitmq-backup restore latest --from-node rabbit@old-host --exclude-routing-key 'oro.email.*'
+
+Exit codes: 0 success, 1 failure, 2 usage, 3 integrity check failed, 4 refused for safety,
+5 incompatible snapshot, 6 data directory not found, 7 restore failed and rolled back,
+8 restore failed and the node needs attention.")]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of log lines on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Plain text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags accepted before or after the command name.
+#[derive(Debug, Args, Default, Clone)]
+pub struct GlobalArgs {
+    /// Repository: s3://BUCKET[/PREFIX], file:///ABS/PATH or a directory [default: ./rabbitmq-backups]
+    #[arg(long, global = true, env = "RABBITMQ_BACKUP_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+
+    /// Management API base URL [default: http://127.0.0.1:15672]
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_MANAGEMENT_URL",
+        value_name = "URL"
+    )]
+    pub management_url: Option<String>,
+
+    /// Management API user [default: guest]
+    #[arg(long, global = true, env = "RABBITMQ_USERNAME", value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Management API password (prefer the environment or --password-file) [default: guest]
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_PASSWORD",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub password: Option<String>,
+
+    /// File holding the management API password
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: amqp://127.0.0.1:5672/]
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_AMQP_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub amqp_url: Option<String>,
+
+    /// Node name passed to rabbitmqctl -n [default: what rabbitmqctl uses]
+    #[arg(long, global = true, env = "RABBITMQ_NODENAME", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// rabbitmqctl to run (rabbitmq-diagnostics is looked for beside it) [default: rabbitmqctl on PATH]
+    #[arg(long, global = true, env = "RABBITMQCTL", value_name = "PATH")]
+    pub rabbitmqctl: Option<PathBuf>,
+
+    /// The node's data directory [default: asked from the node]
+    #[arg(long, global = true, env = "RABBITMQ_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// S3 URL style: path-style is used with a custom endpoint unless told otherwise
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_S3_ADDRESSING",
+        value_name = "STYLE"
+    )]
+    pub s3_addressing: Option<Addressing>,
+
+    /// Attempts per storage request before giving up [default: 6]
+    #[arg(long, global = true, env = "RABBITMQ_BACKUP_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Configuration file (TOML) [default: /etc/rabbitmq-backup.toml if present]
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Print the result as JSON on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log format on standard error [default: text]
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// Only warnings and errors on standard error
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on standard error (-vv for debug traces)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Write Prometheus textfile-collector metrics to this file
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_METRICS_FILE",
+        value_name = "FILE"
+    )]
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up definitions and messages; prints the new snapshot's id
+    #[command(after_help = "Examples:
+  rabbitmq-backup backup --repo s3://backups/prod
+  rabbitmq-backup backup --before 'systemctl stop oro-consumers' --after 'systemctl start oro-consumers'
+  rabbitmq-backup backup --live --json")]
+    Backup(BackupArgs),
+    /// Restore a snapshot onto this node
+    #[command(after_help = "Examples:
+  rabbitmq-backup restore --dry-run
+  rabbitmq-backup restore latest --from-node rabbit@old-host
+  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages")]
+    Restore(RestoreArgs),
+    /// List committed snapshots
+    #[command(after_help = "Examples:
+  rabbitmq-backup list
+  rabbitmq-backup list --from-node rabbit@old-host --json")]
+    List(ListArgs),
+    /// Show one snapshot's manifest summary
+    #[command(after_help = "Examples:
+  rabbitmq-backup show latest
+  rabbitmq-backup show 20261121T0515 --json")]
+    Show(ShowArgs),
+    /// Check that a snapshot's objects are present and intact
+    #[command(after_help = "Examples:
+  rabbitmq-backup verify latest
+  rabbitmq-backup verify --all --read-data")]
+    Verify(VerifyArgs),
+    /// Move messages whose routing key matches out of a queue (on a running node)
+    #[command(after_help = "Examples:
+  rabbitmq-backup exclude --vhost / --queue oro.default --routing-key 'oro.email.*'
+  rabbitmq-backup exclude --vhost / --queue oro.default --routing-key 'oro.integration.*' --drop")]
+    Exclude(ExcludeArgs),
+    /// Delete old snapshots by a keep-last/daily/weekly/monthly policy
+    #[command(after_help = "Examples:
+  rabbitmq-backup prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
+  rabbitmq-backup prune --keep-daily 14")]
+    Prune(PruneArgs),
+    /// Keep a snapshot forever (tag tier=keep; prune honours it)
+    #[command(after_help = "Example:
+  rabbitmq-backup pin 20261121T051500Z-3fa2c1d9")]
+    Pin(PinArgs),
+    /// Report whether the bucket's lifecycle rules match the retention tiers
+    #[command(after_help = "Example:
+  rabbitmq-backup check-repo --repo s3://backups/prod")]
+    CheckRepo,
+    /// Print shell completions
+    #[command(after_help = "Example:
+  rabbitmq-backup completions bash > /etc/bash_completion.d/rabbitmq-backup")]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff)
+    #[command(after_help = "Example:
+  rabbitmq-backup man > /usr/local/share/man/man1/rabbitmq-backup.1")]
+    Man,
+}
+
+/// `backup` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct BackupArgs {
+    /// Read the files of the running node instead of pausing it (may be inconsistent)
+    #[arg(long)]
+    pub live: bool,
+    /// Back up even though consumers are connected
+    #[arg(long)]
+    pub allow_consumers: bool,
+    /// Stop the broker even though it holds non-persistent messages or
+    /// non-durable queues with messages, which a stop loses
+    #[arg(long)]
+    pub allow_transient_loss: bool,
+    /// Shell command to run first (e.g. stop the application's consumers)
+    #[arg(long, value_name = "CMD")]
+    pub before: Option<String>,
+    /// Shell command to run last, also after a failure (RABBITMQ_BACKUP_STATUS says which)
+    #[arg(long, value_name = "CMD")]
+    pub after: Option<String>,
+    /// Uncompressed MiB per chunk [default: 32]
+    #[arg(long, value_name = "MIB")]
+    pub chunk_size: Option<u64>,
+    /// zstd level, 1-19 [default: 3]
+    #[arg(long, value_name = "LEVEL")]
+    pub compression_level: Option<i32>,
+    /// Chunks uploaded at once [default: 4]
+    #[arg(long, value_name = "N")]
+    pub upload_concurrency: Option<usize>,
+    /// Compression threads [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+}
+
+/// `restore` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RestoreArgs {
+    /// Snapshot id, unambiguous id prefix, or `latest`
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Node whose snapshots to use [default: this node's name]
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+    /// After the restore, move messages whose routing key matches out of every restored queue
+    #[arg(long, value_name = "GLOB")]
+    pub exclude_routing_key: Vec<String>,
+    /// With --exclude-routing-key: drop matching messages instead of moving them to <queue>.excluded
+    #[arg(long)]
+    pub drop_excluded: bool,
+    /// Download and verify, then print what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import definitions only; leave messages alone
+    #[arg(long)]
+    pub definitions_only: bool,
+    /// Replace the messages of queues on this node that the restore overwrites
+    #[arg(long)]
+    pub replace_messages: bool,
+    /// Restore onto an older RabbitMQ than the snapshot's
+    #[arg(long)]
+    pub force_downgrade: bool,
+    /// Keep the node's previous message store beside the data directory
+    #[arg(long)]
+    pub keep_old: bool,
+    /// Shell command to run before definitions are imported
+    #[arg(long, value_name = "CMD")]
+    pub before: Option<String>,
+    /// Shell command to run last, also after a failure (RABBITMQ_BACKUP_STATUS says which)
+    #[arg(long, value_name = "CMD")]
+    pub after: Option<String>,
+    /// Chunks downloaded at once [default: 4]
+    #[arg(long, value_name = "N")]
+    pub download_concurrency: Option<usize>,
+    /// Finish or undo a restore that was interrupted after the broker was stopped
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// `list` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ListArgs {
+    /// Only snapshots of this node
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+}
+
+/// `show` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ShowArgs {
+    /// Snapshot id, unambiguous prefix, or `latest`
+    pub snapshot: String,
+    /// Node whose snapshots to search (required for `latest` unless it is this node)
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+}
+
+/// `verify` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct VerifyArgs {
+    /// Snapshot id, unambiguous prefix, or `latest`
+    #[arg(conflicts_with = "all", required_unless_present = "all")]
+    pub snapshot: Option<String>,
+    /// Verify every snapshot
+    #[arg(long)]
+    pub all: bool,
+    /// Download every chunk and check every digest
+    #[arg(long)]
+    pub read_data: bool,
+    /// Node whose snapshots to search
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+}
+
+/// `exclude` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ExcludeArgs {
+    /// Virtual host of the queue
+    #[arg(long, value_name = "VHOST")]
+    pub vhost: String,
+    /// Queue to filter
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: String,
+    /// Glob on the routing key (`*` any text, `?` one character); repeatable
+    #[arg(long, value_name = "GLOB", required = true)]
+    pub routing_key: Vec<String>,
+    /// Where matching messages go [default: <queue>.excluded]
+    #[arg(long, value_name = "NAME", conflicts_with = "drop")]
+    pub to_queue: Option<String>,
+    /// Delete matching messages instead of moving them
+    #[arg(long)]
+    pub drop: bool,
+}
+
+/// `prune` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct PruneArgs {
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N ISO weeks
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// Only this node's snapshots [default: every node]
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+    /// Print what would be deleted; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `pin` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct PinArgs {
+    /// Snapshot id or unambiguous prefix
+    pub snapshot: String,
+    /// Node whose snapshots to search
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+}
+
+/// `completions` flags.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for
+    pub shell: clap_complete::Shell,
+}

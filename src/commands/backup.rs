@@ -1,0 +1,572 @@
+//! `backup`: preflight, hooks, definitions and counts, capture (stop-app
+//! copy or live), streamed upload, manifest last (§5).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::archive::chunker::ChunkOptions;
+use crate::archive::manifest::{
+    Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
+};
+use crate::archive::writer::write_archive;
+use crate::error::{Kind, classified, refused};
+use crate::output::{Output, bytes};
+use crate::progress::Progress;
+use crate::rabbit::Broker;
+use crate::rabbit::ctl::{Ctl, QueueStatus};
+use crate::rabbit::datadir::{self, QueueDir};
+use crate::rabbit::definitions::Definitions;
+use crate::repo::{Repository, snapshot_id};
+use crate::retention::{TIER_TAG, tier_for};
+use crate::settings::{BackupSettings, Settings};
+use crate::staging::{NodeLock, Staging, copy_store};
+use crate::transfer::{self, UploadTarget};
+use crate::{hooks, signals};
+
+/// A queue whose messages the snapshot does not hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct UncoveredQueue {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Queue type.
+    #[serde(rename = "type")]
+    pub queue_type: String,
+    /// Messages at backup time.
+    pub messages: u64,
+}
+
+/// The result of a backup (`--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The new snapshot's id.
+    pub id: String,
+    /// Source node.
+    pub node: String,
+    /// Repository location.
+    pub repository: String,
+    /// `stop-app` or `live`.
+    pub consistency: &'static str,
+    /// How long the broker was stopped, in milliseconds.
+    pub pause_ms: u64,
+    /// Wall time of the whole backup, in milliseconds.
+    pub duration_ms: u64,
+    /// Retention tier.
+    pub tier: &'static str,
+    /// Files archived.
+    pub files: u64,
+    /// Bytes of files archived.
+    pub file_bytes: u64,
+    /// Bytes stored in the repository.
+    pub stored_bytes: u64,
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Messages in all queues.
+    pub messages: u64,
+    /// Messages the snapshot holds.
+    pub covered_messages: u64,
+    /// Every queue.
+    pub queues: Vec<QueueEntry>,
+    /// Queues whose messages are not in the snapshot (quorum, stream, non-durable).
+    pub uncovered_queues: Vec<UncoveredQueue>,
+    /// Anything the operator should know.
+    pub warnings: Vec<String>,
+}
+
+/// Runs `backup`.
+pub async fn run(
+    settings: &Settings,
+    args: &BackupSettings,
+    out: Output,
+) -> anyhow::Result<BackupReport> {
+    let started = Instant::now();
+    let created = OffsetDateTime::now_utc();
+    let repo = super::open_repository(settings).await?;
+    let broker = Broker::connect(settings).await?;
+    let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
+    repo.storage()
+        .check()
+        .await
+        .with_context(|| format!("the repository {} is not usable", repo.url()))?;
+    let _lock = NodeLock::acquire(&data_dir, "backup")?;
+    let id = snapshot_id::new_id(created);
+    tracing::info!(
+        "backing up node {} (RabbitMQ {}) into {} as snapshot {id}",
+        broker.identity.name,
+        broker.identity.rabbitmq_version,
+        repo.url()
+    );
+
+    let env = vec![
+        ("RABBITMQ_BACKUP_SNAPSHOT_ID", id.clone()),
+        ("RABBITMQ_BACKUP_NODE", broker.identity.name.clone()),
+        ("RABBITMQ_BACKUP_REPO", repo.url().to_string()),
+    ];
+    if let Some(cmd) = &args.before {
+        hooks::run("--before", cmd, &env).await?;
+    }
+    let result = capture(&broker, &repo, &data_dir, args, &id, created, started).await;
+    if let Some(cmd) = &args.after {
+        let status = if result.is_ok() { "success" } else { "failure" };
+        let mut env = env.clone();
+        env.push(("RABBITMQ_BACKUP_STATUS", status.to_string()));
+        match (hooks::run("--after", cmd, &env).await, &result) {
+            (Err(e), Ok(report)) => {
+                return Err(e.context(format!(
+                    "snapshot {} was written and is usable, but",
+                    report.id
+                )));
+            }
+            (Err(e), Err(_)) => tracing::error!("{e:#}"),
+            _ => {}
+        }
+    }
+    let report = result?;
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    for q in &report.uncovered_queues {
+        tracing::warn!(
+            "queue {:?} in vhost {:?} ({}, {} messages): its messages are NOT in the snapshot",
+            q.name,
+            q.vhost,
+            q.queue_type,
+            q.messages
+        );
+    }
+    tracing::info!(
+        "snapshot {} done in {:.1} s: {} files, {} stored in {} chunks, {} of {} messages covered, broker paused {} ms",
+        report.id,
+        report.duration_ms as f64 / 1000.0,
+        report.files,
+        bytes(report.stored_bytes),
+        report.chunks,
+        report.covered_messages,
+        report.messages,
+        report.pause_ms
+    );
+    out.result(&report, || report.id.clone())?;
+    Ok(report)
+}
+
+/// Refuses what the procedure forbids: consumers connected, and (for a stop)
+/// messages a stop would lose.
+fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Result<()> {
+    let consumed: Vec<String> = queues
+        .iter()
+        .filter(|q| q.consumers > 0)
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} consumers)",
+                q.name, q.vhost, q.consumers
+            )
+        })
+        .collect();
+    if !consumed.is_empty() && !args.allow_consumers {
+        return Err(refused(format!(
+            "consumers are connected to {}: stop them first (for example with --before), or pass --allow-consumers",
+            consumed.join(", ")
+        )));
+    }
+    if args.live || args.allow_transient_loss {
+        return Ok(());
+    }
+    let lost: Vec<String> = queues
+        .iter()
+        .filter_map(|q| {
+            if q.queue_type != "classic" || q.messages == 0 {
+                return None;
+            }
+            if !q.durable {
+                return Some(format!(
+                    "non-durable queue {:?} in vhost {:?} ({} messages)",
+                    q.name, q.vhost, q.messages
+                ));
+            }
+            let transient = q
+                .messages
+                .saturating_sub(q.messages_persistent.unwrap_or(q.messages));
+            (transient > 0).then(|| {
+                format!(
+                    "{transient} non-persistent messages in queue {:?} in vhost {:?}",
+                    q.name, q.vhost
+                )
+            })
+        })
+        .collect();
+    if !lost.is_empty() {
+        return Err(refused(format!(
+            "stopping the broker would lose {}: use --live, or pass --allow-transient-loss",
+            lost.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+async fn capture(
+    broker: &Broker,
+    repo: &Repository,
+    data_dir: &Path,
+    args: &BackupSettings,
+    id: &str,
+    created: OffsetDateTime,
+    started: Instant,
+) -> anyhow::Result<BackupReport> {
+    let node = broker.identity.name.clone();
+    let definitions = Definitions::parse(broker.export_definitions().await?)?;
+    let queues = broker.queues(&definitions.vhosts).await?;
+    safety_checks(&queues, args)?;
+    let mut warnings = Vec::new();
+    let vhosts: Vec<VhostEntry> = definitions
+        .vhosts
+        .iter()
+        .filter_map(|name| {
+            let dir = datadir::vhost_dir(name);
+            if data_dir.join(&dir).is_dir() {
+                Some(VhostEntry { name: name.clone(), dir })
+            } else {
+                warnings.push(format!("vhost {name:?} has no message store directory yet; it has no messages to back up"));
+                None
+            }
+        })
+        .collect();
+    let vhost_dirs: Vec<String> = vhosts.iter().map(|v| v.dir.clone()).collect();
+    let earlier: Vec<String> = repo
+        .list(Some(&node))
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let tier = tier_for(created, &earlier);
+    signals::check()?;
+
+    let (source, _staging, pause_ms, consistency) = if args.live {
+        warnings.push(
+            "live capture: files were read from the running node and may be inconsistent".into(),
+        );
+        (data_dir.to_path_buf(), None, 0, Consistency::Live)
+    } else {
+        let staging = Staging::create(data_dir, "backup", id)?;
+        let pause_ms = pause_and_copy(
+            &broker.ctl,
+            &node,
+            data_dir,
+            staging.path(),
+            &vhost_dirs,
+            args.threads,
+        )
+        .await?;
+        (
+            staging.path().to_path_buf(),
+            Some(staging),
+            pause_ms,
+            Consistency::StopApp,
+        )
+    };
+    let queue_dirs =
+        datadir::scan_queue_dirs(&source).context("cannot read the captured queue directories")?;
+    let queue_entries = queue_entries(&queues, &queue_dirs);
+
+    let source_total = tree_size(&source.join("msg_stores"));
+    let read_progress = Progress::new("archiving", Some(source_total), true);
+    let reading = read_progress.clone();
+    let definitions_bytes = definitions.bytes.clone();
+    let live = args.live;
+    let producer_source: PathBuf = source.clone();
+    let selected: BTreeSet<String> = vhost_dirs.iter().cloned().collect();
+    let key_repo = repo.clone();
+    let (node_k, id_k) = (node.clone(), id.to_string());
+    let target = UploadTarget {
+        storage: repo.storage().clone(),
+        key_of: Box::new(move |hex| key_repo.chunk_key(&node_k, &id_k, hex)),
+        tags: vec![(TIER_TAG.to_string(), tier.as_str().to_string())],
+        concurrency: args.upload_concurrency,
+        on_uploaded: Box::new(|_| {}),
+    };
+    let options = ChunkOptions {
+        chunk_size: args.chunk_size,
+        level: args.level,
+        workers: args.threads,
+    };
+    let (chunks, written, tar_bytes) = transfer::upload(options, target, move |sink| {
+        let (_, written) = write_archive(
+            sink,
+            &definitions_bytes,
+            &producer_source,
+            live,
+            &selected,
+            |n| {
+                reading.inc(n);
+            },
+        )?;
+        Ok(written)
+    })
+    .await
+    .with_context(|| {
+        format!("snapshot {id} was not completed (no manifest was written, so it is invisible)")
+    })?;
+    read_progress.finish();
+    warnings.extend(written.warnings);
+
+    let totals = Totals {
+        files: written.files.len() as u64,
+        file_bytes: written.files.iter().map(|f| f.size).sum(),
+        tar_bytes,
+        stored_bytes: chunks.iter().map(|c| c.size).sum(),
+        chunks: chunks.len() as u64,
+        messages: queue_entries.iter().map(|q| q.messages).sum(),
+        covered_messages: queue_entries
+            .iter()
+            .filter(|q| q.covered)
+            .map(|q| q.messages)
+            .sum(),
+    };
+    let manifest = Manifest {
+        format: FORMAT,
+        id: id.to_string(),
+        created_at: rfc3339(created),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        node: NodeInfo {
+            name: node.clone(),
+            rabbitmq_version: broker.identity.rabbitmq_version.clone(),
+            erlang_version: broker.identity.erlang_version.clone(),
+            data_dir: data_dir.display().to_string(),
+        },
+        consistency,
+        pause_ms,
+        definitions: definitions.info.clone(),
+        vhosts,
+        queues: queue_entries,
+        files: written.files,
+        dirs: written.dirs,
+        chunks,
+        totals,
+        tier: tier.as_str().to_string(),
+        chunking: Chunking {
+            chunk_size: args.chunk_size,
+            compression: "zstd".into(),
+            level: args.level,
+        },
+    };
+    let body = manifest.to_json();
+    let digest: [u8; 32] = Sha256::digest(&body).into();
+    // The commit marker: only now does the snapshot exist for list/restore.
+    repo.storage()
+        .put(
+            &repo.manifest_key(&node, id),
+            Bytes::from(body),
+            &digest,
+            &vec![(TIER_TAG.to_string(), tier.as_str().to_string())],
+        )
+        .await
+        .with_context(|| format!("cannot write the manifest of snapshot {id}; the snapshot is incomplete and invisible"))?;
+
+    let uncovered_queues = manifest
+        .uncovered_queues()
+        .map(|q| UncoveredQueue {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            messages: q.messages,
+        })
+        .collect();
+    Ok(BackupReport {
+        id: id.to_string(),
+        node,
+        repository: repo.url().to_string(),
+        consistency: consistency.as_str(),
+        pause_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+        tier: tier.as_str(),
+        files: manifest.totals.files,
+        file_bytes: manifest.totals.file_bytes,
+        stored_bytes: manifest.totals.stored_bytes,
+        chunks: manifest.totals.chunks,
+        messages: manifest.totals.messages,
+        covered_messages: manifest.totals.covered_messages,
+        queues: manifest.queues,
+        uncovered_queues,
+        warnings,
+    })
+}
+
+/// Stops the broker, copies the message store beside the data directory,
+/// starts the broker again whatever happened. Returns the pause in ms.
+async fn pause_and_copy(
+    ctl: &Ctl,
+    node: &str,
+    data_dir: &Path,
+    staging: &Path,
+    vhost_dirs: &[String],
+    threads: u32,
+) -> anyhow::Result<u64> {
+    tracing::info!(
+        "stopping the broker (rabbitmqctl stop_app) for a consistent copy of the message store"
+    );
+    let paused = Instant::now();
+    if let Err(e) = ctl.stop_app().await {
+        let restarted = ctl.start_app().await;
+        return Err(match restarted {
+            Ok(()) => e.context("stop_app failed; the broker was started again"),
+            Err(start) => needs_start(
+                node,
+                e.context(format!("and start_app failed too: {start:#}")),
+            ),
+        });
+    }
+    let (src, dst, dirs) = (
+        data_dir.to_path_buf(),
+        staging.to_path_buf(),
+        vhost_dirs.to_vec(),
+    );
+    let copied = tokio::task::spawn_blocking(move || {
+        copy_store(&src, &dst, &dirs, (threads as usize).max(4))
+    })
+    .await;
+    let started = ctl.start_app().await;
+    let pause_ms = paused.elapsed().as_millis() as u64;
+    if let Err(e) = started {
+        return Err(needs_start(node, e));
+    }
+    tracing::info!("the broker is running again after a pause of {pause_ms} ms");
+    let bytes_copied = copied
+        .context("the copy thread failed")?
+        .context("copying the message store failed (the broker was started again)")?;
+    tracing::debug!("copied {} during the pause", bytes(bytes_copied));
+    Ok(pause_ms)
+}
+
+fn needs_start(node: &str, err: anyhow::Error) -> anyhow::Error {
+    err.context(classified(
+        Kind::NeedsAttention,
+        format!("the broker on node {node} is STOPPED: start it now with `rabbitmqctl -n {node} start_app`"),
+    ))
+}
+
+/// Builds the manifest's queue list: every queue, its directories, whether
+/// the archive covers its messages (durable classic queues).
+fn queue_entries(queues: &[QueueStatus], dirs: &[QueueDir]) -> Vec<QueueEntry> {
+    queues
+        .iter()
+        .map(|q| {
+            let covered = q.queue_type == "classic" && q.durable;
+            QueueEntry {
+                vhost: q.vhost.clone(),
+                name: q.name.clone(),
+                queue_type: q.queue_type.clone(),
+                durable: q.durable,
+                messages: q.messages,
+                covered,
+                dirs: dirs
+                    .iter()
+                    .filter(|d| d.vhost == q.vhost && d.queue == q.name)
+                    .map(|d| d.dir.clone())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// RFC 3339 in UTC with whole seconds (`2026-11-21T05:15:00Z`).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Total size of the regular files below `dir` (for progress only).
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(
+        name: &str,
+        kind: &str,
+        durable: bool,
+        messages: u64,
+        persistent: Option<u64>,
+        consumers: u64,
+    ) -> QueueStatus {
+        QueueStatus {
+            vhost: "/".into(),
+            name: name.into(),
+            queue_type: kind.into(),
+            durable,
+            messages,
+            messages_persistent: persistent,
+            consumers,
+        }
+    }
+
+    fn args() -> BackupSettings {
+        BackupSettings::new(&Default::default(), &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn consumers_are_refused_unless_allowed() {
+        let queues = [q("a", "classic", true, 1, Some(1), 2)];
+        let err = safety_checks(&queues, &args()).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::Refused);
+        assert!(err.to_string().contains("\"a\""), "{err}");
+        let mut allowed = args();
+        allowed.allow_consumers = true;
+        safety_checks(&queues, &allowed).unwrap();
+    }
+
+    #[test]
+    fn a_stop_that_loses_messages_is_refused() {
+        for queues in [
+            vec![q("t", "classic", true, 5, Some(3), 0)],
+            vec![q("nd", "classic", false, 1, Some(0), 0)],
+        ] {
+            let err = safety_checks(&queues, &args()).unwrap_err();
+            assert_eq!(crate::error::kind_of(&err), Kind::Refused, "{err}");
+        }
+        let mut live = args();
+        live.live = true;
+        safety_checks(&[q("t", "classic", true, 5, Some(3), 0)], &live).unwrap();
+        // Quorum queues keep their messages across a stop.
+        safety_checks(&[q("qq", "quorum", true, 5, None, 0)], &args()).unwrap();
+    }
+
+    #[test]
+    fn coverage_by_type() {
+        let queues = [
+            q("c", "classic", true, 1, Some(1), 0),
+            q("qq", "quorum", true, 2, None, 0),
+        ];
+        let dirs = [QueueDir {
+            vhost: "/".into(),
+            queue: "c".into(),
+            priority: None,
+            dir: "msg_stores/vhosts/V/queues/X".into(),
+        }];
+        let entries = queue_entries(&queues, &dirs);
+        assert!(entries[0].covered);
+        assert_eq!(entries[0].dirs, vec!["msg_stores/vhosts/V/queues/X"]);
+        assert!(!entries[1].covered);
+    }
+}

@@ -1,0 +1,788 @@
+//! `restore` (§6): verify everything into staging before touching the node,
+//! import definitions, swap message stores in by rename while the broker is
+//! stopped, check the counts, roll back on failure.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::archive::manifest::{Consistency, Manifest};
+use crate::archive::reader;
+use crate::error::{Kind, classified, incompatible, refused};
+use crate::output::{Output, bytes};
+use crate::progress::Progress;
+use crate::rabbit::Broker;
+use crate::rabbit::ctl::QueueStatus;
+use crate::rabbit::definitions::Definitions;
+use crate::repo::{Repository, SnapshotRef};
+use crate::settings::{RestoreSettings, Settings};
+use crate::staging::{NodeLock, Staging};
+use crate::swap::{self, Journal, Phase, Swapper};
+use crate::transfer::{self, DownloadSource};
+use crate::{hooks, signals};
+
+pub use crate::exclude::mover::Outcome as ExclusionOutcome;
+
+/// One queue's outcome (`--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueOutcome {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Queue type.
+    #[serde(rename = "type")]
+    pub queue_type: String,
+    /// Messages at backup time.
+    pub expected: u64,
+    /// Messages now (absent for a dry run).
+    pub actual: Option<u64>,
+    /// `ok`, `more` (something published since), `missing`, `not-covered`, `planned`.
+    pub status: String,
+}
+
+/// The result of a restore (`--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// The snapshot's node.
+    pub from_node: String,
+    /// The node restored.
+    pub node: String,
+    /// Repository location.
+    pub repository: String,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Only definitions were imported.
+    pub definitions_only: bool,
+    /// Definitions were imported (merged).
+    pub definitions_imported: bool,
+    /// Vhosts whose message stores were replaced.
+    pub vhosts_restored: Vec<String>,
+    /// How long the broker was stopped, in milliseconds.
+    pub pause_ms: u64,
+    /// Wall time, in milliseconds.
+    pub duration_ms: u64,
+    /// Per-queue outcome.
+    pub queues: Vec<QueueOutcome>,
+    /// Queues whose messages the snapshot did not hold (quorum, stream).
+    pub uncovered_queues: Vec<QueueOutcome>,
+    /// Queues on this node whose messages were (or would be) replaced.
+    pub replaced_queues: Vec<QueueOutcome>,
+    /// Exclusion results.
+    pub excluded: Vec<ExclusionOutcome>,
+    /// Where the previous message store was kept (`--keep-old`).
+    pub previous_store: Option<String>,
+    /// Anything the operator should know.
+    pub warnings: Vec<String>,
+}
+
+/// Compares dotted version strings numerically (`3.10.8` < `3.11.0`).
+pub fn version_older(target: &str, source: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> {
+        v.split(['.', '-', '+'])
+            .map_while(|p| p.parse().ok())
+            .collect()
+    };
+    parse(target) < parse(source)
+}
+
+/// Runs `restore`.
+pub async fn run(
+    settings: &Settings,
+    args: &RestoreSettings,
+    out: Output,
+) -> anyhow::Result<RestoreReport> {
+    let started = Instant::now();
+    let repo = super::open_repository(settings).await?;
+    let broker = Broker::connect(settings).await?;
+    let node = broker.identity.name.clone();
+    let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
+    let _lock = NodeLock::acquire(&data_dir, "restore")?;
+
+    let pending = swap::interrupted(&data_dir)?;
+    if args.resume {
+        return super::resume::run(
+            settings, args, &broker, &repo, &data_dir, pending, out, started,
+        )
+        .await;
+    }
+    if let Some(p) = pending.first() {
+        return Err(refused(format!(
+            "an interrupted restore of snapshot {} (stopped at phase {:?}) was found in {}; the broker may be stopped. Finish or undo it first with `rabbitmq-backup restore --resume`",
+            p.journal.snapshot_id,
+            p.journal.phase,
+            p.area().display()
+        )));
+    }
+
+    let from_node = args.from_node.clone().unwrap_or_else(|| node.clone());
+    let snapshot = if args.snapshot == "latest" {
+        repo.resolve("latest", Some(&from_node)).await?
+    } else {
+        repo.resolve(&args.snapshot, args.from_node.as_deref())
+            .await?
+    };
+    let manifest = repo.manifest(&snapshot).await?;
+    check_compatibility(&manifest, &broker, args)?;
+    tracing::info!(
+        "restoring snapshot {} of {} ({}, {}) onto {node}",
+        manifest.id,
+        manifest.node.name,
+        manifest.consistency.as_str(),
+        bytes(manifest.totals.file_bytes)
+    );
+
+    let mut report = RestoreReport {
+        snapshot: manifest.id.clone(),
+        from_node: manifest.node.name.clone(),
+        node: node.clone(),
+        repository: repo.url().to_string(),
+        dry_run: args.dry_run,
+        definitions_only: args.definitions_only,
+        definitions_imported: false,
+        vhosts_restored: Vec::new(),
+        pause_ms: 0,
+        duration_ms: 0,
+        queues: Vec::new(),
+        uncovered_queues: uncovered(&manifest),
+        replaced_queues: Vec::new(),
+        excluded: Vec::new(),
+        previous_store: None,
+        warnings: Vec::new(),
+    };
+
+    // Steps 1-2: everything downloaded and verified before the node changes.
+    let mut staging = Staging::create(&data_dir, "restore", &manifest.id)?;
+    let definitions = if args.definitions_only {
+        fetch_definitions(&repo, &snapshot, &manifest, args).await?
+    } else {
+        check_free_space(staging.path(), &manifest)?;
+        fetch_all(
+            &repo,
+            &snapshot,
+            &manifest,
+            args,
+            &staging.path().join("new"),
+        )
+        .await?
+    };
+    let definitions = Definitions::parse(definitions)?;
+
+    // The plan: which queues on this node lose messages, and may we go on.
+    let target_defs = Definitions::parse(broker.export_definitions().await?)?;
+    let existing: Vec<String> = manifest
+        .vhosts
+        .iter()
+        .map(|v| v.name.clone())
+        .filter(|v| target_defs.vhosts.contains(v))
+        .collect();
+    let target_queues = broker.queues(&target_defs.vhosts).await?;
+    let consumed: Vec<String> = target_queues
+        .iter()
+        .filter(|q| q.consumers > 0)
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} consumers)",
+                q.name, q.vhost, q.consumers
+            )
+        })
+        .collect();
+    if !consumed.is_empty() && !args.definitions_only {
+        return Err(refused(format!(
+            "consumers are connected to {}: stop them before restoring (for example with --before), or they would receive restored messages before the checks{}",
+            consumed.join(", "),
+            if args.exclude.is_some() {
+                " and the exclusion"
+            } else {
+                ""
+            }
+        )));
+    }
+    if !args.definitions_only {
+        report.replaced_queues = replaced(&target_queues, &existing);
+        let lost: Vec<String> = report
+            .replaced_queues
+            .iter()
+            .map(|q| {
+                format!(
+                    "{:?} in vhost {:?} ({} messages)",
+                    q.name,
+                    q.vhost,
+                    q.actual.unwrap_or(0)
+                )
+            })
+            .collect();
+        if !lost.is_empty() && !args.replace_messages && !args.dry_run {
+            return Err(refused(format!(
+                "the restore would replace the messages of {} on {node}; pass --replace-messages to go on, or purge those queues first",
+                lost.join(", ")
+            )));
+        }
+    }
+    report.vhosts_restored = if args.definitions_only {
+        Vec::new()
+    } else {
+        manifest.vhosts.iter().map(|v| v.name.clone()).collect()
+    };
+
+    if args.dry_run {
+        report.queues = planned(&manifest);
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        out.result(&report, || describe(&report))?;
+        return Ok(report);
+    }
+
+    let env = vec![
+        ("RABBITMQ_BACKUP_SNAPSHOT_ID", manifest.id.clone()),
+        ("RABBITMQ_BACKUP_NODE", node.clone()),
+        ("RABBITMQ_BACKUP_REPO", repo.url().to_string()),
+    ];
+    if let Some(cmd) = &args.before {
+        hooks::run("--before", cmd, &env).await?;
+    }
+    let result = apply(
+        settings,
+        &broker,
+        &data_dir,
+        &mut staging,
+        &manifest,
+        &definitions,
+        args,
+        &mut report,
+    )
+    .await;
+    if let Some(cmd) = &args.after {
+        let mut env = env.clone();
+        env.push((
+            "RABBITMQ_BACKUP_STATUS",
+            if result.is_ok() { "success" } else { "failure" }.into(),
+        ));
+        if let Err(e) = hooks::run("--after", cmd, &env).await {
+            if result.is_ok() {
+                return Err(e.context(format!("snapshot {} was restored, but", manifest.id)));
+            }
+            tracing::error!("{e:#}");
+        }
+    }
+    result?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    out.result(&report, || describe(&report))?;
+    Ok(report)
+}
+
+/// Steps 3-7 on a verified staging area.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    settings: &Settings,
+    broker: &Broker,
+    data_dir: &Path,
+    staging: &mut Staging,
+    manifest: &Manifest,
+    definitions: &Definitions,
+    args: &RestoreSettings,
+    report: &mut RestoreReport,
+) -> anyhow::Result<()> {
+    signals::check()?;
+    tracing::info!(
+        "importing definitions ({} vhosts, {} queues, {} exchanges, {} bindings, {} users, {} policies)",
+        definitions.info.vhosts,
+        definitions.info.queues,
+        definitions.info.exchanges,
+        definitions.info.bindings,
+        definitions.info.users,
+        definitions.info.policies
+    );
+    broker
+        .import_definitions(&definitions.bytes, staging.path())
+        .await
+        .context("cannot import the snapshot's definitions; the node's messages are untouched")?;
+    report.definitions_imported = true;
+    if args.definitions_only {
+        return Ok(());
+    }
+
+    // From here on the work area must survive a crash: it holds the journal.
+    staging.keep();
+    std::fs::write(staging.path().join("manifest.json"), manifest.to_json())?;
+    let mut swapper = Swapper::create(
+        staging.path(),
+        Journal {
+            snapshot_id: manifest.id.clone(),
+            source_node: manifest.node.name.clone(),
+            target_node: broker.identity.name.clone(),
+            data_dir: data_dir.to_path_buf(),
+            vhost_dirs: manifest.vhosts.iter().map(|v| v.dir.clone()).collect(),
+            phase: Phase::Imported,
+            moved_aside: Vec::new(),
+            swapped_in: Vec::new(),
+        },
+    )?;
+    let pause_ms = swap_and_start(broker, &mut swapper).await?;
+    report.pause_ms = pause_ms;
+    finish(settings, broker, &mut swapper, manifest, args, report).await
+}
+
+/// Stops the broker, swaps the stores in, starts it; rolls back if the
+/// swap or the start fails. Returns the pause in ms.
+pub async fn swap_and_start(broker: &Broker, swapper: &mut Swapper) -> anyhow::Result<u64> {
+    let node = broker.identity.name.clone();
+    tracing::info!("stopping the broker (rabbitmqctl stop_app) to swap the message stores in");
+    let paused = Instant::now();
+    swapper.set_phase(Phase::Stopped)?;
+    if let Err(e) = broker.ctl.stop_app().await {
+        let _ = broker.ctl.start_app().await;
+        swapper.set_phase(Phase::Done)?;
+        return Err(e.context("stop_app failed; nothing was swapped"));
+    }
+    let swapped = swapper.swap_in().and_then(|()| swapper.fix_owner());
+    if let Err(e) = swapped {
+        return Err(rollback(
+            broker,
+            swapper,
+            e.context("swapping the message stores in failed"),
+            false,
+        )
+        .await);
+    }
+    swapper.set_phase(Phase::Swapped)?;
+    if let Err(e) = broker.ctl.start_app().await {
+        return Err(rollback(
+            broker,
+            swapper,
+            e.context(format!("node {node} did not start on the restored data")),
+            true,
+        )
+        .await);
+    }
+    swapper.set_phase(Phase::Started)?;
+    let pause_ms = paused.elapsed().as_millis() as u64;
+    tracing::info!(
+        "the broker is running again on the restored data after a pause of {pause_ms} ms"
+    );
+    Ok(pause_ms)
+}
+
+/// Checks counts, excludes, cleans up (steps 5-7).
+pub async fn finish(
+    settings: &Settings,
+    broker: &Broker,
+    swapper: &mut Swapper,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    report: &mut RestoreReport,
+) -> anyhow::Result<()> {
+    let outcomes = match check_counts(broker, manifest).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => return Err(rollback(broker, swapper, e, true).await),
+    };
+    let missing: Vec<String> = outcomes
+        .iter()
+        .filter(|q| q.status == "missing")
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} has {} of {} messages",
+                q.name,
+                q.vhost,
+                q.actual.unwrap_or(0),
+                q.expected
+            )
+        })
+        .collect();
+    report.queues = outcomes;
+    if !missing.is_empty() {
+        let message = format!(
+            "messages are missing after the restore: {}",
+            missing.join(", ")
+        );
+        if manifest.consistency == Consistency::Live {
+            report.warnings.push(format!(
+                "{message} (the snapshot is a live capture, which can be inconsistent)"
+            ));
+        } else {
+            return Err(rollback(broker, swapper, anyhow::anyhow!(message), true).await);
+        }
+    }
+    report.previous_store = swapper
+        .finish(args.keep_old)?
+        .map(|p| p.display().to_string());
+    let area = swapper.area().to_path_buf();
+    if let Err(e) = std::fs::remove_dir_all(&area) {
+        report.warnings.push(format!(
+            "could not remove the work area {}: {e}",
+            area.display()
+        ));
+    }
+    if let Some(matcher) = &args.exclude {
+        report.excluded =
+            super::exclude::after_restore(settings, manifest, matcher, args.drop_excluded).await?;
+    }
+    Ok(())
+}
+
+/// Puts the previous stores back and starts the broker. Returns the error
+/// to report: `RolledBack` (7) if that worked, `NeedsAttention` (8) if not.
+pub async fn rollback(
+    broker: &Broker,
+    swapper: &mut Swapper,
+    cause: anyhow::Error,
+    started: bool,
+) -> anyhow::Error {
+    let node = broker.identity.name.clone();
+    tracing::error!("{cause:#}; rolling back to the previous message store");
+    let outcome: anyhow::Result<()> = async {
+        if started {
+            broker.ctl.stop_app().await?;
+        }
+        swapper.swap_back()?;
+        broker.ctl.start_app().await?;
+        swapper.set_phase(Phase::Done)?;
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(swapper.area());
+            cause.context(classified(
+                Kind::RolledBack,
+                format!("the restore failed and node {node} was rolled back to its previous messages (definitions stay imported)"),
+            ))
+        }
+        Err(e) => cause.context(classified(
+            Kind::NeedsAttention,
+            format!(
+                "the restore failed AND the rollback failed ({e:#}); node {node} may be stopped. The work area {} holds the journal: run `rabbitmq-backup restore --resume` to finish or undo it",
+                swapper.area().display()
+            ),
+        )),
+    }
+}
+
+fn check_compatibility(
+    manifest: &Manifest,
+    broker: &Broker,
+    args: &RestoreSettings,
+) -> anyhow::Result<()> {
+    let (target, source) = (
+        &broker.identity.rabbitmq_version,
+        &manifest.node.rabbitmq_version,
+    );
+    if version_older(target, source) && !args.force_downgrade {
+        return Err(incompatible(format!(
+            "snapshot {} comes from RabbitMQ {source} but node {} runs the older {target}; a downgrade can fail to read the data: upgrade the node, or pass --force-downgrade",
+            manifest.id, broker.identity.name
+        )));
+    }
+    Ok(())
+}
+
+fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statvfs writes into the zeroed struct we own.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Ok(());
+    }
+    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+    let needed = manifest.totals.file_bytes + manifest.totals.file_bytes / 10 + (64 << 20);
+    if free < needed {
+        return Err(refused(format!(
+            "{} has {} free but the snapshot needs about {}: free some space beside the data directory",
+            dir.display(),
+            bytes(free),
+            bytes(needed)
+        )));
+    }
+    Ok(())
+}
+
+fn download_source(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    concurrency: usize,
+) -> DownloadSource {
+    let key_repo = repo.clone();
+    let (node, id) = (snapshot.node.clone(), snapshot.id.clone());
+    DownloadSource {
+        storage: repo.storage().clone(),
+        key_of: Box::new(move |hex| key_repo.chunk_key(&node, &id, hex)),
+        concurrency,
+    }
+}
+
+async fn fetch_all(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    dest: &Path,
+) -> anyhow::Result<Vec<u8>> {
+    tracing::info!(
+        "downloading and verifying {} chunks ({}) into {}",
+        manifest.chunks.len(),
+        bytes(manifest.totals.stored_bytes),
+        dest.display()
+    );
+    std::fs::create_dir_all(dest)?;
+    let progress = Progress::new("restoring", Some(manifest.totals.file_bytes), true);
+    let unpacking = progress.clone();
+    let (m, d) = (Arc::new(manifest.clone()), dest.to_path_buf());
+    let defs = transfer::download(
+        download_source(repo, snapshot, args.download_concurrency),
+        manifest.chunks.clone(),
+        move |reader| reader::unpack(reader, &m, &d, |n| unpacking.inc(n)),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "snapshot {} failed verification; the node was not touched",
+            manifest.id
+        )
+    })?;
+    progress.finish();
+    Ok(defs)
+}
+
+async fn fetch_definitions(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+) -> anyhow::Result<Vec<u8>> {
+    let m = Arc::new(manifest.clone());
+    // definitions.json leads the stream: the first chunks are enough.
+    let first: Vec<_> = manifest.chunks.iter().take(4).cloned().collect();
+    transfer::download(
+        download_source(repo, snapshot, args.download_concurrency),
+        first,
+        move |r| reader::definitions_only(r, &m),
+    )
+    .await
+    .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
+}
+
+fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
+    manifest
+        .uncovered_queues()
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: q.messages,
+            actual: None,
+            status: "not-covered".into(),
+        })
+        .collect()
+}
+
+fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
+    manifest
+        .queues
+        .iter()
+        .filter(|q| q.covered)
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: q.messages,
+            actual: None,
+            status: "planned".into(),
+        })
+        .collect()
+}
+
+/// Classic queues on the node, in vhosts the restore replaces, holding
+/// messages; and non-durable or transient messages anywhere (a stop loses them).
+fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> {
+    target
+        .iter()
+        .filter(|q| q.queue_type == "classic" && q.messages > 0)
+        .filter(|q| {
+            vhosts.contains(&q.vhost)
+                || !q.durable
+                || q.messages_persistent.is_some_and(|p| p < q.messages)
+        })
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: 0,
+            actual: Some(q.messages),
+            status: "replaced".into(),
+        })
+        .collect()
+}
+
+/// Waits for the restored queues to report counts, then compares them with
+/// the manifest.
+async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Vec<QueueOutcome>> {
+    let vhosts: Vec<String> = manifest.vhosts.iter().map(|v| v.name.clone()).collect();
+    let expected: BTreeMap<(String, String), &crate::archive::manifest::QueueEntry> = manifest
+        .queues
+        .iter()
+        .filter(|q| q.covered)
+        .map(|q| ((q.vhost.clone(), q.name.clone()), q))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now: BTreeMap<(String, String), u64> = broker
+            .queues(&vhosts)
+            .await?
+            .into_iter()
+            .map(|q| ((q.vhost, q.name), q.messages))
+            .collect();
+        let outcomes: Vec<QueueOutcome> = expected
+            .iter()
+            .map(|((vhost, name), q)| {
+                let actual = now.get(&(vhost.clone(), name.clone())).copied();
+                let status = match actual {
+                    Some(a) if a == q.messages => "ok",
+                    Some(a) if a > q.messages => "more",
+                    _ => "missing",
+                };
+                QueueOutcome {
+                    vhost: vhost.clone(),
+                    name: name.clone(),
+                    queue_type: q.queue_type.clone(),
+                    expected: q.messages,
+                    actual,
+                    status: status.into(),
+                }
+            })
+            .collect();
+        // Queues recover in the background after start_app: give them time.
+        if outcomes.iter().all(|o| o.status != "missing") || Instant::now() > deadline {
+            return Ok(outcomes);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The human summary.
+pub fn describe(r: &RestoreReport) -> String {
+    let mut s = String::new();
+    let verb = if r.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    s.push_str(&format!(
+        "{verb} snapshot {} of {} onto {}\n",
+        r.snapshot, r.from_node, r.node
+    ));
+    if r.dry_run {
+        s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
+        s.push_str("  would import (merge) the snapshot's definitions\n");
+    } else if r.definitions_imported {
+        s.push_str("  definitions imported (merged)\n");
+    }
+    if !r.vhosts_restored.is_empty() {
+        s.push_str(&format!(
+            "  message stores {} for vhosts: {}\n",
+            if r.dry_run {
+                "to swap in"
+            } else {
+                "swapped in"
+            },
+            r.vhosts_restored.join(", ")
+        ));
+        if !r.dry_run {
+            s.push_str(&format!("  broker paused {} ms\n", r.pause_ms));
+        }
+    }
+    for q in &r.replaced_queues {
+        s.push_str(&format!(
+            "  {} {:?} in vhost {:?}: its {} messages on this node\n",
+            if r.dry_run {
+                "would replace"
+            } else {
+                "replaced"
+            },
+            q.name,
+            q.vhost,
+            q.actual.unwrap_or(0)
+        ));
+    }
+    for q in &r.queues {
+        match q.actual {
+            Some(a) => s.push_str(&format!(
+                "  queue {:?} in vhost {:?}: {a} messages ({} at backup) {}\n",
+                q.name, q.vhost, q.expected, q.status
+            )),
+            None => s.push_str(&format!(
+                "  queue {:?} in vhost {:?}: {} messages to restore\n",
+                q.name, q.vhost, q.expected
+            )),
+        }
+    }
+    for q in &r.uncovered_queues {
+        s.push_str(&format!(
+            "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time (not in the snapshot)\n",
+            q.queue_type, q.name, q.vhost, q.expected
+        ));
+    }
+    for e in &r.excluded {
+        match &e.to_queue {
+            Some(to) => s.push_str(&format!(
+                "  excluded {} messages from {:?} to {to:?}, kept {}\n",
+                e.excluded, e.queue, e.kept
+            )),
+            None => s.push_str(&format!(
+                "  dropped {} messages from {:?}, kept {}\n",
+                e.excluded, e.queue, e.kept
+            )),
+        }
+    }
+    if let Some(p) = &r.previous_store {
+        s.push_str(&format!("  the previous message store is kept in {p}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_older("3.9.29", "3.10.8"));
+        assert!(!version_older("3.10.8", "3.10.8"));
+        assert!(!version_older("3.11.0", "3.10.8"));
+        assert!(version_older("3.10.8", "3.10.10"));
+    }
+
+    #[test]
+    fn replaced_counts_only_queues_that_lose_messages() {
+        let q = |vhost: &str, name: &str, durable: bool, messages: u64, persistent: Option<u64>| {
+            QueueStatus {
+                vhost: vhost.into(),
+                name: name.into(),
+                queue_type: "classic".into(),
+                durable,
+                messages,
+                messages_persistent: persistent,
+                consumers: 0,
+            }
+        };
+        let target = [
+            q("/", "full", true, 3, Some(3)),
+            q("/", "empty", true, 0, Some(0)),
+            q("other", "kept", true, 5, Some(5)),
+            q("other", "transient", true, 5, Some(1)),
+            q("other", "nondurable", false, 2, Some(0)),
+        ];
+        let names: Vec<String> = replaced(&target, &["/".into()])
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, vec!["full", "transient", "nondurable"]);
+    }
+}

@@ -1,0 +1,31 @@
+//! Log lines on standard error via `tracing`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+use crate::settings::Verbosity;
+
+/// Installs the global subscriber. `RUST_LOG` overrides the level.
+pub fn init(format: LogFormat, verbosity: Verbosity) {
+    let level = match verbosity {
+        Verbosity::Quiet => "warn",
+        Verbosity::Normal => "info",
+        Verbosity::Verbose => "debug,aws=info,hyper=info,reqwest=info,rustls=info,lapin=info",
+        Verbosity::Debug => "debug",
+    };
+    let default =
+        format!("{level},aws_config=warn,aws_smithy_runtime=warn,lapin=warn,amq_protocol=warn");
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}

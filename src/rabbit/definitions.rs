@@ -1,0 +1,73 @@
+//! What the tool needs to know about a definitions document.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::archive::manifest::DefinitionsInfo;
+
+/// Parsed definitions with their digest and counts.
+#[derive(Debug, Clone)]
+pub struct Definitions {
+    /// The exact bytes the node exported (kept as-is in the archive).
+    pub bytes: Vec<u8>,
+    /// Digest and counts for the manifest.
+    pub info: DefinitionsInfo,
+    /// Virtual host names, sorted.
+    pub vhosts: Vec<String>,
+}
+
+impl Definitions {
+    /// Parses exported definitions.
+    pub fn parse(bytes: Vec<u8>) -> anyhow::Result<Definitions> {
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("the exported definitions are not valid JSON: {e}"))?;
+        let count = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_array)
+                .map_or(0, |a| a.len() as u64)
+        };
+        let mut vhosts: Vec<String> = value
+            .get("vhosts")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.get("name")?.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        vhosts.sort();
+        let info = DefinitionsInfo {
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            vhosts: count("vhosts"),
+            queues: count("queues"),
+            exchanges: count("exchanges"),
+            bindings: count("bindings"),
+            users: count("users"),
+            policies: count("policies"),
+        };
+        Ok(Definitions {
+            bytes,
+            info,
+            vhosts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_objects() {
+        let d = Definitions::parse(
+            br#"{"vhosts":[{"name":"b"},{"name":"/"}],"queues":[{},{},{}],"users":[{}],"bindings":[]}"#.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(d.vhosts, vec!["/", "b"]);
+        assert_eq!(d.info.queues, 3);
+        assert_eq!(d.info.users, 1);
+        assert_eq!(d.info.exchanges, 0);
+        assert_eq!(d.info.sha256.len(), 64);
+    }
+}

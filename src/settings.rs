@@ -1,0 +1,473 @@
+//! Validated settings: the command line, environment and config file merged
+//! (flag > environment > file > default) and checked before any I/O.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::cli::{BackupArgs, GlobalArgs, LogFormat, RestoreArgs};
+use crate::config::FileConfig;
+use crate::error::usage;
+use crate::repo::retry::RetryPolicy;
+use crate::repo::s3::Addressing;
+use crate::repo::url::RepoUrl;
+
+/// A secret that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Warnings and errors.
+    Quiet,
+    /// Progress of each step.
+    Normal,
+    /// Details.
+    Verbose,
+    /// Debug traces.
+    Debug,
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where snapshots are stored.
+    pub repo: RepoUrl,
+    /// S3 URL style.
+    pub s3_addressing: Addressing,
+    /// Storage retry policy.
+    pub retry: RetryPolicy,
+    /// Management API base URL.
+    pub management_url: String,
+    /// Management API user.
+    pub username: String,
+    /// Management API password.
+    pub password: Secret,
+    /// AMQP URL without credentials, for `exclude`.
+    pub amqp_url: String,
+    /// Node name for rabbitmqctl, if given.
+    pub node: Option<String>,
+    /// The rabbitmqctl program.
+    pub rabbitmqctl: PathBuf,
+    /// Data directory override.
+    pub data_dir: Option<PathBuf>,
+    /// Result as JSON.
+    pub json: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log verbosity.
+    pub verbosity: Verbosity,
+    /// Prometheus textfile output.
+    pub metrics_file: Option<PathBuf>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// The file's per-command defaults.
+    pub file: FileConfig,
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+impl Settings {
+    /// Merges and validates the global settings.
+    pub fn new(
+        args: &GlobalArgs,
+        file: FileConfig,
+        config_file: Option<PathBuf>,
+    ) -> anyhow::Result<Settings> {
+        let repo_text = pick(
+            args.repo.clone(),
+            file.repo.clone(),
+            "./rabbitmq-backups".into(),
+        );
+        let repo = RepoUrl::parse(&repo_text)?;
+
+        let management_url = pick(
+            args.management_url.clone(),
+            file.management_url.clone(),
+            "http://127.0.0.1:15672".into(),
+        );
+        let host = management_host(&management_url)?;
+
+        let username = pick(args.username.clone(), file.username.clone(), "guest".into());
+        let password = match (
+            &args.password,
+            &args.password_file,
+            &file.password,
+            &file.password_file,
+        ) {
+            (Some(p), _, _, _) => p.clone(),
+            (None, Some(path), _, _) => read_secret_file(path)?,
+            (None, None, Some(p), _) => p.clone(),
+            (None, None, None, Some(path)) => read_secret_file(path)?,
+            (None, None, None, None) => "guest".into(),
+        };
+
+        let amqp_url = pick(
+            args.amqp_url.clone(),
+            file.amqp_url.clone(),
+            format!("amqp://{host}:5672/"),
+        );
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(usage(format!(
+                "--amqp-url must start with amqp:// or amqps://, not {:?}",
+                redact_url(&amqp_url)
+            )));
+        }
+
+        let node = args.node.clone().or(file.node.clone());
+        if let Some(node) = &node {
+            crate::repo::check_node_name(node)?;
+        }
+        let retries = pick(args.retries, file.retries, RetryPolicy::default().attempts);
+        if retries == 0 {
+            return Err(usage("--retries must be at least 1"));
+        }
+        let verbosity = match (args.quiet, args.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            (false, _) => Verbosity::Debug,
+        };
+        Ok(Settings {
+            repo,
+            s3_addressing: pick(args.s3_addressing, file.s3_addressing, Addressing::Auto),
+            retry: RetryPolicy {
+                attempts: retries,
+                ..RetryPolicy::default()
+            },
+            management_url,
+            username,
+            password: Secret::new(password),
+            amqp_url,
+            node,
+            rabbitmqctl: pick(
+                args.rabbitmqctl.clone(),
+                file.rabbitmqctl.clone(),
+                "rabbitmqctl".into(),
+            ),
+            data_dir: args.data_dir.clone().or(file.data_dir.clone()),
+            json: args.json,
+            log_format: pick(args.log_format, file.log_format, LogFormat::Text),
+            verbosity,
+            metrics_file: args.metrics_file.clone().or(file.metrics_file.clone()),
+            config_file,
+            file,
+        })
+    }
+}
+
+/// The host part of the management URL (for the default AMQP URL).
+fn management_host(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            usage(format!(
+                "--management-url must start with http:// or https://, not {url:?}"
+            ))
+        })?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if host_port.starts_with('[') {
+        host_port
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or("").to_string()
+    };
+    if host.is_empty() {
+        return Err(usage(format!("--management-url {url:?} names no host")));
+    }
+    Ok(host)
+}
+
+fn read_secret_file(path: &PathBuf) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        usage(format!(
+            "cannot read the password file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// A URL with any `user:password@` part replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Validated `backup` settings.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    /// Read the running node's files.
+    pub live: bool,
+    /// Go on with consumers connected.
+    pub allow_consumers: bool,
+    /// Go on although a stop loses transient messages.
+    pub allow_transient_loss: bool,
+    /// Hook run first.
+    pub before: Option<String>,
+    /// Hook run last.
+    pub after: Option<String>,
+    /// Uncompressed bytes per chunk.
+    pub chunk_size: u64,
+    /// zstd level.
+    pub level: i32,
+    /// Parallel uploads.
+    pub upload_concurrency: usize,
+    /// Compression threads.
+    pub threads: u32,
+}
+
+/// The number of CPUs (at least 1).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl BackupSettings {
+    /// Merges and validates `backup` flags with the file's `[backup]` section.
+    pub fn new(args: &BackupArgs, file: &FileConfig) -> anyhow::Result<BackupSettings> {
+        let f = &file.backup;
+        let chunk_mib = pick(args.chunk_size, f.chunk_size, 32);
+        if !(1..=1024).contains(&chunk_mib) {
+            return Err(usage(format!(
+                "--chunk-size must be 1 to 1024 MiB, not {chunk_mib}"
+            )));
+        }
+        let level = pick(args.compression_level, f.compression_level, 3);
+        if !(1..=19).contains(&level) {
+            return Err(usage(format!(
+                "--compression-level must be 1 to 19, not {level}"
+            )));
+        }
+        let upload_concurrency = pick(args.upload_concurrency, f.upload_concurrency, 4);
+        if !(1..=64).contains(&upload_concurrency) {
+            return Err(usage(format!(
+                "--upload-concurrency must be 1 to 64, not {upload_concurrency}"
+            )));
+        }
+        let threads = pick(args.threads, f.threads, cpus() as u32);
+        if !(1..=256).contains(&threads) {
+            return Err(usage(format!("--threads must be 1 to 256, not {threads}")));
+        }
+        Ok(BackupSettings {
+            live: args.live || f.live.unwrap_or(false),
+            allow_consumers: args.allow_consumers || f.allow_consumers.unwrap_or(false),
+            allow_transient_loss: args.allow_transient_loss,
+            before: args.before.clone().or(f.before.clone()),
+            after: args.after.clone().or(f.after.clone()),
+            chunk_size: chunk_mib << 20,
+            level,
+            upload_concurrency,
+            threads,
+        })
+    }
+}
+
+/// Validated `restore` settings.
+#[derive(Debug, Clone)]
+pub struct RestoreSettings {
+    /// Snapshot spec (`latest`, id or prefix).
+    pub snapshot: String,
+    /// Source node name.
+    pub from_node: Option<String>,
+    /// Routing-key globs to exclude after the restore.
+    pub exclude: Option<crate::exclude::Matcher>,
+    /// Drop excluded messages instead of moving them.
+    pub drop_excluded: bool,
+    /// Change nothing.
+    pub dry_run: bool,
+    /// Definitions only.
+    pub definitions_only: bool,
+    /// Overwrite queues that hold messages.
+    pub replace_messages: bool,
+    /// Allow a RabbitMQ downgrade.
+    pub force_downgrade: bool,
+    /// Keep the previous message store.
+    pub keep_old: bool,
+    /// Hook run before definitions are imported.
+    pub before: Option<String>,
+    /// Hook run last.
+    pub after: Option<String>,
+    /// Parallel downloads.
+    pub download_concurrency: usize,
+    /// Resume an interrupted restore.
+    pub resume: bool,
+}
+
+impl RestoreSettings {
+    /// Merges and validates `restore` flags with the file's `[restore]` section.
+    pub fn new(args: &RestoreArgs, file: &FileConfig) -> anyhow::Result<RestoreSettings> {
+        let f = &file.restore;
+        if let Some(node) = &args.from_node {
+            crate::repo::check_node_name(node)?;
+        }
+        let download_concurrency = pick(args.download_concurrency, f.download_concurrency, 4);
+        if !(1..=64).contains(&download_concurrency) {
+            return Err(usage(format!(
+                "--download-concurrency must be 1 to 64, not {download_concurrency}"
+            )));
+        }
+        if args.definitions_only && !args.exclude_routing_key.is_empty() {
+            return Err(usage(
+                "--exclude-routing-key has nothing to do with --definitions-only",
+            ));
+        }
+        if args.drop_excluded && args.exclude_routing_key.is_empty() {
+            return Err(usage("--drop-excluded needs --exclude-routing-key"));
+        }
+        let exclude = if args.exclude_routing_key.is_empty() {
+            None
+        } else {
+            Some(crate::exclude::Matcher::new(&args.exclude_routing_key)?)
+        };
+        Ok(RestoreSettings {
+            snapshot: args.snapshot.clone(),
+            from_node: args.from_node.clone(),
+            exclude,
+            drop_excluded: args.drop_excluded,
+            dry_run: args.dry_run,
+            definitions_only: args.definitions_only,
+            replace_messages: args.replace_messages,
+            force_downgrade: args.force_downgrade,
+            keep_old: args.keep_old || f.keep_old.unwrap_or(false),
+            before: args.before.clone().or(f.before.clone()),
+            after: args.after.clone().or(f.after.clone()),
+            download_concurrency,
+            resume: args.resume,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Kind, kind_of};
+
+    #[test]
+    fn defaults() {
+        let s = Settings::new(&GlobalArgs::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(s.repo, RepoUrl::parse("./rabbitmq-backups").unwrap());
+        assert_eq!(s.management_url, "http://127.0.0.1:15672");
+        assert_eq!(s.username, "guest");
+        assert_eq!(s.password.expose(), "guest");
+        assert_eq!(s.amqp_url, "amqp://127.0.0.1:5672/");
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file = crate::config::parse("repo = \"s3://from-file\"\nusername = \"filer\"").unwrap();
+        let args = GlobalArgs {
+            repo: Some("s3://from-flag".into()),
+            ..Default::default()
+        };
+        let s = Settings::new(&args, file, None).unwrap();
+        assert_eq!(s.repo.to_string(), "s3://from-flag");
+        assert_eq!(s.username, "filer");
+    }
+
+    #[test]
+    fn password_file_is_read_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cr3t\n").unwrap();
+        let args = GlobalArgs {
+            password_file: Some(path),
+            ..Default::default()
+        };
+        let s = Settings::new(&args, FileConfig::default(), None).unwrap();
+        assert_eq!(s.password.expose(), "s3cr3t");
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        let bad = [
+            GlobalArgs {
+                management_url: Some("localhost:15672".into()),
+                ..Default::default()
+            },
+            GlobalArgs {
+                repo: Some("gs://x".into()),
+                ..Default::default()
+            },
+            GlobalArgs {
+                node: Some("a/b".into()),
+                ..Default::default()
+            },
+            GlobalArgs {
+                password_file: Some("/nonexistent/pw".into()),
+                ..Default::default()
+            },
+        ];
+        for args in bad {
+            let err = Settings::new(&args, FileConfig::default(), None).unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Usage, "{err}");
+        }
+    }
+
+    #[test]
+    fn backup_bounds() {
+        let file = FileConfig::default();
+        let ok = BackupSettings::new(&BackupArgs::default(), &file).unwrap();
+        assert_eq!(ok.chunk_size, 32 << 20);
+        for args in [
+            BackupArgs {
+                chunk_size: Some(0),
+                ..Default::default()
+            },
+            BackupArgs {
+                compression_level: Some(30),
+                ..Default::default()
+            },
+            BackupArgs {
+                upload_concurrency: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                kind_of(&BackupSettings::new(&args, &file).unwrap_err()),
+                Kind::Usage
+            );
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("amqp://u:p@h:5672/"), "amqp://***@h:5672/");
+        assert_eq!(redact_url("amqp://h:5672/"), "amqp://h:5672/");
+        assert_eq!(
+            management_host("http://user@10.0.0.5:15672/").unwrap(),
+            "10.0.0.5"
+        );
+    }
+}

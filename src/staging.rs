@@ -1,0 +1,289 @@
+//! Work areas beside the data directory (same filesystem, so moves are
+//! renames), the per-node lock, and the fast local copy of a message store.
+//!
+//! Nothing is ever created *inside* the data directory: some RabbitMQ
+//! versions delete unknown entries there at boot.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{data_dir as data_dir_error, refused};
+
+/// Prefix of every entry this tool creates beside a data directory.
+pub const MARK: &str = ".rabbitmq-backup";
+
+/// The directory that holds the data directory.
+pub fn parent_of(data_dir: &Path) -> anyhow::Result<&Path> {
+    data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            data_dir_error(format!(
+                "the data directory {} has no parent directory to stage in",
+                data_dir.display()
+            ))
+        })
+}
+
+/// The name of the data directory (the node's directory under the mnesia base).
+fn dir_name(data_dir: &Path) -> String {
+    data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "node".into())
+}
+
+/// A work directory beside the data directory, removed on drop unless kept.
+#[derive(Debug)]
+pub struct Staging {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Staging {
+    /// The path of a work area for `purpose` (`backup`, `restore`) and `id`.
+    pub fn path_for(data_dir: &Path, purpose: &str, id: &str) -> anyhow::Result<PathBuf> {
+        Ok(parent_of(data_dir)?.join(format!("{MARK}-{purpose}-{}-{id}", dir_name(data_dir))))
+    }
+
+    /// Creates a new, empty work area (mode 0700: it holds message data).
+    pub fn create(data_dir: &Path, purpose: &str, id: &str) -> anyhow::Result<Staging> {
+        let path = Self::path_for(data_dir, purpose, id)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the staging directory {}: {e}",
+                    path.display()
+                )
+            })?;
+        Ok(Staging { path, keep: false })
+    }
+
+    /// Adopts an existing work area (to resume an interrupted restore).
+    pub fn adopt(path: PathBuf) -> Staging {
+        Staging { path, keep: false }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Leaves the directory in place when this value is dropped.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = fs::remove_dir_all(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(
+                        "could not remove the staging directory {}: {e}",
+                        self.path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An exclusive lock on one node's data directory, held by one backup or
+/// restore at a time; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct NodeLock {
+    _file: File,
+}
+
+impl NodeLock {
+    /// Takes the lock or refuses (exit 4) naming the holder.
+    pub fn acquire(data_dir: &Path, purpose: &str) -> anyhow::Result<NodeLock> {
+        let path = parent_of(data_dir)?.join(format!("{MARK}-{}.lock", dir_name(data_dir)));
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
+        // SAFETY: flock on a valid open descriptor has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(refused(format!(
+                "another rabbitmq-backup ({}) is working on the node with data directory {}; wait for it to finish and try again",
+                if holder.trim().is_empty() {
+                    "unknown process".to_string()
+                } else {
+                    holder.trim().to_string()
+                },
+                data_dir.display()
+            )));
+        }
+        file.set_len(0)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        write!(file, "pid {}, {purpose}", std::process::id())?;
+        file.flush()?;
+        Ok(NodeLock { _file: file })
+    }
+}
+
+/// Copies `msg_stores` (only the given vhost directories under
+/// `msg_stores/vhosts`) from `src_root` into `dst_root`, sharing blocks by
+/// reflink where the filesystem can. `msg_store_transient` files are
+/// skipped: the node wipes them at boot. Returns the bytes copied.
+pub fn copy_store(
+    src_root: &Path,
+    dst_root: &Path,
+    vhost_dirs: &[String],
+    threads: usize,
+) -> io::Result<u64> {
+    let mut dirs = vec!["msg_stores".to_string(), "msg_stores/vhosts".to_string()];
+    let mut files = Vec::new();
+    for vhost in vhost_dirs {
+        collect(src_root, vhost, &mut dirs, &mut files)?;
+    }
+    for dir in &dirs {
+        let mode = fs::metadata(src_root.join(dir))?.mode() & 0o7777;
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(dst_root.join(dir))?;
+    }
+    let queue = Mutex::new(files.into_iter());
+    let copied = Mutex::new(0u64);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> io::Result<()> {
+                    loop {
+                        let next = queue.lock().expect("queue lock").next();
+                        let Some(rel) = next else { return Ok(()) };
+                        let n = clone_or_copy(&src_root.join(&rel), &dst_root.join(&rel))?;
+                        *copied.lock().expect("count lock") += n;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(io::Error::other("copy thread panicked")))
+        })
+    })?;
+    Ok(copied.into_inner().expect("count lock"))
+}
+
+fn collect(
+    root: &Path,
+    rel: &str,
+    dirs: &mut Vec<String>,
+    files: &mut Vec<String>,
+) -> io::Result<()> {
+    dirs.push(rel.to_string());
+    let transient = rel.ends_with("/msg_store_transient");
+    for entry in fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = format!("{rel}/{name}");
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect(root, &child, dirs, files)?;
+        } else if kind.is_file() && !transient {
+            files.push(child);
+        }
+    }
+    Ok(())
+}
+
+/// FICLONE: share the source's blocks (btrfs, XFS); falls back to a copy.
+const FICLONE: libc::c_ulong = 0x4004_9409;
+
+fn clone_or_copy(src: &Path, dst: &Path) -> io::Result<u64> {
+    let from = File::open(src)?;
+    let meta = from.metadata()?;
+    let to = File::options().write(true).create_new(true).open(dst)?;
+    // SAFETY: both descriptors are open for the duration of the call.
+    let rc = unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) };
+    if rc != 0 {
+        let mut from = from;
+        let mut to = to;
+        // std::io::copy uses copy_file_range on Linux: no user-space buffer.
+        io::copy(&mut from, &mut to)?;
+    }
+    fs::set_permissions(dst, meta.permissions())?;
+    Ok(meta.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_is_beside_and_removed_on_drop() {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("rabbit@h");
+        fs::create_dir(&data).unwrap();
+        let path = {
+            let s = Staging::create(&data, "backup", "X").unwrap();
+            assert_eq!(s.path().parent(), Some(base.path()));
+            assert!(!s.path().starts_with(&data));
+            s.path().to_path_buf()
+        };
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_second_lock_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("rabbit@h");
+        fs::create_dir(&data).unwrap();
+        let first = NodeLock::acquire(&data, "backup").unwrap();
+        let err = NodeLock::acquire(&data, "restore").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Refused);
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        NodeLock::acquire(&data, "restore").unwrap();
+    }
+
+    #[test]
+    fn copies_selected_vhosts_without_transient_files() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        for vh in ["A", "B"] {
+            let d = src.path().join(format!("msg_stores/vhosts/{vh}"));
+            fs::create_dir_all(d.join("msg_store_transient")).unwrap();
+            fs::create_dir_all(d.join("queues/Q")).unwrap();
+            fs::write(d.join("queues/Q/0.idx"), vh.repeat(1000)).unwrap();
+            fs::write(d.join("msg_store_transient/0.rdq"), "t").unwrap();
+        }
+        let n = copy_store(src.path(), dst.path(), &["msg_stores/vhosts/A".into()], 2).unwrap();
+        assert_eq!(n, 1000);
+        assert_eq!(
+            fs::read(dst.path().join("msg_stores/vhosts/A/queues/Q/0.idx")).unwrap(),
+            "A".repeat(1000).as_bytes()
+        );
+        assert!(
+            dst.path()
+                .join("msg_stores/vhosts/A/msg_store_transient")
+                .is_dir()
+        );
+        assert!(
+            !dst.path()
+                .join("msg_stores/vhosts/A/msg_store_transient/0.rdq")
+                .exists()
+        );
+        assert!(!dst.path().join("msg_stores/vhosts/B").exists());
+    }
+}

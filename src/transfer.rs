@@ -1,0 +1,327 @@
+//! Moves chunk streams between the archive code (blocking threads) and a
+//! repository (async), in parallel and with bounded memory.
+//!
+//! Upload: a blocking producer writes the tar stream into a [`ChunkWriter`];
+//! finished chunks wait in a one-slot channel; at most `concurrency` uploads
+//! run at once. Memory is about `(concurrency + 2)` compressed chunks.
+//!
+//! Download: chunks are fetched `concurrency` at a time but handed on in
+//! order, each verified against its name before a single byte reaches the
+//! consumer, which reads them as one stream on a blocking thread.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::archive::chunker::{Chunk, ChunkOptions, ChunkWriter};
+use crate::archive::manifest::ChunkEntry;
+use crate::error::integrity;
+use crate::repo::storage::{Storage, StorageErrorKind, Tags, storage_kind};
+
+/// The sink a producer writes the tar stream into.
+pub type Sink = ChunkWriter<Box<dyn FnMut(Chunk) -> io::Result<()> + Send>>;
+
+/// Where and how to upload.
+pub struct UploadTarget {
+    /// The storage.
+    pub storage: Arc<dyn Storage>,
+    /// Turns a chunk's hex digest into its key.
+    pub key_of: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// Tags for every object.
+    pub tags: Tags,
+    /// Uploads in flight at most.
+    pub concurrency: usize,
+    /// Called with the stored size of each uploaded chunk.
+    pub on_uploaded: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+/// Runs `produce` on a blocking thread, uploading the chunks it writes.
+/// Returns the chunk list (in stream order), the producer's value, and the
+/// stream length. On any failure nothing more is uploaded and the error of
+/// the first failing side is returned.
+pub async fn upload<T: Send + 'static>(
+    options: ChunkOptions,
+    target: UploadTarget,
+    produce: impl FnOnce(&mut Sink) -> io::Result<T> + Send + 'static,
+) -> anyhow::Result<(Vec<ChunkEntry>, T, u64)> {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+    let producer = tokio::task::spawn_blocking(move || -> io::Result<(T, u64)> {
+        let emit: Box<dyn FnMut(Chunk) -> io::Result<()> + Send> = Box::new(move |chunk| {
+            tx.blocking_send(chunk)
+                .map_err(|_| io::Error::other("the upload stopped"))
+        });
+        let mut sink = ChunkWriter::new(options, emit);
+        let value = produce(&mut sink)?;
+        let total = sink.finish()?;
+        Ok((value, total))
+    });
+
+    let target = Arc::new(target);
+    let permits = Arc::new(Semaphore::new(target.concurrency));
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let mut entries = Vec::new();
+    let uploaded: anyhow::Result<()> = async {
+        while let Some(chunk) = rx.recv().await {
+            let permit = permits.clone().acquire_owned().await?;
+            while let Some(done) = tasks.try_join_next() {
+                done??;
+            }
+            let hex = hex::encode(chunk.sha256);
+            entries.push(ChunkEntry {
+                sha256: hex.clone(),
+                size: chunk.data.len() as u64,
+                uncompressed_size: chunk.uncompressed_size,
+            });
+            let target = target.clone();
+            tasks.spawn(async move {
+                let size = chunk.data.len() as u64;
+                let key = (target.key_of)(&hex);
+                target
+                    .storage
+                    .put(&key, chunk.data, &chunk.sha256, &target.tags)
+                    .await?;
+                (target.on_uploaded)(size);
+                drop(permit);
+                Ok(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok(())
+    }
+    .await;
+    // Unblocks a producer waiting to hand over a chunk after a failure.
+    drop(rx);
+    tasks.abort_all();
+    let produced = producer.await.context("the archive thread failed")?;
+    match (uploaded, produced) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(anyhow::Error::new(e).context("cannot write the archive")),
+        (Ok(()), Ok((value, total))) => Ok((entries, value, total)),
+    }
+}
+
+/// Where and how to download.
+pub struct DownloadSource {
+    /// The storage.
+    pub storage: Arc<dyn Storage>,
+    /// Turns a chunk's hex digest into its key.
+    pub key_of: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// Downloads in flight at most.
+    pub concurrency: usize,
+}
+
+/// Fetches one chunk and checks its size and SHA-256 against its entry.
+pub async fn fetch_verified(
+    storage: &dyn Storage,
+    key: &str,
+    entry: &ChunkEntry,
+) -> anyhow::Result<Bytes> {
+    let data = storage.get(key).await.map_err(|e| match storage_kind(&e) {
+        Some(StorageErrorKind::NotFound) => {
+            integrity(format!("chunk {key} is missing from the repository"))
+        }
+        _ => e,
+    })?;
+    if data.len() as u64 != entry.size {
+        return Err(integrity(format!(
+            "chunk {key} is {} bytes but the manifest says {}: it is truncated or was replaced",
+            data.len(),
+            entry.size
+        )));
+    }
+    let (data, digest) = tokio::task::spawn_blocking(move || {
+        let digest = hex::encode(Sha256::digest(&data));
+        (data, digest)
+    })
+    .await?;
+    if digest != entry.sha256 {
+        return Err(integrity(format!(
+            "chunk {key} is corrupt: its SHA-256 is {digest}, not {}",
+            entry.sha256
+        )));
+    }
+    Ok(data)
+}
+
+/// Reads a stream of verified chunks handed over by the downloader.
+pub struct ChunkReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while !self.current.has_remaining() {
+            match self.rx.blocking_recv() {
+                Some(Ok(next)) => self.current = next,
+                Some(Err(message)) => return Err(io::Error::other(message)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.remaining());
+        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Downloads `chunks` in parallel and runs `consume` on a blocking thread
+/// reading them in order. A download failure wins over the consumer's
+/// resulting read error.
+pub async fn download<T: Send + 'static>(
+    source: DownloadSource,
+    chunks: Vec<ChunkEntry>,
+    consume: impl FnOnce(ChunkReader) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(2);
+    let consumer = tokio::task::spawn_blocking(move || {
+        consume(ChunkReader {
+            rx,
+            current: Bytes::new(),
+        })
+    });
+    let source = Arc::new(source);
+    let mut fetches = futures::stream::iter(chunks.into_iter().map(|entry| {
+        let source = source.clone();
+        async move {
+            let key = (source.key_of)(&entry.sha256);
+            fetch_verified(source.storage.as_ref(), &key, &entry).await
+        }
+    }))
+    .buffered(source.concurrency);
+    let mut failure = None;
+    while let Some(result) = fetches.next().await {
+        match result {
+            Ok(data) => {
+                if tx.send(Ok(data)).await.is_err() {
+                    break; // the consumer stopped; its error says why
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err("a chunk download failed".into())).await;
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    drop(fetches);
+    let consumed = consumer.await.context("the unpacking thread failed")?;
+    match failure {
+        Some(e) => Err(e),
+        None => consumed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::local::LocalStorage;
+    use std::io::Write;
+
+    fn options() -> ChunkOptions {
+        ChunkOptions {
+            chunk_size: 1000,
+            level: 1,
+            workers: 0,
+        }
+    }
+
+    async fn round(dir: &Path) -> (Arc<dyn Storage>, Vec<ChunkEntry>, Vec<u8>) {
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir));
+        let data: Vec<u8> = (0..25_000u32).map(|i| (i % 97) as u8).collect();
+        let input = data.clone();
+        let target = UploadTarget {
+            storage: storage.clone(),
+            key_of: Box::new(|h| format!("data/{h}")),
+            tags: Vec::new(),
+            concurrency: 3,
+            on_uploaded: Box::new(|_| {}),
+        };
+        let (entries, (), total) = upload(options(), target, move |sink| sink.write_all(&input))
+            .await
+            .unwrap();
+        assert_eq!(total, 25_000);
+        assert_eq!(entries.len(), 25);
+        (storage, entries, data)
+    }
+
+    use std::path::Path;
+
+    fn source(storage: Arc<dyn Storage>) -> DownloadSource {
+        DownloadSource {
+            storage,
+            key_of: Box::new(|h| format!("data/{h}")),
+            concurrency: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn upload_then_download_round_trips_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, entries, data) = round(dir.path()).await;
+        let out = download(source(storage), entries, |reader| {
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(reader)?.read_to_end(&mut out)?;
+            Ok(out)
+        })
+        .await
+        .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_named_and_never_reaches_the_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, entries, _) = round(dir.path()).await;
+        let victim = &entries[7];
+        let path = dir.path().join(format!("data/{}", victim.sha256));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = seen.clone();
+        let err = download(source(storage), entries.clone(), move |mut reader| {
+            let mut buf = [0u8; 100];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                counter.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Integrity);
+        assert!(err.to_string().contains(&victim.sha256), "{err}");
+        let before: u64 = entries[..7].iter().map(|e| e.size).sum();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn a_failing_producer_fails_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = UploadTarget {
+            storage: Arc::new(LocalStorage::new(dir.path())),
+            key_of: Box::new(|h| format!("data/{h}")),
+            tags: Vec::new(),
+            concurrency: 2,
+            on_uploaded: Box::new(|_| {}),
+        };
+        let err = upload(options(), target, |sink| {
+            sink.write_all(&[1u8; 5000])?;
+            Err::<(), _>(io::Error::other("disk on fire"))
+        })
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("disk on fire"), "{err:#}");
+    }
+}
