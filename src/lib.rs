@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exclude;
+pub mod failpoint;
 pub mod hooks;
 pub mod logging;
 pub mod output;

@@ -127,9 +127,24 @@ impl Broker {
 
     /// Every queue of the given vhosts with exact counts (in parallel).
     pub async fn queues(&self, vhosts: &[String]) -> anyhow::Result<Vec<QueueStatus>> {
-        let lists =
-            futures::future::try_join_all(vhosts.iter().map(|v| self.ctl.list_queues(v))).await?;
-        let mut all: Vec<QueueStatus> = lists.into_iter().flatten().collect();
+        let (lists, exact) = tokio::join!(
+            futures::future::try_join_all(vhosts.iter().map(|v| self.ctl.list_queues(v))),
+            self.ctl.non_classic_counts()
+        );
+        let mut all: Vec<QueueStatus> = lists?.into_iter().flatten().collect();
+        match exact {
+            Ok(exact) => {
+                for q in all.iter_mut().filter(|q| q.queue_type != "classic") {
+                    let found = exact.iter().find(|(v, n, _)| *v == q.vhost && *n == q.name);
+                    if let Some((_, _, count)) = found {
+                        q.messages = *count;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("quorum and stream message counts may lag by a few seconds: {e:#}")
+            }
+        }
         all.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
         Ok(all)
     }

@@ -140,6 +140,7 @@ impl Swapper {
                 // Recorded even when there was nothing to move: the step is done.
                 self.journal.moved_aside.push(dir.clone());
                 self.save()?;
+                crate::failpoint::hit("restore:mid-swap")?;
             }
             if current.exists() {
                 anyhow::bail!(

@@ -86,6 +86,9 @@ pub async fn upload<T: Send + 'static>(
                     .storage
                     .put(&key, chunk.data, &chunk.sha256, &target.tags)
                     .await?;
+                if chunk.index == 0 {
+                    crate::failpoint::hit("upload:after-first-chunk")?;
+                }
                 (target.on_uploaded)(size);
                 drop(permit);
                 Ok(())

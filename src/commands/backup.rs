@@ -358,6 +358,7 @@ async fn capture(
     };
     let body = manifest.to_json();
     let digest: [u8; 32] = Sha256::digest(&body).into();
+    crate::failpoint::hit("backup:before-manifest")?;
     // The commit marker: only now does the snapshot exist for list/restore.
     repo.storage()
         .put(
@@ -427,10 +428,15 @@ async fn pause_and_copy(
         staging.to_path_buf(),
         vhost_dirs.to_vec(),
     );
-    let copied = tokio::task::spawn_blocking(move || {
-        copy_store(&src, &dst, &dirs, (threads as usize).max(4))
-    })
-    .await;
+    let copied = match crate::failpoint::hit("backup:after-stop-app") {
+        Ok(()) => {
+            tokio::task::spawn_blocking(move || {
+                copy_store(&src, &dst, &dirs, (threads as usize).max(4))
+            })
+            .await
+        }
+        Err(e) => Ok(Err(std::io::Error::other(e.to_string()))),
+    };
     let started = ctl.start_app().await;
     let pause_ms = paused.elapsed().as_millis() as u64;
     if let Err(e) = started {

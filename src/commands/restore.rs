@@ -173,6 +173,7 @@ pub async fn run(
         .await?
     };
     let definitions = Definitions::parse(definitions)?;
+    crate::failpoint::hit("restore:staged")?;
 
     // The plan: which queues on this node lose messages, and may we go on.
     let target_defs = Definitions::parse(broker.export_definitions().await?)?;
@@ -310,6 +311,7 @@ async fn apply(
         return Ok(());
     }
 
+    crate::failpoint::hit("restore:after-import")?;
     // From here on the work area must survive a crash: it holds the journal.
     staging.keep();
     std::fs::write(staging.path().join("manifest.json"), manifest.to_json())?;
@@ -343,7 +345,10 @@ pub async fn swap_and_start(broker: &Broker, swapper: &mut Swapper) -> anyhow::R
         swapper.set_phase(Phase::Done)?;
         return Err(e.context("stop_app failed; nothing was swapped"));
     }
-    let swapped = swapper.swap_in().and_then(|()| swapper.fix_owner());
+    let swapped = crate::failpoint::hit("restore:after-stop-app")
+        .and_then(|()| swapper.swap_in())
+        .and_then(|()| swapper.fix_owner())
+        .and_then(|()| crate::failpoint::hit("restore:after-swap"));
     if let Err(e) = swapped {
         return Err(rollback(
             broker,
@@ -380,7 +385,11 @@ pub async fn finish(
     args: &RestoreSettings,
     report: &mut RestoreReport,
 ) -> anyhow::Result<()> {
-    let outcomes = match check_counts(broker, manifest).await {
+    let checked = match crate::failpoint::hit("restore:after-start") {
+        Ok(()) => check_counts(broker, manifest).await,
+        Err(e) => Err(e),
+    };
+    let outcomes = match checked {
         Ok(outcomes) => outcomes,
         Err(e) => return Err(rollback(broker, swapper, e, true).await),
     };

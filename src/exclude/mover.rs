@@ -296,6 +296,7 @@ async fn run(
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await?;
         }
+        crate::failpoint::hit("exclude:after-batch")?;
         crate::signals::check()?;
     }
     for exchange in [Some(keep_exchange), move_exchange].into_iter().flatten() {

@@ -108,6 +108,19 @@ impl Ctl {
         parse_queue_list(vhost, &out)
     }
 
+    /// Exact ready-message counts of quorum queues and streams, asked of the
+    /// queues themselves: `list_queues` reports them from metrics that lag
+    /// by seconds. Names travel hex-encoded so any name parses safely.
+    pub async fn non_classic_counts(&self) -> anyhow::Result<Vec<(String, String, u64)>> {
+        const EXPR: &str = "lists:flatmap(fun(Q) -> case rabbit_amqqueue:stat(Q) of \
+            {ok, M, _} -> {resource, V, queue, N} = amqqueue:get_name(Q), \
+            [{binary:encode_hex(V), binary:encode_hex(N), M}]; _ -> [] end end, \
+            [Q || Q <- rabbit_amqqueue:list(), amqqueue:get_type(Q) =/= rabbit_classic_queue]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        parse_hex_counts(&out)
+            .with_context(|| format!("unexpected answer to the queue count query: {out:?}"))
+    }
+
     /// Stops the RabbitMQ application (the Erlang VM keeps running).
     pub async fn stop_app(&self) -> anyhow::Result<()> {
         self.run(&["stop_app"], SLOW).await.map(drop)
@@ -229,6 +242,29 @@ fn erlang_release(s: &str) -> String {
         .to_string()
 }
 
+/// Parses `[{<<"HEX">>,<<"HEX">>,N},...]`.
+fn parse_hex_counts(out: &str) -> Option<Vec<(String, String, u64)>> {
+    let body = out.trim().strip_prefix('[')?.strip_suffix(']')?;
+    let mut result = Vec::new();
+    for item in body
+        .split('}')
+        .map(|s| s.trim_start_matches(',').trim())
+        .filter(|s| !s.is_empty())
+    {
+        let item = item.strip_prefix('{')?;
+        let mut parts = item.split(',');
+        let hex = |p: Option<&str>| -> Option<String> {
+            let h = p?.trim().strip_prefix("<<\"")?.strip_suffix("\">>")?;
+            String::from_utf8(hex::decode(h).ok()?).ok()
+        };
+        let vhost = hex(parts.next())?;
+        let name = hex(parts.next())?;
+        let count = parts.next()?.trim().parse().ok()?;
+        result.push((vhost, name, count));
+    }
+    Some(result)
+}
+
 fn as_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
@@ -277,6 +313,19 @@ mod tests {
         assert_eq!(queues[0].messages_persistent, None);
         assert_eq!(queues[1].consumers, 2);
         assert_eq!(queues[1].messages_persistent, Some(1));
+    }
+
+    #[test]
+    fn parses_hex_counts() {
+        assert_eq!(
+            parse_hex_counts("[{<<\"2F\">>,<<\"7171\">>,5},{<<\"6F726F\">>,<<\"73\">>,0}]\n"),
+            Some(vec![
+                ("/".into(), "qq".into(), 5),
+                ("oro".into(), "s".into(), 0)
+            ])
+        );
+        assert_eq!(parse_hex_counts("[]"), Some(vec![]));
+        assert_eq!(parse_hex_counts("{badrpc,nodedown}"), None);
     }
 
     #[test]

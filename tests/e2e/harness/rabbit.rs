@@ -1,0 +1,291 @@
+//! Private RabbitMQ nodes on loopback: own name, ports and directory,
+//! started from Debian's package, stopped by process id.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{free_port, set_parent_death_signal};
+
+const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+/// The real rabbitmqctl (Debian's /usr/sbin one switches to the rabbitmq user).
+pub const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+/// A cookie shared by every test node and CLI call.
+const COOKIE: &str = "RABBITMQBACKUPTESTCOOKIE";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A running node.
+pub struct RabbitNode {
+    /// Node name (`rbt<pid>x<n>@localhost`).
+    pub name: String,
+    /// AMQP port.
+    pub amqp_port: u16,
+    /// Management API port.
+    pub mgmt_port: u16,
+    dist_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RabbitNode {
+    /// Starts a node and waits until its management API answers.
+    pub fn start() -> RabbitNode {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("rbt{}x{n}@localhost", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix("rmqb-node-")
+            .tempdir()
+            .expect("tempdir");
+        let mut node = RabbitNode {
+            name,
+            amqp_port: free_port(),
+            mgmt_port: free_port(),
+            dist_port: free_port(),
+            dir,
+            child: None,
+        };
+        node.boot();
+        node
+    }
+
+    /// The directory holding everything of this node.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// HOME for the node and its CLI (holds the Erlang cookie).
+    pub fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root().join("mnesia").join(&self.name)
+    }
+
+    /// The management API base URL.
+    pub fn mgmt_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.mgmt_port)
+    }
+
+    /// The AMQP URL of a vhost (guest credentials).
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}", self.amqp_port)
+    }
+
+    fn boot(&mut self) {
+        let root = self.root().to_path_buf();
+        for sub in ["home", "mnesia", "log"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let cookie = root.join("home/.erlang.cookie");
+        std::fs::write(&cookie, COOKIE).unwrap();
+        std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+            .unwrap();
+        std::fs::write(
+            root.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.1 = 127.0.0.1:{}\nmanagement.tcp.port = {}\nmanagement.tcp.ip = 127.0.0.1\n",
+                self.amqp_port, self.mgmt_port
+            ),
+        )
+        .unwrap();
+        std::fs::write(root.join("enabled_plugins"), "[rabbitmq_management].\n").unwrap();
+        let log = std::fs::File::create(root.join("log/stdout.log")).unwrap();
+        let mut cmd = Command::new(SERVER);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", root.join("home"))
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_MNESIA_BASE", root.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", root.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", root.join("rabbitmq"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                root.join("enabled_plugins"),
+            )
+            .env("RABBITMQ_PLUGINS_EXPAND_DIR", root.join("plugins-expand"))
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            // exec the VM directly: the pid we hold is the broker's.
+            .env("RABBITMQ_ALLOW_INPUT", "1")
+            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-noinput")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: prctl in the child before exec; no allocation.
+        unsafe {
+            cmd.pre_exec(set_parent_death_signal);
+        }
+        self.child = Some(
+            cmd.spawn()
+                .expect("start rabbitmq-server (is the rabbitmq-server package installed?)"),
+        );
+        self.wait_ready();
+    }
+
+    /// Waits until the management API answers (the broker has booted).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "node {} exited ({status}) while starting:\n{}",
+                        self.name,
+                        self.log_tail()
+                    );
+                }
+            }
+            let ok = client
+                .get(format!("{}/api/overview", self.mgmt_url()))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not start in time:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The end of the node's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for file in [format!("{}.log", self.name), "stdout.log".into()] {
+            if let Ok(text) = std::fs::read_to_string(self.root().join("log").join(file)) {
+                let lines: Vec<&str> = text.lines().collect();
+                out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Runs rabbitmqctl against this node; panics on failure.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(CTL)
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .env("HOME", self.home())
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Exact message counts of a vhost's queues.
+    pub fn counts(&self, vhost: &str) -> std::collections::BTreeMap<String, u64> {
+        let out = self.ctl(&[
+            "list_queues",
+            "-q",
+            "-p",
+            vhost,
+            "--formatter",
+            "json",
+            "name",
+            "messages",
+        ]);
+        let rows: Vec<Value> = serde_json::from_str(out.trim()).unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["messages"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// Imports definitions through the management API.
+    pub fn import_definitions(&self, definitions: &Value) {
+        let response = self
+            .http()
+            .post(format!("{}/api/definitions", self.mgmt_url()))
+            .basic_auth("guest", Some("guest"))
+            .json(definitions)
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "import failed: {}",
+            response.text().unwrap_or_default()
+        );
+    }
+
+    /// Exports definitions through the management API.
+    pub fn export_definitions(&self) -> Value {
+        self.http()
+            .get(format!("{}/api/definitions", self.mgmt_url()))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// Environment for the tool so that it talks to this node.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("HOME".into(), self.home().display().to_string()),
+            ("RABBITMQ_NODENAME".into(), self.name.clone()),
+            ("RABBITMQ_MANAGEMENT_URL".into(), self.mgmt_url()),
+            (
+                "RABBITMQ_AMQP_URL".into(),
+                format!("amqp://127.0.0.1:{}/", self.amqp_port),
+            ),
+            ("RABBITMQCTL".into(), CTL.into()),
+        ]
+    }
+
+    /// Stops the broker application (the VM keeps running).
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    /// Starts the broker application and waits for the management API.
+    pub fn start_app(&mut self) {
+        self.ctl(&["start_app"]);
+        self.wait_ready();
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Only the process we started, by its id.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of node {} ---\n{}", self.name, self.log_tail());
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real binary against private RabbitMQ nodes and a
+//! Garage S3 server, all started by the harness on loopback.
+
+mod harness;
+
+mod backup;
