@@ -5,6 +5,7 @@ pub mod exclude;
 pub mod list;
 pub mod restore;
 pub mod resume;
+pub mod verify;
 
 use std::sync::Arc;
 

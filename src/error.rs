@@ -74,12 +74,17 @@ impl fmt::Display for Classified {
 
 impl std::error::Error for Classified {}
 
-/// Builds an `anyhow::Error` of the given kind.
-pub fn classified(kind: Kind, message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Classified {
+/// A classification to attach as context (`err.context(class(..))`).
+pub fn class(kind: Kind, message: impl Into<String>) -> Classified {
+    Classified {
         kind,
         message: message.into(),
-    })
+    }
+}
+
+/// Builds an `anyhow::Error` of the given kind.
+pub fn classified(kind: Kind, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(class(kind, message))
 }
 
 /// A usage error (exit code 2).
@@ -107,10 +112,11 @@ pub fn data_dir(message: impl Into<String>) -> anyhow::Error {
     classified(Kind::DataDir, message)
 }
 
-/// The kind of the first classified error in the chain (`Failure` if none).
+/// The kind of the outermost classified error (`Failure` if none).
 pub fn kind_of(err: &anyhow::Error) -> Kind {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Classified>())
+    // anyhow's downcast sees context values; chain() sees wrapped sources.
+    err.downcast_ref::<Classified>()
+        .or_else(|| err.chain().find_map(|e| e.downcast_ref::<Classified>()))
         .map(|c| c.kind)
         .unwrap_or(Kind::Failure)
 }
@@ -150,6 +156,16 @@ mod tests {
         assert_eq!(kind_of(&err), Kind::Refused);
         assert_eq!(exit_code(&err), 4);
         assert_eq!(render(&err), "backup of rabbit@a: consumers connected");
+    }
+
+    #[test]
+    fn a_classification_attached_as_context_wins() {
+        let err = Err::<(), _>(integrity("chunk bad"))
+            .context(class(Kind::RolledBack, "rolled back"))
+            .context("restore")
+            .unwrap_err();
+        assert_eq!(kind_of(&err), Kind::RolledBack);
+        assert_eq!(render(&err), "restore: rolled back: chunk bad");
     }
 
     #[test]

@@ -110,6 +110,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     .map(drop)
             }
             Command::Exclude(args) => commands::exclude::run(&settings, args, out).await.map(drop),
+            Command::Verify(args) => {
+                commands::verify::run(
+                    &settings,
+                    args.snapshot.as_deref(),
+                    args.all,
+                    args.read_data,
+                    args.from_node.as_deref(),
+                    out,
+                )
+                .await
+            }
             _ => anyhow::bail!("not implemented yet"),
         }
     })

@@ -11,7 +11,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{FileEntry, Manifest};
-use super::paths::{DEFINITIONS, safe_join};
+use super::paths::{DEFINITIONS, check_archive_path};
 use crate::error::integrity;
 
 /// Counts the bytes that pass through a reader.
@@ -28,14 +28,15 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Unpacks the compressed stream `stored` into `dest` and returns the bytes
-/// of `definitions.json`. `dest` must exist and be empty. Any deviation from
-/// the manifest is an integrity error; `dest` may then hold partial data and
+/// Unpacks the compressed stream `stored` into `dest` (or, without a
+/// destination, only checks it) and returns the bytes of `definitions.json`.
+/// `dest` must exist and be empty. Any deviation from the manifest is an
+/// integrity error; `dest` may then hold partial data and
 /// is the caller's to remove.
 pub fn unpack(
     stored: impl Read,
     manifest: &Manifest,
-    dest: &Path,
+    dest: Option<&Path>,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Vec<u8>> {
     let decoder = zstd::stream::read::Decoder::new(stored)
@@ -63,7 +64,8 @@ pub fn unpack(
             let raw = entry.path_bytes().into_owned();
             let path = String::from_utf8(raw)
                 .map_err(|_| integrity("the archive holds a path that is not UTF-8"))?;
-            let target = safe_join(dest, &path).map_err(|e| integrity(e.to_string()))?;
+            check_archive_path(&path).map_err(|e| integrity(e.to_string()))?;
+            let target = dest.map(|d| d.join(&path));
             if !seen.insert(path.clone()) {
                 return Err(integrity(format!("the archive holds {path} twice")));
             }
@@ -74,7 +76,9 @@ pub fn unpack(
                             "the archive holds directory {path}, which the manifest does not list"
                         )));
                     }
-                    fs::create_dir_all(&target)?;
+                    if let Some(target) = &target {
+                        fs::create_dir_all(target)?;
+                    }
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let Some(expected) = expected_files.get(path.as_str()) else {
@@ -97,7 +101,7 @@ pub fn unpack(
                         check_digest(&path, &digest, &manifest.definitions.sha256)?;
                         definitions = Some(data);
                     } else {
-                        write_file(&mut entry, &target, expected, &path)?;
+                        copy_checked(&mut entry, target.as_deref(), expected, &path)?;
                         progress(expected.size);
                     }
                 }
@@ -167,21 +171,27 @@ fn check_digest(path: &str, digest: &[u8], expected: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-fn write_file(
+/// Streams one entry into `target` (if any), checking its digest.
+fn copy_checked(
     entry: &mut impl Read,
-    target: &Path,
+    target: Option<&Path>,
     expected: &FileEntry,
     path: &str,
 ) -> anyhow::Result<()> {
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(target)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", target.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = match target {
+        Some(target) => {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(target)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", target.display()))?;
+            Some(BufWriter::with_capacity(1 << 20, file))
+        }
+        None => None,
+    };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -190,12 +200,16 @@ fn write_file(
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        if let Some(out) = out.as_mut() {
+            out.write_all(&buf[..n])?;
+        }
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
     check_digest(path, &hasher.finalize(), &expected.sha256)?;
-    // Permission bits only: never set-id bits from an archive.
-    file.set_permissions(fs::Permissions::from_mode(expected.mode & 0o777))?;
+    if let Some(out) = out {
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        // Permission bits only: never set-id bits from an archive.
+        file.set_permissions(fs::Permissions::from_mode(expected.mode & 0o777))?;
+    }
     Ok(())
 }
 
@@ -243,7 +257,7 @@ mod tests {
     fn round_trip() {
         let (stored, m) = build();
         let dest = tempfile::tempdir().unwrap();
-        let defs = unpack(&stored[..], &m, dest.path(), |_| {}).unwrap();
+        let defs = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap();
         assert_eq!(defs, br#"{"queues":[]}"#);
         let idx = fs::read(dest.path().join("msg_stores/vhosts/V/queues/Q/0.idx")).unwrap();
         assert_eq!(idx, vec![3u8; 70_000]);
@@ -271,7 +285,7 @@ mod tests {
             .unwrap();
         f.sha256 = "0".repeat(64);
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(&stored[..], &m, dest.path(), |_| {}).unwrap_err();
+        let err = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap_err();
         assert_eq!(kind_of(&err), Kind::Integrity);
         assert!(err.to_string().contains("0.idx"), "{err}");
     }
@@ -281,7 +295,7 @@ mod tests {
         let (stored, mut m) = build();
         m.files.retain(|f| !f.path.ends_with("0.idx"));
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(&stored[..], &m, dest.path(), |_| {}).unwrap_err();
+        let err = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap_err();
         assert!(err.to_string().contains("does not list"), "{err}");
     }
 
@@ -292,7 +306,7 @@ mod tests {
         extra.path = "msg_stores/vhosts/V/extra".into();
         m.files.push(extra);
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(&stored[..], &m, dest.path(), |_| {}).unwrap_err();
+        let err = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap_err();
         assert!(
             err.to_string().contains("lacks msg_stores/vhosts/V/extra"),
             "{err}"
@@ -331,7 +345,7 @@ mod tests {
             let dest = tempfile::tempdir().unwrap();
             let inner = dest.path().join("stage");
             fs::create_dir(&inner).unwrap();
-            let err = unpack(&stored[..], &sample(), &inner, |_| {}).unwrap_err();
+            let err = unpack(&stored[..], &sample(), Some(&inner), |_| {}).unwrap_err();
             assert_eq!(kind_of(&err), Kind::Integrity, "{path}: {err}");
             let leftover: Vec<_> = fs::read_dir(dest.path()).unwrap().collect();
             assert_eq!(

@@ -16,7 +16,7 @@ use crate::archive::manifest::{
     Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
 };
 use crate::archive::writer::write_archive;
-use crate::error::{Kind, classified, refused};
+use crate::error::{Kind, class, refused};
 use crate::output::{Output, bytes};
 use crate::progress::Progress;
 use crate::rabbit::Broker;
@@ -451,7 +451,7 @@ async fn pause_and_copy(
 }
 
 fn needs_start(node: &str, err: anyhow::Error) -> anyhow::Error {
-    err.context(classified(
+    err.context(class(
         Kind::NeedsAttention,
         format!("the broker on node {node} is STOPPED: start it now with `rabbitmqctl -n {node} start_app`"),
     ))

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::archive::manifest::{Consistency, Manifest};
 use crate::archive::reader;
-use crate::error::{Kind, classified, incompatible, refused};
+use crate::error::{Kind, class, incompatible, refused};
 use crate::output::{Output, bytes};
 use crate::progress::Progress;
 use crate::rabbit::Broker;
@@ -460,12 +460,12 @@ pub async fn rollback(
     match outcome {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(swapper.area());
-            cause.context(classified(
+            cause.context(class(
                 Kind::RolledBack,
                 format!("the restore failed and node {node} was rolled back to its previous messages (definitions stay imported)"),
             ))
         }
-        Err(e) => cause.context(classified(
+        Err(e) => cause.context(class(
             Kind::NeedsAttention,
             format!(
                 "the restore failed AND the rollback failed ({e:#}); node {node} may be stopped. The work area {} holds the journal: run `rabbitmq-backup restore --resume` to finish or undo it",
@@ -547,7 +547,7 @@ async fn fetch_all(
     let defs = transfer::download(
         download_source(repo, snapshot, args.download_concurrency),
         manifest.chunks.clone(),
-        move |reader| reader::unpack(reader, &m, &d, |n| unpacking.inc(n)),
+        move |reader| reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n)),
     )
     .await
     .with_context(|| {

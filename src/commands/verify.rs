@@ -1,0 +1,195 @@
+//! `verify`: are a snapshot's objects all there and intact?
+//!
+//! Without `--read-data`: every chunk exists with the recorded size and,
+//! where the server keeps one, the recorded SHA-256 checksum (no download).
+//! With it: every chunk is downloaded and every chunk and file digest checked.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::archive::manifest::Manifest;
+use crate::archive::reader;
+use crate::error::integrity;
+use crate::output::Output;
+use crate::repo::{Repository, SnapshotRef};
+use crate::settings::Settings;
+use crate::transfer::{self, DownloadSource};
+
+/// One snapshot's verdict (`--json` schema).
+#[derive(Debug, Serialize)]
+pub struct Verdict {
+    /// Snapshot id.
+    pub id: String,
+    /// Source node.
+    pub node: String,
+    /// Chunks checked.
+    pub chunks: usize,
+    /// Chunks whose checksum the server reported and we compared.
+    pub checksums_compared: usize,
+    /// Whether the data was downloaded and every digest checked.
+    pub read_data: bool,
+    /// What is wrong; empty when the snapshot is intact.
+    pub problems: Vec<String>,
+}
+
+/// `verify --json` schema.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    /// Repository location.
+    pub repository: String,
+    /// True when every snapshot is intact.
+    pub ok: bool,
+    /// One verdict per snapshot.
+    pub snapshots: Vec<Verdict>,
+}
+
+/// Runs `verify`.
+pub async fn run(
+    settings: &Settings,
+    spec: Option<&str>,
+    all: bool,
+    read_data: bool,
+    from_node: Option<&str>,
+    out: Output,
+) -> anyhow::Result<()> {
+    let repo = super::open_repository(settings).await?;
+    let snapshots = match (all, spec) {
+        (true, _) => repo.list(from_node).await?,
+        (false, Some(spec)) => vec![super::list::resolve(settings, &repo, spec, from_node).await?],
+        (false, None) => return Err(crate::error::usage("name a snapshot or pass --all")),
+    };
+    let mut verdicts = Vec::new();
+    for snapshot in &snapshots {
+        let verdict = match repo.manifest(snapshot).await {
+            Ok(manifest) => check(&repo, snapshot, &manifest, read_data).await?,
+            Err(e) => Verdict {
+                id: snapshot.id.clone(),
+                node: snapshot.node.clone(),
+                chunks: 0,
+                checksums_compared: 0,
+                read_data,
+                problems: vec![crate::error::render(&e)],
+            },
+        };
+        if verdict.problems.is_empty() {
+            tracing::info!("snapshot {} of {} is intact", verdict.id, verdict.node);
+        } else {
+            for p in &verdict.problems {
+                tracing::error!("snapshot {} of {}: {p}", verdict.id, verdict.node);
+            }
+        }
+        verdicts.push(verdict);
+    }
+    let report = VerifyReport {
+        repository: repo.url().to_string(),
+        ok: verdicts.iter().all(|v| v.problems.is_empty()),
+        snapshots: verdicts,
+    };
+    out.result(&report, || {
+        let mut s = String::new();
+        for v in &report.snapshots {
+            let how = if v.read_data {
+                "every chunk and file digest checked".to_string()
+            } else {
+                format!(
+                    "{} chunks present, {} server checksums compared",
+                    v.chunks, v.checksums_compared
+                )
+            };
+            if v.problems.is_empty() {
+                s.push_str(&format!("{} ({}): ok, {how}\n", v.id, v.node));
+            } else {
+                s.push_str(&format!("{} ({}): DAMAGED\n", v.id, v.node));
+                for p in &v.problems {
+                    s.push_str(&format!("  {p}\n"));
+                }
+            }
+        }
+        if report.snapshots.is_empty() {
+            s.push_str("no snapshots to verify\n");
+        }
+        s
+    })?;
+    if report.ok {
+        Ok(())
+    } else {
+        let damaged = report
+            .snapshots
+            .iter()
+            .filter(|v| !v.problems.is_empty())
+            .count();
+        Err(integrity(format!(
+            "{damaged} of {} snapshots failed verification",
+            report.snapshots.len()
+        )))
+    }
+}
+
+async fn check(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    read_data: bool,
+) -> anyhow::Result<Verdict> {
+    let key_of = |hex: &str| repo.chunk_key(&snapshot.node, &snapshot.id, hex);
+    let mut verdict = Verdict {
+        id: snapshot.id.clone(),
+        node: snapshot.node.clone(),
+        chunks: manifest.chunks.len(),
+        checksums_compared: 0,
+        read_data,
+        problems: Vec::new(),
+    };
+    if read_data {
+        let key_repo = repo.clone();
+        let (node, id) = (snapshot.node.clone(), snapshot.id.clone());
+        let source = DownloadSource {
+            storage: repo.storage().clone(),
+            key_of: Box::new(move |hex| key_repo.chunk_key(&node, &id, hex)),
+            concurrency: 4,
+        };
+        let m = Arc::new(manifest.clone());
+        let result = transfer::download(source, manifest.chunks.clone(), move |r| {
+            reader::unpack(r, &m, None, |_| {})
+        })
+        .await;
+        if let Err(e) = result {
+            if crate::error::kind_of(&e) != crate::error::Kind::Integrity {
+                return Err(e);
+            }
+            verdict.problems.push(crate::error::render(&e));
+        }
+        return Ok(verdict);
+    }
+    let heads: Vec<_> = futures::stream::iter(manifest.chunks.iter().map(|c| {
+        let key = key_of(&c.sha256);
+        async move { (key.clone(), c, repo.storage().head(&key).await) }
+    }))
+    .buffered(16)
+    .collect()
+    .await;
+    for (key, chunk, head) in heads {
+        match head? {
+            None => verdict.problems.push(format!("chunk {key} is missing")),
+            Some(meta) if meta.size != chunk.size => verdict.problems.push(format!(
+                "chunk {key} is {} bytes but the manifest says {}",
+                meta.size, chunk.size
+            )),
+            Some(meta) => {
+                if let Some(sha) = meta.sha256 {
+                    verdict.checksums_compared += 1;
+                    if hex::encode(sha) != chunk.sha256 {
+                        verdict.problems.push(format!(
+                            "chunk {key} has checksum {} on the server, not {}",
+                            hex::encode(sha),
+                            chunk.sha256
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(verdict)
+}

@@ -1,0 +1,261 @@
+//! Restores: onto a new node with another name, onto the same node,
+//! refusals before the node is touched, and rollback after `stop_app`.
+
+use serde_json::Value;
+
+use crate::backup::{get, keys, loaded_node};
+use crate::harness::amqp::{Msg, drain, publish, rt};
+use crate::harness::fixtures::{classic_messages, oro_messages, priority_order};
+use crate::harness::garage::garage;
+use crate::harness::rabbit::RabbitNode;
+use crate::harness::tool::Tool;
+
+/// Message-for-message equality with a readable failure.
+#[track_caller]
+fn assert_same_messages(actual: &[Msg], expected: &[Msg], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: number of messages");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert_eq!(
+            a.routing_key, e.routing_key,
+            "{what}: routing key of message {i}"
+        );
+        assert_eq!(
+            a.properties, e.properties,
+            "{what}: properties of message {i}"
+        );
+        assert!(a.body == e.body, "{what}: body of message {i} differs");
+    }
+}
+
+fn names(defs: &Value, key: &str, field: &str) -> Vec<String> {
+    defs[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[field].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn restore_onto_a_new_node_with_another_name_brings_every_message_back() {
+    let source = loaded_node();
+    let g = garage();
+    let bucket = g.bucket();
+    let repo = format!("s3://{bucket}/dr");
+    Tool::new()
+        .with(source.env())
+        .with(g.env())
+        .run(&["backup", "--repo", &repo])
+        .ok();
+    let source_name = source.name.clone();
+    drop(source); // the old host is gone
+
+    let target = RabbitNode::start();
+    assert_ne!(target.name, source_name);
+    let tool = Tool::new().with(target.env()).with(g.env());
+    let run = tool.run(&[
+        "restore",
+        "latest",
+        "--from-node",
+        &source_name,
+        "--repo",
+        &repo,
+        "--json",
+    ]);
+    let report = run.ok().json();
+    assert_eq!(report["from_node"], source_name.as_str());
+    assert_eq!(report["node"], target.name.as_str());
+    for q in report["queues"].as_array().unwrap() {
+        assert_eq!(q["status"], "ok", "{q}");
+    }
+    let uncovered = report["uncovered_queues"].as_array().unwrap();
+    assert_eq!(uncovered.len(), 1);
+    assert_eq!(uncovered[0]["name"], "quorum");
+    assert_eq!(uncovered[0]["expected"], 5);
+    assert!(run.stderr.contains("pause"), "{}", run.stderr);
+
+    // Byte for byte, in order, with routing keys, headers and priorities.
+    assert_same_messages(
+        &drain(&target, "/", "classic"),
+        &classic_messages("classic", 30),
+        "classic",
+    );
+    assert_same_messages(
+        &drain(&target, "oro", "oro.default"),
+        &priority_order(&oro_messages(40)),
+        "oro.default (priority)",
+    );
+    // The quorum queue is back as a definition, without its messages.
+    assert_eq!(target.counts("/")["quorum"], 0);
+
+    // Definitions: users, vhosts, policies, exchanges, bindings.
+    let defs = target.export_definitions();
+    assert!(names(&defs, "users", "name").contains(&"oro".to_string()));
+    assert!(names(&defs, "vhosts", "name").contains(&"oro".to_string()));
+    assert!(names(&defs, "policies", "name").contains(&"oro-limit".to_string()));
+    assert!(names(&defs, "exchanges", "name").contains(&"oro.default".to_string()));
+    let binding = defs["bindings"].as_array().unwrap().iter().any(|b| {
+        b["source"] == "oro.default"
+            && b["destination"] == "oro.default"
+            && b["routing_key"] == "oro.#"
+    });
+    assert!(binding, "binding restored");
+    // No work area is left beside the data directory.
+    let leftovers: Vec<_> = std::fs::read_dir(target.data_dir().parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rabbitmq-backup-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn restore_onto_the_same_node_after_a_purge_and_refusal_to_overwrite() {
+    let node = loaded_node();
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().to_str().unwrap().to_string();
+    let tool = Tool::new().with(node.env());
+    tool.run(&["backup", "--repo", &repo]).ok();
+    node.ctl(&["purge_queue", "-p", "/", "classic"]);
+    node.ctl(&["purge_queue", "-p", "oro", "oro.default"]);
+
+    let run = tool.run(&["restore", "--repo", &repo]);
+    run.ok();
+    assert!(run.stdout.contains("restored snapshot"), "{}", run.stdout);
+    assert_eq!(node.counts("/")["classic"], 30);
+    assert_eq!(node.counts("oro")["oro.default"], 40);
+
+    // Now the node holds messages the restore would overwrite: refused.
+    let newer = classic_messages("classic", 31);
+    publish(&node, "/", "", &newer[30..]);
+    let run = tool.run(&["restore", "--repo", &repo]);
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("\"classic\"") && run.stderr.contains("--replace-messages"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.counts("/")["classic"], 31, "nothing changed");
+    // Told to, it replaces them with the snapshot's.
+    tool.run(&["restore", "--repo", &repo, "--replace-messages"])
+        .ok();
+    assert_same_messages(
+        &drain(&node, "/", "classic"),
+        &classic_messages("classic", 30),
+        "classic",
+    );
+}
+
+#[test]
+fn a_corrupted_chunk_is_refused_before_the_node_is_touched() {
+    let source = loaded_node();
+    let g = garage();
+    let bucket = g.bucket();
+    let repo = format!("s3://{bucket}");
+    let run = Tool::new().with(source.env()).with(g.env()).run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--chunk-size",
+        "1",
+        "--json",
+    ]);
+    let id = run.ok().json()["id"].as_str().unwrap().to_string();
+
+    // Overwrite one chunk with other bytes of the same length.
+    let chunk = keys(&bucket, "")
+        .into_iter()
+        .filter(|k| k.contains("/data/"))
+        .nth(1)
+        .unwrap();
+    let mut bytes = get(&bucket, &chunk);
+    for b in bytes.iter_mut().take(64) {
+        *b ^= 0x5a;
+    }
+    rt().block_on(async {
+        g.client()
+            .put_object()
+            .bucket(&bucket)
+            .key(&chunk)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap()
+    });
+
+    let target = RabbitNode::start();
+    let before = target.export_definitions();
+    let tool = Tool::new().with(target.env()).with(g.env());
+    let run = tool.run(&["restore", &id, "--repo", &repo]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(&chunk),
+        "the message names the chunk: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the node was not touched"),
+        "{}",
+        run.stderr
+    );
+    // Nothing changed on the node: no definitions imported, no work area left.
+    assert_eq!(target.export_definitions()["vhosts"], before["vhosts"]);
+    assert!(target.counts("/").is_empty());
+    let parent = target.data_dir().parent().unwrap().to_path_buf();
+    let leftovers = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".rabbitmq-backup-restore")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+    // verify --read-data finds it too.
+    let run = tool.run(&["verify", &id, "--read-data", "--repo", &repo]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(&chunk) || run.stdout.contains(&chunk),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn a_failure_after_stop_app_rolls_back_to_the_previous_messages() {
+    let node = loaded_node();
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().to_str().unwrap().to_string();
+    let tool = Tool::new().with(node.env());
+    tool.run(&["backup", "--repo", &repo]).ok();
+    // The node moves on: the classic queue now holds other messages.
+    drain(&node, "/", "classic");
+    let current = classic_messages("other", 3)
+        .into_iter()
+        .map(|mut m| {
+            m.routing_key = "classic".into();
+            m
+        })
+        .collect::<Vec<_>>();
+    publish(&node, "/", "", &current);
+
+    for point in ["restore:after-swap", "restore:after-start"] {
+        let run = tool
+            .clone()
+            .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{point}=fail"))
+            .run(&["restore", "--repo", &repo, "--replace-messages"]);
+        run.expect_code(7);
+        assert!(
+            run.stderr.contains("rolled back"),
+            "{point}: {}",
+            run.stderr
+        );
+        // The broker runs, on its previous messages.
+        assert_same_messages(&drain(&node, "/", "classic"), &current, point);
+        publish(&node, "/", "", &current);
+        assert_eq!(node.counts("oro")["oro.default"], 40);
+    }
+}
