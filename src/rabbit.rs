@@ -59,14 +59,14 @@ impl Broker {
             }
             Err(e) => return Err(e),
         };
-        if let Some(node) = &settings.node {
-            if node != &identity.name {
-                return Err(usage(format!(
-                    "the management API at {} belongs to node {}, but --node names {node}: point both at the same node",
-                    http.url(),
-                    identity.name
-                )));
-            }
+        if let Some(node) = &settings.node
+            && node != &identity.name
+        {
+            return Err(usage(format!(
+                "the management API at {} belongs to node {}, but --node names {node}: point both at the same node",
+                http.url(),
+                identity.name
+            )));
         }
         crate::repo::check_node_name(&identity.name)?;
         Ok(Broker {

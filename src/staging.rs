@@ -83,15 +83,14 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.keep {
-            if let Err(e) = fs::remove_dir_all(&self.path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(
-                        "could not remove the staging directory {}: {e}",
-                        self.path.display()
-                    );
-                }
-            }
+        if !self.keep
+            && let Err(e) = fs::remove_dir_all(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(
+                "could not remove the staging directory {}: {e}",
+                self.path.display()
+            );
         }
     }
 }

@@ -172,12 +172,12 @@ pub async fn exclude(
     matcher: &Matcher,
     destination: &Destination,
 ) -> anyhow::Result<Outcome> {
-    if let Destination::Queue(to) = destination {
-        if to == queue {
-            return Err(usage(format!(
-                "--to-queue must differ from the queue being filtered ({queue:?})"
-            )));
-        }
+    if let Destination::Queue(to) = destination
+        && to == queue
+    {
+        return Err(usage(format!(
+            "--to-queue must differ from the queue being filtered ({queue:?})"
+        )));
     }
     let connection = connect(config, vhost).await?;
     let result = run(&connection, vhost, queue, matcher, destination).await;

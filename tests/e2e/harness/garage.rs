@@ -46,16 +46,16 @@ pub fn garage() -> &'static Garage {
         // parent-death signal fires only when the whole test process ends.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            tx.send(start()).unwrap();
-            loop {
-                std::thread::park();
-            }
+            let (garage, mut child) = start();
+            tx.send(garage).unwrap();
+            // Holds the server for the life of the process.
+            let _ = child.wait();
         });
         rx.recv().unwrap()
     })
 }
 
-fn start() -> Garage {
+fn start() -> (Garage, std::process::Child) {
     let dir = tempfile::Builder::new()
         .prefix("rmqb-garage-")
         .tempdir()
@@ -101,7 +101,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     unsafe {
         cmd.pre_exec(set_parent_death_signal);
     }
-    cmd.spawn().unwrap_or_else(|e| {
+    let child = cmd.spawn().unwrap_or_else(|e| {
         panic!(
             "cannot start {} (cargo install garage --locked): {e}",
             bin.display()
@@ -144,7 +144,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     };
     garage.key_id = field("Key ID:");
     garage.secret = field("Secret key:");
-    garage
+    (garage, child)
 }
 
 impl Garage {

@@ -136,14 +136,14 @@ impl RabbitNode {
             .build()
             .unwrap();
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "node {} exited ({status}) while starting:\n{}",
-                        self.name,
-                        self.log_tail()
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "node {} exited ({status}) while starting:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             let ok = client
                 .get(format!("{}/api/overview", self.mgmt_url()))
@@ -263,17 +263,6 @@ impl RabbitNode {
             ),
             ("RABBITMQCTL".into(), CTL.into()),
         ]
-    }
-
-    /// Stops the broker application (the VM keeps running).
-    pub fn stop_app(&self) {
-        self.ctl(&["stop_app"]);
-    }
-
-    /// Starts the broker application and waits for the management API.
-    pub fn start_app(&mut self) {
-        self.ctl(&["start_app"]);
-        self.wait_ready();
     }
 }
 
