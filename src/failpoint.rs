@@ -6,7 +6,7 @@
 //! Points: `backup:after-stop-app`, `upload:after-first-chunk`,
 //! `backup:before-manifest`, `restore:staged`, `restore:after-import`,
 //! `restore:after-stop-app`, `restore:mid-swap`, `restore:after-swap`,
-//! `restore:after-start`, `exclude:after-batch`.
+//! `restore:after-start`, `exclude:before-ack`, `exclude:after-batch`.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -66,18 +66,23 @@ pub async fn upload<T: Send + 'static>(
     let permits = Arc::new(Semaphore::new(target.concurrency));
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let mut entries = Vec::new();
+    let mut stored = std::collections::HashSet::new();
     let uploaded: anyhow::Result<()> = async {
         while let Some(chunk) = rx.recv().await {
-            let permit = permits.clone().acquire_owned().await?;
-            while let Some(done) = tasks.try_join_next() {
-                done??;
-            }
             let hex = hex::encode(chunk.sha256);
             entries.push(ChunkEntry {
                 sha256: hex.clone(),
                 size: chunk.data.len() as u64,
                 uncompressed_size: chunk.uncompressed_size,
             });
+            // Identical chunks (zero-filled regions) share their object.
+            if !stored.insert(hex.clone()) {
+                continue;
+            }
+            let permit = permits.clone().acquire_owned().await?;
+            while let Some(done) = tasks.try_join_next() {
+                done??;
+            }
             let target = target.clone();
             tasks.spawn(async move {
                 let size = chunk.data.len() as u64;
@@ -307,6 +312,29 @@ mod tests {
         assert!(err.to_string().contains(&victim.sha256), "{err}");
         let before: u64 = entries[..7].iter().map(|e| e.size).sum();
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn identical_chunks_are_stored_once_and_listed_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        let puts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = puts.clone();
+        let target = UploadTarget {
+            storage,
+            key_of: Box::new(|h| format!("data/{h}")),
+            tags: Vec::new(),
+            concurrency: 4,
+            on_uploaded: Box::new(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+        };
+        let (entries, (), _) = upload(options(), target, |sink| sink.write_all(&[0u8; 10_000]))
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 10);
+        assert!(entries.iter().all(|e| e.sha256 == entries[0].sha256));
+        assert_eq!(puts.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -1,22 +1,27 @@
 //! Moves messages whose routing key matches out of a queue over AMQP.
 //!
 //! Exactly the `M` messages ready when it starts are taken (basic.get, in
-//! queue order). Each is republished, with its routing key and properties,
-//! through a private fanout exchange bound only to its destination: the
-//! excluded queue, or the queue itself (so kept messages return in their
-//! original order). Originals are acknowledged only after the broker has
-//! confirmed every republished message of the batch, so a crash can at
-//! worst duplicate a message, never lose one.
+//! queue order). Matching ones are republished, with their routing key and
+//! properties, through a private fanout exchange bound only to the
+//! destination queue; they are acknowledged only after the broker has
+//! confirmed every copy of the batch. Kept messages never leave the queue:
+//! they stay unacknowledged and are requeued at the end, which puts them
+//! back in their original places (also in priority queues, where a
+//! republished message would overtake lower priorities). A crash requeues
+//! everything unacknowledged: at worst a moved message exists twice, none is
+//! ever lost.
 
 use std::str::FromStr;
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPUri, AMQPUserInfo};
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use serde::Serialize;
 
 use super::Matcher;
@@ -163,6 +168,39 @@ async fn route_to(channel: &Channel, queue: &str) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Drops headers the broker adds on delivery (quorum queues count
+/// deliveries in `x-delivery-count`), so a moved message looks as published.
+fn without_broker_headers(properties: BasicProperties) -> BasicProperties {
+    let Some(headers) = properties.headers().clone() else {
+        return properties;
+    };
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if key.as_str() != "x-delivery-count" {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    properties.with_headers(kept)
+}
+
+/// Declares the durable queue excluded messages go to (if missing).
+async fn declare_destination(channel: &Channel, vhost: &str, name: &str) -> anyhow::Result<()> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot declare the destination queue {name:?} in vhost {vhost:?}: {e}")
+        })?;
+    Ok(())
+}
+
 /// Filters one queue. Refuses a queue with consumers; nothing is moved when
 /// the checks fail.
 pub async fn exclude(
@@ -200,34 +238,15 @@ async fn run(
         )));
     }
     let to_queue = match destination {
-        Destination::Queue(name) => {
-            channel
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot declare the destination queue {name:?} in vhost {vhost:?}: {e}"
-                    )
-                })?;
-            Some(name.clone())
-        }
+        Destination::Queue(name) => Some(name.clone()),
         Destination::Drop => None,
     };
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let keep_exchange = route_to(&channel, queue).await?;
-    let move_exchange = match &to_queue {
-        Some(name) => Some(route_to(&channel, name).await?),
-        None => None,
-    };
+    // Made on the first match, so a queue with nothing to exclude gets no
+    // empty `.excluded` companion.
+    let mut move_exchange: Option<String> = None;
     tracing::info!(
         "filtering {present} messages of queue {queue:?} in vhost {vhost:?} by routing keys {:?}",
         matcher.patterns()
@@ -240,9 +259,10 @@ async fn run(
         to_queue: to_queue.clone(),
     };
     let mut remaining = present;
+    let mut last_kept = None;
     while remaining > 0 {
         let mut confirms = Vec::new();
-        let mut last_tag = None;
+        let mut excluded_tags = Vec::new();
         for _ in 0..remaining.min(BATCH) {
             let Some(message) = channel
                 .basic_get(queue.into(), BasicGetOptions { no_ack: false })
@@ -252,14 +272,23 @@ async fn run(
                 remaining = 0;
                 break;
             };
+            remaining -= 1;
             let delivery = message.delivery;
-            let matched = matcher.matches(delivery.routing_key.as_str());
-            let exchange = if matched {
-                move_exchange.as_deref()
-            } else {
-                Some(keep_exchange.as_str())
-            };
-            if let Some(exchange) = exchange {
+            if !matcher.matches(delivery.routing_key.as_str()) {
+                // Kept messages never leave the queue: they stay unacknowledged
+                // and are requeued, in their original places, at the end.
+                outcome.kept += 1;
+                last_kept = Some(delivery.delivery_tag);
+                continue;
+            }
+            outcome.excluded += 1;
+            excluded_tags.push(delivery.delivery_tag);
+            if let Some(to) = &to_queue {
+                if move_exchange.is_none() {
+                    declare_destination(&channel, vhost, to).await?;
+                    move_exchange = Some(route_to(&channel, to).await?);
+                }
+                let exchange = move_exchange.as_deref().unwrap_or_default();
                 let confirm = channel
                     .basic_publish(
                         exchange.into(),
@@ -269,37 +298,43 @@ async fn run(
                             ..Default::default()
                         },
                         &delivery.data,
-                        delivery.properties.clone(),
+                        without_broker_headers(delivery.properties.clone()),
                     )
                     .await?;
                 confirms.push(confirm);
             }
-            if matched {
-                outcome.excluded += 1;
-            } else {
-                outcome.kept += 1;
-            }
-            last_tag = Some(delivery.delivery_tag);
-            remaining = remaining.saturating_sub(1);
         }
         for confirm in confirms {
             match confirm.await? {
                 Confirmation::Ack(None) => {}
                 other => anyhow::bail!(
-                    "the broker did not accept a republished message ({other:?}); the originals were not acknowledged and stay in {queue:?}"
+                    "the broker did not accept a moved message ({other:?}); nothing of this batch was removed from {queue:?}"
                 ),
             }
         }
+        crate::failpoint::hit("exclude:before-ack")?;
         // Every copy is confirmed: only now may the originals go.
-        if let Some(tag) = last_tag {
+        for tag in excluded_tags {
             channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .basic_ack(tag, BasicAckOptions { multiple: false })
                 .await?;
         }
         crate::failpoint::hit("exclude:after-batch")?;
         crate::signals::check()?;
     }
-    for exchange in [Some(keep_exchange), move_exchange].into_iter().flatten() {
+    if let Some(tag) = last_kept {
+        // Every unacknowledged message up to `tag` is a kept one.
+        channel
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await?;
+    }
+    if let Some(exchange) = move_exchange {
         let _ = channel
             .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await;

@@ -59,7 +59,10 @@ fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| io_error(e, format!("cannot create directory {}", dir.display())))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!("{name}{TMP_MARK}{}", std::process::id()));
+    // Unique per write: identical chunks share a key and may be written at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}{TMP_MARK}{}-{n}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(body)?;

@@ -4,4 +4,5 @@
 mod harness;
 
 mod backup;
+mod exclude;
 mod restore;

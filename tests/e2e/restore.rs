@@ -12,7 +12,7 @@ use crate::harness::tool::Tool;
 
 /// Message-for-message equality with a readable failure.
 #[track_caller]
-fn assert_same_messages(actual: &[Msg], expected: &[Msg], what: &str) {
+pub fn assert_same_messages(actual: &[Msg], expected: &[Msg], what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: number of messages");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert_eq!(

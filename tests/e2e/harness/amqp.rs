@@ -90,6 +90,21 @@ pub fn publish(node: &RabbitNode, vhost: &str, exchange: &str, msgs: &[Msg]) {
     })
 }
 
+/// Quorum queues add `x-delivery-count` on delivery: not part of the
+/// message as published, so it is left out of comparisons.
+fn without_delivery_count(properties: BasicProperties) -> BasicProperties {
+    let Some(headers) = properties.headers().clone() else {
+        return properties;
+    };
+    let mut kept = FieldTable::default();
+    for (k, v) in headers.inner() {
+        if k.as_str() != "x-delivery-count" {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    properties.with_headers(kept)
+}
+
 /// Takes every message out of a queue, in order.
 pub fn drain(node: &RabbitNode, vhost: &str, queue: &str) -> Vec<Msg> {
     rt().block_on(async {
@@ -104,7 +119,7 @@ pub fn drain(node: &RabbitNode, vhost: &str, queue: &str) -> Vec<Msg> {
             let d = m.delivery;
             out.push(Msg {
                 routing_key: d.routing_key.to_string(),
-                properties: d.properties.clone(),
+                properties: without_delivery_count(d.properties.clone()),
                 body: d.data.clone(),
             });
             channel
