@@ -1,8 +1,11 @@
 //! One module per command; each orchestrates, the domain modules do the work.
 
 pub mod backup;
+pub mod check_repo;
 pub mod exclude;
 pub mod list;
+pub mod pin;
+pub mod prune;
 pub mod restore;
 pub mod resume;
 pub mod verify;

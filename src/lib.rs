@@ -121,7 +121,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await
             }
-            _ => anyhow::bail!("not implemented yet"),
+            Command::Prune(args) => commands::prune::run(&settings, args, out).await.map(drop),
+            Command::Pin(args) => {
+                commands::pin::run(&settings, &args.snapshot, args.from_node.as_deref(), out)
+                    .await
+                    .map(drop)
+            }
+            Command::CheckRepo => commands::check_repo::run(&settings, out).await.map(drop),
+            // Printed above, before any settings were needed.
+            Command::Completions(_) | Command::Man => Ok(()),
         }
     })
 }

@@ -11,11 +11,14 @@ pub mod retry;
 pub mod s3;
 pub mod snapshot_id;
 pub mod storage;
+#[cfg(test)]
+pub mod testing;
 pub mod url;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::StreamExt;
 
 use crate::archive::manifest::Manifest;
 use crate::error::{integrity, usage};
@@ -25,17 +28,29 @@ use url::RepoUrl;
 /// The name of the commit marker.
 pub const MANIFEST: &str = "manifest.json";
 
+/// A marker object beside the manifest: the snapshot is pinned (kept forever).
+pub const PIN_MARKER: &str = "pinned";
+
 /// The directory under the prefix that holds every snapshot (lifecycle
 /// rules match `<prefix>/snapshots/`).
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 
 /// One committed snapshot (its manifest exists).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SnapshotRef {
     /// Node name the snapshot was taken from.
     pub node: String,
     /// Snapshot id.
     pub id: String,
+}
+
+/// A committed snapshot and whether it carries a pin marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The snapshot.
+    pub snapshot: SnapshotRef,
+    /// A `pinned` marker exists beside its manifest.
+    pub pinned: bool,
 }
 
 /// A repository opened on some storage.
@@ -107,6 +122,16 @@ impl Repository {
 
     /// Committed snapshots, oldest first; of one node if `node` is given.
     pub async fn list(&self, node: Option<&str>) -> anyhow::Result<Vec<SnapshotRef>> {
+        Ok(self
+            .list_with_pins(node)
+            .await?
+            .into_iter()
+            .map(|l| l.snapshot)
+            .collect())
+    }
+
+    /// Committed snapshots with their pin markers, oldest first.
+    pub async fn list_with_pins(&self, node: Option<&str>) -> anyhow::Result<Vec<Listed>> {
         let root = self.snapshots_root();
         let prefix = match node {
             Some(node) => format!("{root}{node}/"),
@@ -117,22 +142,107 @@ impl Repository {
             .list(&prefix)
             .await
             .with_context(|| format!("cannot list snapshots in {}", self.url))?;
-        let mut out: Vec<SnapshotRef> = objects
-            .iter()
-            .filter_map(|o| {
-                let rest = o.key.strip_prefix(&root)?;
-                let mut parts = rest.split('/');
-                let (node, id, file) = (parts.next()?, parts.next()?, parts.next()?);
-                (parts.next().is_none() && file == MANIFEST && snapshot_id::is_valid(id)).then(
-                    || SnapshotRef {
-                        node: node.to_string(),
-                        id: id.to_string(),
-                    },
-                )
+        let mut committed = Vec::new();
+        let mut pins = std::collections::HashSet::new();
+        for o in &objects {
+            let Some(rest) = o.key.strip_prefix(&root) else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split('/').collect();
+            if let [node, id, file] = parts.as_slice() {
+                if !snapshot_id::is_valid(id) {
+                    continue;
+                }
+                let snapshot = SnapshotRef {
+                    node: node.to_string(),
+                    id: id.to_string(),
+                };
+                match *file {
+                    MANIFEST => committed.push(snapshot),
+                    PIN_MARKER => {
+                        pins.insert(snapshot);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out: Vec<Listed> = committed
+            .into_iter()
+            .map(|snapshot| Listed {
+                pinned: pins.contains(&snapshot),
+                snapshot,
             })
             .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id).then(a.node.cmp(&b.node)));
+        out.sort_by(|a, b| {
+            (&a.snapshot.id, &a.snapshot.node).cmp(&(&b.snapshot.id, &b.snapshot.node))
+        });
         Ok(out)
+    }
+
+    /// The key of a snapshot's pin marker.
+    pub fn pin_key(&self, node: &str, id: &str) -> String {
+        format!("{}{PIN_MARKER}", self.snapshot_prefix(node, id))
+    }
+
+    /// Every object key of a snapshot (chunks, manifest, marker).
+    pub async fn snapshot_keys(&self, snapshot: &SnapshotRef) -> anyhow::Result<Vec<String>> {
+        let prefix = self.snapshot_prefix(&snapshot.node, &snapshot.id);
+        Ok(self
+            .storage
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// Deletes a snapshot: the manifest first, so that a half-deleted
+    /// snapshot is never listed, then every other object. Returns the
+    /// number of objects deleted.
+    pub async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> anyhow::Result<usize> {
+        let manifest = self.manifest_key(&snapshot.node, &snapshot.id);
+        self.storage.delete(&manifest).await?;
+        let rest: Vec<String> = self
+            .snapshot_keys(snapshot)
+            .await?
+            .into_iter()
+            .filter(|k| *k != manifest)
+            .collect();
+        let deleted = rest.len() + 1;
+        futures::stream::iter(rest.into_iter().map(|key| {
+            let storage = self.storage.clone();
+            async move { storage.delete(&key).await }
+        }))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+        Ok(deleted)
+    }
+
+    /// Whether the storage keeps object tags, probed without writing: a tag
+    /// read of a key that does not exist answers "no such key" where tagging
+    /// works and "not implemented" where it does not (Garage).
+    pub async fn tagging_support(&self) -> anyhow::Result<crate::retention::check::Support> {
+        use crate::retention::check::Support;
+        if matches!(self.url, RepoUrl::Local { .. }) {
+            return Ok(Support::NotApplicable);
+        }
+        let probe = format!("{}.rabbitmq-backup-tag-probe", self.snapshots_root());
+        match self.storage.get_tags(&probe).await {
+            Ok(_) => Ok(Support::Yes),
+            Err(e) => match storage_kind(&e) {
+                Some(StorageErrorKind::NotFound) => Ok(Support::Yes),
+                Some(StorageErrorKind::Unsupported) => Ok(Support::No),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// The prefix under which lifecycle rules must match snapshots.
+    pub fn snapshots_prefix(&self) -> String {
+        self.snapshots_root()
     }
 
     /// Resolves `latest`, a full id or an unambiguous id prefix. `node`
@@ -277,6 +387,38 @@ mod tests {
         assert!(err.to_string().contains("ambiguous"), "{err}");
         assert!(repo.resolve("2025", None).await.is_err());
         assert!(repo.resolve("latest", Some("rabbit@zzz")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_snapshot_removes_the_manifest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(crate::repo::testing::Instrumented::new(dir.path()));
+        let repo = Repository::new(
+            storage.clone(),
+            "",
+            RepoUrl::Local {
+                path: dir.path().into(),
+            },
+        );
+        let snap = SnapshotRef {
+            node: "rabbit@a".into(),
+            id: "20261120T000000Z-aaaaaaaa".into(),
+        };
+        for key in [
+            repo.chunk_key(&snap.node, &snap.id, &"1".repeat(64)),
+            repo.chunk_key(&snap.node, &snap.id, &"2".repeat(64)),
+            repo.manifest_key(&snap.node, &snap.id),
+        ] {
+            storage
+                .put(&key, Bytes::from_static(b"x"), &[0; 32], &Vec::new())
+                .await
+                .unwrap();
+        }
+        assert_eq!(repo.delete_snapshot(&snap).await.unwrap(), 3);
+        let deletes = storage.calls("delete");
+        assert_eq!(deletes[0], repo.manifest_key(&snap.node, &snap.id));
+        assert_eq!(deletes.len(), 3);
+        assert!(repo.list(None).await.unwrap().is_empty());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Retention tiers (§7): which tier a new snapshot gets, by calendar.
 
+pub mod check;
+pub mod policy;
+
 use time::OffsetDateTime;
 
 use crate::repo::snapshot_id;

@@ -79,6 +79,8 @@ pub struct BackupReport {
     pub uncovered_queues: Vec<UncoveredQueue>,
     /// Anything the operator should know.
     pub warnings: Vec<String>,
+    /// What the bucket's retention could do to snapshots (see `check-repo`).
+    pub repository_warnings: Vec<String>,
 }
 
 /// Runs `backup`.
@@ -129,8 +131,9 @@ pub async fn run(
             _ => {}
         }
     }
-    let report = result?;
-    for warning in &report.warnings {
+    let mut report = result?;
+    report.repository_warnings = retention_warnings(&repo).await;
+    for warning in report.warnings.iter().chain(&report.repository_warnings) {
         tracing::warn!("{warning}");
     }
     for q in &report.uncovered_queues {
@@ -396,7 +399,23 @@ async fn capture(
         queues: manifest.queues,
         uncovered_queues,
         warnings,
+        repository_warnings: Vec::new(),
     })
+}
+
+/// The bucket's retention report; never fails the backup (the writer may
+/// lack permission to read lifecycle rules).
+async fn retention_warnings(repo: &Repository) -> Vec<String> {
+    if matches!(repo.url(), crate::repo::url::RepoUrl::Local { .. }) {
+        return Vec::new();
+    }
+    match super::check_repo::inspect(repo).await {
+        Ok(check) => check.warnings,
+        Err(e) => vec![format!(
+            "cannot read the bucket's tag support and lifecycle rules: {}",
+            crate::error::render(&e)
+        )],
+    }
 }
 
 /// Stops the broker, copies the message store beside the data directory,

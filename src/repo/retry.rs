@@ -164,55 +164,7 @@ impl Storage for Retrying {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::local::LocalStorage;
-    use crate::repo::storage::StorageError;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// Fails `get` with a transient error a fixed number of times.
-    #[derive(Debug)]
-    struct Flaky {
-        inner: LocalStorage,
-        failures_left: AtomicU32,
-        kind: StorageErrorKind,
-    }
-
-    #[async_trait]
-    impl Storage for Flaky {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        async fn check(&self) -> anyhow::Result<()> {
-            self.inner.check().await
-        }
-        async fn put(&self, k: &str, b: Bytes, s: &[u8; 32], t: &Tags) -> anyhow::Result<()> {
-            self.inner.put(k, b, s, t).await
-        }
-        async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
-            if self.failures_left.load(Ordering::SeqCst) > 0 {
-                self.failures_left.fetch_sub(1, Ordering::SeqCst);
-                return Err(StorageError::new(self.kind, "injected").into());
-            }
-            self.inner.get(key).await
-        }
-        async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, p: &str) -> anyhow::Result<Vec<ObjectMeta>> {
-            self.inner.list(p).await
-        }
-        async fn delete(&self, key: &str) -> anyhow::Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn put_tags(&self, key: &str, tags: &Tags) -> anyhow::Result<()> {
-            self.inner.put_tags(key, tags).await
-        }
-        async fn get_tags(&self, key: &str) -> anyhow::Result<Tags> {
-            self.inner.get_tags(key).await
-        }
-        async fn lifecycle(&self) -> anyhow::Result<Option<Vec<Rule>>> {
-            self.inner.lifecycle().await
-        }
-    }
+    use crate::repo::testing::Instrumented;
 
     fn fast() -> RetryPolicy {
         RetryPolicy {
@@ -222,38 +174,56 @@ mod tests {
         }
     }
 
-    async fn setup(failures: u32, kind: StorageErrorKind) -> (tempfile::TempDir, Retrying) {
+    async fn setup(
+        failures: u32,
+        kind: StorageErrorKind,
+    ) -> (tempfile::TempDir, Arc<Instrumented>, Retrying) {
         let dir = tempfile::tempdir().unwrap();
-        let local = LocalStorage::new(dir.path());
-        local
+        let inner = Arc::new(Instrumented::new(dir.path()));
+        inner
             .put("k", Bytes::from_static(b"v"), &[0; 32], &Vec::new())
             .await
             .unwrap();
-        let flaky = Flaky {
-            inner: local,
-            failures_left: AtomicU32::new(failures),
-            kind,
-        };
-        (dir, Retrying::new(Arc::new(flaky), fast()))
+        inner.fail("get", failures, kind);
+        let retrying = Retrying::new(inner.clone(), fast());
+        (dir, inner, retrying)
     }
 
     #[tokio::test]
     async fn retries_transient_errors_until_success() {
-        let (_dir, store) = setup(2, StorageErrorKind::Transient).await;
+        let (_dir, inner, store) = setup(2, StorageErrorKind::Transient).await;
         assert_eq!(store.get("k").await.unwrap(), Bytes::from_static(b"v"));
+        assert_eq!(inner.calls("get").len(), 3);
     }
 
     #[tokio::test]
     async fn gives_up_after_the_last_attempt() {
-        let (_dir, store) = setup(3, StorageErrorKind::Transient).await;
+        let (_dir, inner, store) = setup(3, StorageErrorKind::Transient).await;
         let err = store.get("k").await.unwrap_err();
         assert!(format!("{err:#}").contains("after 3 attempts"), "{err:#}");
+        assert_eq!(inner.calls("get").len(), 3);
     }
 
     #[tokio::test]
     async fn does_not_retry_permanent_errors() {
-        let (_dir, store) = setup(1, StorageErrorKind::AccessDenied).await;
+        let (_dir, inner, store) = setup(1, StorageErrorKind::AccessDenied).await;
         let err = store.get("k").await.unwrap_err();
         assert_eq!(storage_kind(&err), Some(StorageErrorKind::AccessDenied));
+        assert_eq!(inner.calls("get").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn uploads_rejected_for_their_checksum_are_sent_again() {
+        let (_dir, inner, store) = setup(0, StorageErrorKind::Other).await;
+        inner.fail("put", 1, StorageErrorKind::ChecksumMismatch);
+        store
+            .put("k2", Bytes::from_static(b"x"), &[0; 32], &Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            inner.calls("put").len(),
+            3,
+            "the setup put, the rejected one, the retry"
+        );
     }
 }

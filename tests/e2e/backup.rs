@@ -21,45 +21,12 @@ pub fn loaded_node() -> RabbitNode {
     node
 }
 
-/// Lists every key under `prefix` in `bucket`.
-pub fn keys(bucket: &str, prefix: &str) -> Vec<String> {
-    let client = garage().client();
-    crate::harness::amqp::rt().block_on(async {
-        let out = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect()
-    })
-}
-
-/// Reads one object.
-pub fn get(bucket: &str, key: &str) -> Vec<u8> {
-    let client = garage().client();
-    crate::harness::amqp::rt().block_on(async {
-        let out = client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        out.body.collect().await.unwrap().into_bytes().to_vec()
-    })
-}
-
 #[test]
 fn backup_to_garage_stores_content_addressed_chunks_that_decode_by_hand() {
     let node = loaded_node();
     let g = garage();
-    let bucket = g.bucket();
-    let repo = format!("s3://{bucket}/prod/rmq");
+    let bucket = g.new_bucket();
+    let repo = format!("s3://{}/prod/rmq", bucket.name);
     let tool = Tool::new().with(node.env()).with(g.env());
 
     let run = tool.run(&["backup", "--repo", &repo, "--json", "--chunk-size", "1"]);
@@ -84,10 +51,10 @@ fn backup_to_garage_stores_content_addressed_chunks_that_decode_by_hand() {
 
     // The objects: chunks named by the SHA-256 of their bytes, manifest last.
     let prefix = format!("prod/rmq/snapshots/{}/{id}/", node.name);
-    let objects = keys(&bucket, &prefix);
+    let objects = bucket.keys(&prefix);
     let manifest_key = format!("{prefix}manifest.json");
     assert!(objects.contains(&manifest_key), "{objects:?}");
-    let manifest: serde_json::Value = serde_json::from_slice(&get(&bucket, &manifest_key)).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bucket.get(&manifest_key)).unwrap();
     let chunks = manifest["chunks"].as_array().unwrap();
     assert!(chunks.len() > 1, "1 MiB chunks: several expected");
     assert_eq!(
@@ -98,7 +65,7 @@ fn backup_to_garage_stores_content_addressed_chunks_that_decode_by_hand() {
     let mut stream = Vec::new();
     for chunk in chunks {
         let name = chunk["sha256"].as_str().unwrap();
-        let bytes = get(&bucket, &format!("{prefix}data/{name}"));
+        let bytes = bucket.get(&format!("{prefix}data/{name}"));
         assert_eq!(
             hex::encode(Sha256::digest(&bytes)),
             name,
@@ -221,10 +188,10 @@ fn backup_into_the_default_local_repository_and_live() {
 fn bad_input_is_refused_and_nothing_is_written() {
     let node = loaded_node();
     let g = garage();
-    let bucket = g.bucket();
-    let repo = format!("s3://{bucket}");
+    let bucket = g.new_bucket();
+    let repo = format!("s3://{}", bucket.name);
     let tool = Tool::new().with(node.env()).with(g.env());
-    let nothing_written = || assert!(keys(&bucket, "").is_empty(), "objects were written");
+    let nothing_written = || assert!(bucket.keys("").is_empty(), "objects were written");
 
     // Unreachable node: no management API, rabbitmqctl cannot reach it either.
     let dead = tool

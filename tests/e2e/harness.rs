@@ -2,8 +2,10 @@
 //! loopback, the real binary, and shared test data.
 
 pub mod amqp;
+pub mod bucket;
 pub mod fixtures;
 pub mod garage;
+pub mod moto;
 pub mod rabbit;
 pub mod tool;
 

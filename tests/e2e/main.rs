@@ -6,3 +6,4 @@ mod harness;
 mod backup;
 mod exclude;
 mod restore;
+mod retention;

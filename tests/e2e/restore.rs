@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::backup::{get, keys, loaded_node};
-use crate::harness::amqp::{Msg, drain, publish, rt};
+use crate::backup::loaded_node;
+use crate::harness::amqp::{Msg, drain, publish};
 use crate::harness::fixtures::{classic_messages, oro_messages, priority_order};
 use crate::harness::garage::garage;
 use crate::harness::rabbit::RabbitNode;
@@ -151,8 +151,8 @@ fn restore_onto_the_same_node_after_a_purge_and_refusal_to_overwrite() {
 fn a_corrupted_chunk_is_refused_before_the_node_is_touched() {
     let source = loaded_node();
     let g = garage();
-    let bucket = g.bucket();
-    let repo = format!("s3://{bucket}");
+    let bucket = g.new_bucket();
+    let repo = format!("s3://{}", bucket.name);
     let run = Tool::new().with(source.env()).with(g.env()).run(&[
         "backup",
         "--repo",
@@ -164,25 +164,17 @@ fn a_corrupted_chunk_is_refused_before_the_node_is_touched() {
     let id = run.ok().json()["id"].as_str().unwrap().to_string();
 
     // Overwrite one chunk with other bytes of the same length.
-    let chunk = keys(&bucket, "")
+    let chunk = bucket
+        .keys("")
         .into_iter()
         .filter(|k| k.contains("/data/"))
         .nth(1)
         .unwrap();
-    let mut bytes = get(&bucket, &chunk);
+    let mut bytes = bucket.get(&chunk);
     for b in bytes.iter_mut().take(64) {
         *b ^= 0x5a;
     }
-    rt().block_on(async {
-        g.client()
-            .put_object()
-            .bucket(&bucket)
-            .key(&chunk)
-            .body(bytes.into())
-            .send()
-            .await
-            .unwrap()
-    });
+    bucket.put(&chunk, bytes);
 
     let target = RabbitNode::start();
     let before = target.export_definitions();

@@ -204,6 +204,14 @@ impl Garage {
         ]
     }
 
+    /// A new bucket with a client to inspect it.
+    pub fn new_bucket(&self) -> super::bucket::Bucket {
+        super::bucket::Bucket {
+            client: self.client(),
+            name: self.bucket(),
+        }
+    }
+
     /// An S3 client for inspecting and tampering with buckets in tests.
     pub fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
