@@ -38,11 +38,11 @@ impl Instrumented {
     fn enter(&self, op: &'static str, key: &str) -> anyhow::Result<()> {
         self.log.lock().unwrap().push(format!("{op} {key}"));
         let mut failures = self.failures.lock().unwrap();
-        if let Some((left, kind)) = failures.get_mut(op) {
-            if *left > 0 {
-                *left -= 1;
-                return Err(StorageError::new(*kind, format!("injected {op} failure")).into());
-            }
+        if let Some((left, kind)) = failures.get_mut(op)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(StorageError::new(*kind, format!("injected {op} failure")).into());
         }
         Ok(())
     }
