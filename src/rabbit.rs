@@ -80,9 +80,14 @@ impl Broker {
     /// The data directory: `override_dir` or the node's answer; checked to
     /// exist and be readable, with `msg_stores` inside.
     pub async fn data_dir(&self, override_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
-        let dir = match override_dir {
-            Some(d) => d.to_path_buf(),
-            None => self.ctl.data_dir().await.map_err(|e| {
+        let from_api = match (override_dir, self.via_http) {
+            (None, true) => self.http.data_dir(&self.identity.name).await,
+            _ => None,
+        };
+        let dir = match (override_dir, from_api) {
+            (Some(d), _) => d.to_path_buf(),
+            (None, Some(d)) => d,
+            (None, None) => self.ctl.data_dir().await.map_err(|e| {
                 data_dir_error(format!(
                     "cannot ask node {} for its data directory: {e:#}; pass --data-dir (RABBITMQ_DATA_DIR)",
                     self.identity.name
@@ -126,10 +131,23 @@ impl Broker {
     }
 
     /// Every queue of the given vhosts with exact counts (in parallel).
-    pub async fn queues(&self, vhosts: &[String]) -> anyhow::Result<Vec<QueueStatus>> {
+    /// `non_classic` says whether quorum queues or streams may exist: their
+    /// exact counts need one more query.
+    pub async fn queues(
+        &self,
+        vhosts: &[String],
+        non_classic: bool,
+    ) -> anyhow::Result<Vec<QueueStatus>> {
+        let exact = async {
+            if non_classic {
+                self.ctl.non_classic_counts().await
+            } else {
+                Ok(Vec::new())
+            }
+        };
         let (lists, exact) = tokio::join!(
             futures::future::try_join_all(vhosts.iter().map(|v| self.ctl.list_queues(v))),
-            self.ctl.non_classic_counts()
+            exact
         );
         let mut all: Vec<QueueStatus> = lists?.into_iter().flatten().collect();
         match exact {

@@ -45,9 +45,14 @@ pub struct UploadTarget {
 /// Returns the chunk list (in stream order), the producer's value, and the
 /// stream length. On any failure nothing more is uploaded and the error of
 /// the first failing side is returned.
+///
+/// Nothing is uploaded before `gate` resolves; if it resolves to an error,
+/// nothing is uploaded at all. The producer meanwhile compresses ahead, as
+/// far as the one-chunk channel lets it.
 pub async fn upload<T: Send + 'static>(
     options: ChunkOptions,
     target: UploadTarget,
+    gate: impl std::future::Future<Output = anyhow::Result<()>>,
     produce: impl FnOnce(&mut Sink) -> io::Result<T> + Send + 'static,
 ) -> anyhow::Result<(Vec<ChunkEntry>, T, u64)> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(1);
@@ -68,6 +73,7 @@ pub async fn upload<T: Send + 'static>(
     let mut entries = Vec::new();
     let mut stored = std::collections::HashSet::new();
     let uploaded: anyhow::Result<()> = async {
+        gate.await?;
         while let Some(chunk) = rx.recv().await {
             let hex = hex::encode(chunk.sha256);
             entries.push(ChunkEntry {
@@ -253,9 +259,11 @@ mod tests {
             concurrency: 3,
             on_uploaded: Box::new(|_| {}),
         };
-        let (entries, (), total) = upload(options(), target, move |sink| sink.write_all(&input))
-            .await
-            .unwrap();
+        let (entries, (), total) = upload(options(), target, async { Ok(()) }, move |sink| {
+            sink.write_all(&input)
+        })
+        .await
+        .unwrap();
         assert_eq!(total, 25_000);
         assert_eq!(entries.len(), 25);
         (storage, entries, data)
@@ -329,9 +337,11 @@ mod tests {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }),
         };
-        let (entries, (), _) = upload(options(), target, |sink| sink.write_all(&[0u8; 10_000]))
-            .await
-            .unwrap();
+        let (entries, (), _) = upload(options(), target, async { Ok(()) }, |sink| {
+            sink.write_all(&[0u8; 10_000])
+        })
+        .await
+        .unwrap();
         assert_eq!(entries.len(), 10);
         assert!(entries.iter().all(|e| e.sha256 == entries[0].sha256));
         assert_eq!(puts.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -347,7 +357,7 @@ mod tests {
             concurrency: 2,
             on_uploaded: Box::new(|_| {}),
         };
-        let err = upload(options(), target, |sink| {
+        let err = upload(options(), target, async { Ok(()) }, |sink| {
             sink.write_all(&[1u8; 5000])?;
             Err::<(), _>(io::Error::other("disk on fire"))
         })

@@ -1,8 +1,18 @@
 //! Cuts a byte stream into chunks of a fixed uncompressed size, compresses
-//! each as an independent zstd frame and names it by the SHA-256 of the
-//! stored bytes. Concatenated in order, the chunks form one `.zst` stream.
+//! them on every core and names each chunk by the SHA-256 of its stored
+//! bytes. Concatenated in order, the chunks form one valid `.zst` stream.
+//!
+//! The stream is cut into blocks (at most 4 MiB, never across a chunk
+//! boundary); worker threads compress blocks as independent zstd frames
+//! with reused contexts; results are put back in order, appended to the
+//! current chunk and hashed as they arrive. Nothing waits at chunk
+//! boundaries, so all cores stay busy.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -27,71 +37,197 @@ pub struct ChunkOptions {
     pub chunk_size: u64,
     /// zstd level (1-19).
     pub level: i32,
-    /// zstd worker threads (0 = compress on the calling thread).
+    /// Compression threads (at least one is used).
     pub workers: u32,
 }
 
-/// A `Write` sink that emits [`Chunk`]s through `emit`.
+/// Largest block compressed as one frame.
+const BLOCK: u64 = 4 << 20;
+
+struct Job {
+    seq: u64,
+    raw: Vec<u8>,
+    ends_chunk: bool,
+}
+
+struct Done {
+    seq: u64,
+    frame: io::Result<Vec<u8>>,
+    raw_len: u64,
+    ends_chunk: bool,
+}
+
+/// A `Write` sink that emits [`Chunk`]s through `emit`, in order, on the
+/// writing thread.
 pub struct ChunkWriter<F: FnMut(Chunk) -> io::Result<()>> {
     options: ChunkOptions,
-    encoder: Option<zstd::stream::Encoder<'static, Vec<u8>>>,
-    in_chunk: u64,
-    total: u64,
-    index: usize,
     emit: F,
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<Done>,
+    workers: Vec<JoinHandle<()>>,
+    block: Vec<u8>,
+    /// Raw bytes of the current chunk already cut into blocks.
+    chunk_cut: u64,
+    next_seq: u64,
+    next_done: u64,
+    pending: BTreeMap<u64, Done>,
+    chunk: Vec<u8>,
+    chunk_hash: Sha256,
+    chunk_raw: u64,
+    index: usize,
+    total: u64,
+}
+
+fn worker(jobs: Arc<Mutex<Receiver<Job>>>, results: Sender<Done>, level: i32) {
+    let mut compressor = match zstd::bulk::Compressor::new(level) {
+        Ok(mut c) => {
+            // Lets `zstd -d` detect corruption when someone restores by hand.
+            let _ = c.include_checksum(true);
+            Some(c)
+        }
+        Err(_) => None,
+    };
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let frame = match compressor.as_mut() {
+            Some(c) => c.compress(&job.raw),
+            None => Err(io::Error::other("cannot create a zstd compression context")),
+        };
+        let done = Done {
+            seq: job.seq,
+            frame,
+            raw_len: job.raw.len() as u64,
+            ends_chunk: job.ends_chunk,
+        };
+        if results.send(done).is_err() {
+            return;
+        }
+    }
 }
 
 impl<F: FnMut(Chunk) -> io::Result<()>> ChunkWriter<F> {
     /// A writer that calls `emit` for every finished chunk, in order.
     pub fn new(options: ChunkOptions, emit: F) -> Self {
         assert!(options.chunk_size > 0, "chunk size must be positive");
+        let threads = options.workers.max(1) as usize;
+        let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
+        let (done_tx, done_rx) = channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, tx) = (job_rx.clone(), done_tx.clone());
+                std::thread::spawn(move || worker(rx, tx, options.level))
+            })
+            .collect();
         ChunkWriter {
             options,
-            encoder: None,
-            in_chunk: 0,
-            total: 0,
-            index: 0,
             emit,
+            jobs: Some(job_tx),
+            results: done_rx,
+            workers,
+            block: Vec::new(),
+            chunk_cut: 0,
+            next_seq: 0,
+            next_done: 0,
+            pending: BTreeMap::new(),
+            chunk: Vec::new(),
+            chunk_hash: Sha256::new(),
+            chunk_raw: 0,
+            index: 0,
+            total: 0,
         }
     }
 
-    fn encoder(&mut self) -> io::Result<&mut zstd::stream::Encoder<'static, Vec<u8>>> {
-        if self.encoder.is_none() {
-            // Room for a typical 2-3x compression without regrowing.
-            let capacity = (self.options.chunk_size / 2) as usize;
-            let mut enc =
-                zstd::stream::Encoder::new(Vec::with_capacity(capacity), self.options.level)?;
-            if self.options.workers > 0 {
-                enc.multithread(self.options.workers)?;
-            }
-            // Lets `zstd -d` detect corruption when someone restores by hand.
-            enc.include_checksum(true)?;
-            self.encoder = Some(enc);
-        }
-        Ok(self.encoder.as_mut().expect("just created"))
+    fn block_limit(&self) -> u64 {
+        BLOCK.min(self.options.chunk_size - self.chunk_cut)
     }
 
-    fn finish_chunk(&mut self) -> io::Result<()> {
-        let Some(enc) = self.encoder.take() else {
-            return Ok(());
+    /// Hands the current block to the workers.
+    fn submit(&mut self) -> io::Result<()> {
+        let raw = std::mem::take(&mut self.block);
+        self.chunk_cut += raw.len() as u64;
+        let ends_chunk = self.chunk_cut == self.options.chunk_size;
+        if ends_chunk {
+            self.chunk_cut = 0;
+        }
+        let job = Job {
+            seq: self.next_seq,
+            raw,
+            ends_chunk,
         };
-        let data = enc.finish()?;
-        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        self.next_seq += 1;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the chunk writer is closed"))?;
+        jobs.send(job)
+            .map_err(|_| io::Error::other("the compression threads stopped"))?;
+        self.collect(false)
+    }
+
+    /// Takes finished frames, in order; with `all`, waits for every one.
+    fn collect(&mut self, all: bool) -> io::Result<()> {
+        loop {
+            while let Some(done) = self.pending.remove(&self.next_done) {
+                self.next_done += 1;
+                self.append(done)?;
+            }
+            if self.next_done == self.next_seq {
+                return Ok(());
+            }
+            let done = if all {
+                self.results
+                    .recv()
+                    .map_err(|_| io::Error::other("the compression threads stopped"))?
+            } else {
+                match self.results.try_recv() {
+                    Ok(done) => done,
+                    Err(_) => return Ok(()),
+                }
+            };
+            self.pending.insert(done.seq, done);
+        }
+    }
+
+    fn append(&mut self, done: Done) -> io::Result<()> {
+        let frame = done.frame?;
+        self.chunk_hash.update(&frame);
+        if self.chunk.is_empty() {
+            self.chunk.reserve((self.options.chunk_size / 2) as usize);
+        }
+        self.chunk.extend_from_slice(&frame);
+        self.chunk_raw += done.raw_len;
+        if done.ends_chunk {
+            self.emit_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn emit_chunk(&mut self) -> io::Result<()> {
+        let hash = std::mem::take(&mut self.chunk_hash);
         let chunk = Chunk {
             index: self.index,
-            data: Bytes::from(data),
-            sha256,
-            uncompressed_size: self.in_chunk,
+            data: Bytes::from(std::mem::take(&mut self.chunk)),
+            sha256: hash.finalize().into(),
+            uncompressed_size: self.chunk_raw,
         };
         self.index += 1;
-        self.in_chunk = 0;
+        self.chunk_raw = 0;
         (self.emit)(chunk)
     }
 
     /// Emits the last, partial chunk and returns the stream length.
     pub fn finish(mut self) -> io::Result<u64> {
-        if self.in_chunk > 0 {
-            self.finish_chunk()?;
+        if !self.block.is_empty() {
+            self.submit()?;
+        }
+        self.collect(true)?;
+        if self.chunk_raw > 0 {
+            self.emit_chunk()?;
         }
         Ok(self.total)
     }
@@ -99,19 +235,31 @@ impl<F: FnMut(Chunk) -> io::Result<()>> ChunkWriter<F> {
 
 impl<F: FnMut(Chunk) -> io::Result<()>> Write for ChunkWriter<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = (self.options.chunk_size - self.in_chunk) as usize;
-        let n = buf.len().min(room);
-        self.encoder()?.write_all(&buf[..n])?;
-        self.in_chunk += n as u64;
+        let limit = self.block_limit();
+        if self.block.capacity() == 0 {
+            self.block.reserve_exact(limit as usize);
+        }
+        let n = buf.len().min((limit - self.block.len() as u64) as usize);
+        self.block.extend_from_slice(&buf[..n]);
         self.total += n as u64;
-        if self.in_chunk == self.options.chunk_size {
-            self.finish_chunk()?;
+        if self.block.len() as u64 == limit {
+            self.submit()?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl<F: FnMut(Chunk) -> io::Result<()>> Drop for ChunkWriter<F> {
+    fn drop(&mut self) {
+        // Closing the job channel ends the workers.
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }
 
@@ -145,28 +293,48 @@ mod tests {
             .collect()
     }
 
+    fn decode(chunks: &[Chunk]) -> Vec<u8> {
+        let stored: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(&stored[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
     #[test]
     fn concatenated_chunks_decompress_to_the_input() {
         let data = sample(100_000);
-        for workers in [0, 2] {
+        for workers in [1, 3] {
             let chunks = chunk_all(&data, 16 * 1024, workers);
             assert_eq!(chunks.len(), 7);
             let sizes: Vec<u64> = chunks.iter().map(|c| c.uncompressed_size).collect();
             assert_eq!(sizes[..6], [16384; 6]);
             assert_eq!(sizes[6], 100_000 - 6 * 16384);
-            let stored: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
-            let mut out = Vec::new();
-            zstd::stream::read::Decoder::new(&stored[..])
+            assert_eq!(decode(&chunks), data);
+            // Each chunk on its own is a complete stream of frames.
+            let mut one = Vec::new();
+            zstd::stream::read::Decoder::new(&chunks[3].data[..])
                 .unwrap()
-                .read_to_end(&mut out)
+                .read_to_end(&mut one)
                 .unwrap();
-            assert_eq!(out, data);
+            assert_eq!(one, data[3 * 16384..4 * 16384]);
         }
     }
 
     #[test]
+    fn chunks_larger_than_a_block_hold_several_frames() {
+        let data = sample(11 << 20);
+        let chunks = chunk_all(&data, 10 << 20, 2);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].uncompressed_size, 10 << 20);
+        assert_eq!(decode(&chunks), data);
+    }
+
+    #[test]
     fn chunks_are_named_by_their_stored_bytes() {
-        for chunk in chunk_all(&sample(50_000), 10_000, 0) {
+        for chunk in chunk_all(&sample(50_000), 10_000, 2) {
             let expected: [u8; 32] = Sha256::digest(&chunk.data).into();
             assert_eq!(chunk.sha256, expected);
         }
@@ -174,7 +342,7 @@ mod tests {
 
     #[test]
     fn exact_multiple_has_no_empty_tail() {
-        let chunks = chunk_all(&sample(40_000), 10_000, 0);
+        let chunks = chunk_all(&sample(40_000), 10_000, 2);
         assert_eq!(chunks.len(), 4);
         assert!(chunks.iter().enumerate().all(|(i, c)| c.index == i));
     }
@@ -184,9 +352,10 @@ mod tests {
         let options = ChunkOptions {
             chunk_size: 10,
             level: 1,
-            workers: 0,
+            workers: 1,
         };
         let mut w = ChunkWriter::new(options, |_| Err(io::Error::other("upload stopped")));
-        assert!(w.write_all(&[0u8; 100]).is_err());
+        let result = w.write_all(&[0u8; 100]).and_then(|()| w.finish().map(drop));
+        assert!(result.is_err());
     }
 }

@@ -225,8 +225,17 @@ async fn capture(
 ) -> anyhow::Result<BackupReport> {
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
-    let queues = broker.queues(&definitions.vhosts).await?;
-    safety_checks(&queues, args)?;
+    // Before a pause, the counts and checks come first. A live capture
+    // starts archiving meanwhile; uploads wait for the checks (below).
+    let early_queues = if args.live {
+        None
+    } else {
+        let queues = broker
+            .queues(&definitions.vhosts, definitions.non_classic)
+            .await?;
+        safety_checks(&queues, args)?;
+        Some(queues)
+    };
     let mut warnings = Vec::new();
     let vhosts: Vec<VhostEntry> = definitions
         .vhosts
@@ -274,9 +283,6 @@ async fn capture(
             Consistency::StopApp,
         )
     };
-    let queue_dirs =
-        datadir::scan_queue_dirs(&source).context("cannot read the captured queue directories")?;
-    let queue_entries = queue_entries(&queues, &queue_dirs);
 
     let source_total = tree_size(&source.join("msg_stores"));
     let read_progress = Progress::new("archiving", Some(source_total), true);
@@ -299,7 +305,31 @@ async fn capture(
         level: args.level,
         workers: args.threads,
     };
-    let (chunks, written, tar_bytes) = transfer::upload(options, target, move |sink| {
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<bool>();
+    let checked = async {
+        let result: anyhow::Result<Vec<QueueStatus>> = match early_queues {
+            Some(queues) => Ok(queues),
+            None => {
+                async {
+                    let queues = broker
+                        .queues(&definitions.vhosts, definitions.non_classic)
+                        .await?;
+                    safety_checks(&queues, args)?;
+                    Ok(queues)
+                }
+                .await
+            }
+        };
+        let _ = gate_tx.send(result.is_ok());
+        result
+    };
+    let gate = async move {
+        match gate_rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(anyhow::anyhow!("the safety checks did not pass")),
+        }
+    };
+    let uploading = transfer::upload(options, target, gate, move |sink| {
         let (_, written) = write_archive(
             sink,
             &definitions_bytes,
@@ -311,11 +341,16 @@ async fn capture(
             },
         )?;
         Ok(written)
-    })
-    .await
-    .with_context(|| {
+    });
+    let (queues, uploaded) = tokio::join!(checked, uploading);
+    // A refusal is the reason to report, not the upload it stopped.
+    let queues = queues?;
+    let (chunks, written, tar_bytes) = uploaded.with_context(|| {
         format!("snapshot {id} was not completed (no manifest was written, so it is invisible)")
     })?;
+    let queue_dirs =
+        datadir::scan_queue_dirs(&source).context("cannot read the captured queue directories")?;
+    let queue_entries = queue_entries(&queues, &queue_dirs);
     read_progress.finish();
     warnings.extend(written.warnings);
 

@@ -183,7 +183,9 @@ pub async fn run(
         .map(|v| v.name.clone())
         .filter(|v| target_defs.vhosts.contains(v))
         .collect();
-    let target_queues = broker.queues(&target_defs.vhosts).await?;
+    let target_queues = broker
+        .queues(&target_defs.vhosts, target_defs.non_classic)
+        .await?;
     let consumed: Vec<String> = target_queues
         .iter()
         .filter(|q| q.consumers > 0)
@@ -643,7 +645,8 @@ async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Ve
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let now: BTreeMap<(String, String), u64> = broker
-            .queues(&vhosts)
+            // Only classic queues are checked: no extra query for the others.
+            .queues(&vhosts, false)
             .await?
             .into_iter()
             .map(|q| ((q.vhost, q.name), q.messages))

@@ -14,6 +14,9 @@ pub struct Definitions {
     pub info: DefinitionsInfo,
     /// Virtual host names, sorted.
     pub vhosts: Vec<String>,
+    /// Whether any queue may be a quorum queue or a stream (explicitly, or
+    /// through its vhost's default queue type).
+    pub non_classic: bool,
 }
 
 impl Definitions {
@@ -46,12 +49,36 @@ impl Definitions {
             users: count("users"),
             policies: count("policies"),
         };
+        let non_classic = has_non_classic(&value);
         Ok(Definitions {
             bytes,
             info,
             vhosts,
+            non_classic,
         })
     }
+}
+
+fn has_non_classic(defs: &Value) -> bool {
+    let classic = |t: Option<&str>| matches!(t, None | Some("classic"));
+    let explicit = defs
+        .get("queues")
+        .and_then(Value::as_array)
+        .is_some_and(|qs| {
+            qs.iter()
+                .any(|q| !classic(q["arguments"]["x-queue-type"].as_str()))
+        });
+    // RabbitMQ 3.11+ exports a per-vhost default queue type.
+    let defaults = defs
+        .get("vhosts")
+        .and_then(Value::as_array)
+        .is_some_and(|vs| {
+            vs.iter().any(|v| {
+                !classic(v["default_queue_type"].as_str())
+                    || !classic(v["metadata"]["default_queue_type"].as_str())
+            })
+        });
+    explicit || defaults
 }
 
 #[cfg(test)]
@@ -69,5 +96,16 @@ mod tests {
         assert_eq!(d.info.users, 1);
         assert_eq!(d.info.exchanges, 0);
         assert_eq!(d.info.sha256.len(), 64);
+        assert!(!d.non_classic);
+    }
+
+    #[test]
+    fn finds_quorum_queues_and_defaults() {
+        let explicit = br#"{"queues":[{"name":"q","arguments":{"x-queue-type":"quorum"}}]}"#;
+        assert!(Definitions::parse(explicit.to_vec()).unwrap().non_classic);
+        let default = br#"{"vhosts":[{"name":"v","metadata":{"default_queue_type":"quorum"}}]}"#;
+        assert!(Definitions::parse(default.to_vec()).unwrap().non_classic);
+        let classic = br#"{"queues":[{"name":"q","arguments":{"x-queue-type":"classic"}}]}"#;
+        assert!(!Definitions::parse(classic.to_vec()).unwrap().non_classic);
     }
 }

@@ -12,6 +12,8 @@ use super::{free_port, set_parent_death_signal};
 
 /// The running server.
 pub struct Garage {
+    /// Its process id (for CPU accounting in the benchmark).
+    pub pid: u32,
     /// S3 API port.
     pub s3_port: u16,
     /// Access key id.
@@ -108,6 +110,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         )
     });
     let mut garage = Garage {
+        pid: child.id(),
         s3_port,
         key_id: String::new(),
         secret: String::new(),

@@ -1,0 +1,20 @@
+//! Process helpers shared by the servers the harness starts.
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// For `pre_exec`: the child is killed when the thread that spawned it
+/// dies, so a crashed test run leaves no server behind.
+pub fn set_parent_death_signal() -> std::io::Result<()> {
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
