@@ -90,6 +90,7 @@ fn reap(child: &Child) -> (Duration, u64, std::process::ExitStatus) {
 }
 
 /// Runs a pipeline of commands (stdout → stdin), measuring every process.
+#[allow(clippy::zombie_processes)] // every child is reaped by `reap` (wait4)
 fn pipeline(stages: Vec<Command>) -> (Cost, Vec<u8>) {
     let started = Instant::now();
     let mut children: Vec<Child> = Vec::new();
@@ -375,6 +376,7 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         aws_env(&mut cp);
         vec![tar, zstd, cp]
     };
+    #[allow(clippy::zombie_processes)] // reaped by `reap` (wait4)
     let ours = |args: &[&str]| -> (Cost, serde_json::Value) {
         let started = Instant::now();
         let mut cmd = tool.command(args);

@@ -13,6 +13,7 @@ use super::{free_port, set_parent_death_signal};
 /// The running server.
 pub struct Garage {
     /// Its process id (for CPU accounting in the benchmark).
+    #[allow(dead_code)] // read by benches/pipeline.rs, which shares this file
     pub pid: u32,
     /// S3 API port.
     pub s3_port: u16,
