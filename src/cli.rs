@@ -244,6 +244,10 @@ pub struct BackupArgs {
     /// Compression threads [default: number of CPUs]
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
+    /// If this tool dies while the broker is stopped, the broker starts
+    /// itself again after this many seconds without word from it [default: 300]
+    #[arg(long, env = "RABBITMQ_BACKUP_PAUSE_WATCHDOG", value_name = "SECS")]
+    pub pause_watchdog: Option<u64>,
 }
 
 /// `restore` flags.

@@ -244,6 +244,8 @@ pub struct BackupSettings {
     pub upload_concurrency: usize,
     /// Compression threads.
     pub threads: u32,
+    /// How long the broker stays stopped without word from the tool.
+    pub pause_watchdog: std::time::Duration,
 }
 
 /// The number of CPUs (at least 1).
@@ -279,7 +281,14 @@ impl BackupSettings {
         if !(1..=256).contains(&threads) {
             return Err(usage(format!("--threads must be 1 to 256, not {threads}")));
         }
+        let watchdog = args.pause_watchdog.unwrap_or(300);
+        if !(3..=86_400).contains(&watchdog) {
+            return Err(usage(format!(
+                "--pause-watchdog must be 3 to 86400 seconds, not {watchdog}"
+            )));
+        }
         Ok(BackupSettings {
+            pause_watchdog: std::time::Duration::from_secs(watchdog),
             live: args.live || f.live.unwrap_or(false),
             allow_consumers: args.allow_consumers || f.allow_consumers.unwrap_or(false),
             allow_transient_loss: args.allow_transient_loss,

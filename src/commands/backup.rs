@@ -273,7 +273,7 @@ async fn capture(
             data_dir,
             staging.path(),
             &vhost_dirs,
-            args.threads,
+            args,
         )
         .await?;
         (
@@ -455,19 +455,21 @@ async fn retention_warnings(repo: &Repository) -> Vec<String> {
 
 /// Stops the broker, copies the message store beside the data directory,
 /// starts the broker again whatever happened. Returns the pause in ms.
+/// A watchdog on the node starts the broker by itself should this process
+/// die meanwhile; it is petted while the copy runs.
 async fn pause_and_copy(
     ctl: &Ctl,
     node: &str,
     data_dir: &Path,
     staging: &Path,
     vhost_dirs: &[String],
-    threads: u32,
+    args: &BackupSettings,
 ) -> anyhow::Result<u64> {
     tracing::info!(
         "stopping the broker (rabbitmqctl stop_app) for a consistent copy of the message store"
     );
     let paused = Instant::now();
-    if let Err(e) = ctl.stop_app().await {
+    if let Err(e) = ctl.stop_app(Some(args.pause_watchdog)).await {
         let restarted = ctl.start_app().await;
         return Err(match restarted {
             Ok(()) => e.context("stop_app failed; the broker was started again"),
@@ -482,14 +484,26 @@ async fn pause_and_copy(
         staging.to_path_buf(),
         vhost_dirs.to_vec(),
     );
-    let copied = match crate::failpoint::hit("backup:after-stop-app") {
-        Ok(()) => {
-            tokio::task::spawn_blocking(move || {
-                copy_store(&src, &dst, &dirs, (threads as usize).max(4))
-            })
+    let threads = (args.threads as usize).max(4);
+    let copy = async {
+        crate::failpoint::hit("backup:after-stop-app")?;
+        tokio::task::spawn_blocking(move || copy_store(&src, &dst, &dirs, threads))
             .await
+            .context("the copy thread failed")?
+            .context("copying the message store failed (the broker was started again)")
+    };
+    let mut ticks = tokio::time::interval(args.pause_watchdog / 3);
+    ticks.tick().await; // the first tick is immediate
+    tokio::pin!(copy);
+    let copied = loop {
+        tokio::select! {
+            copied = &mut copy => break copied,
+            _ = ticks.tick() => {
+                if let Err(e) = ctl.pet_watchdog().await {
+                    tracing::warn!("cannot reach the pause watchdog: {e:#}");
+                }
+            }
         }
-        Err(e) => Ok(Err(std::io::Error::other(e.to_string()))),
     };
     let started = ctl.start_app().await;
     let pause_ms = paused.elapsed().as_millis() as u64;
@@ -497,10 +511,7 @@ async fn pause_and_copy(
         return Err(needs_start(node, e));
     }
     tracing::info!("the broker is running again after a pause of {pause_ms} ms");
-    let bytes_copied = copied
-        .context("the copy thread failed")?
-        .context("copying the message store failed (the broker was started again)")?;
-    tracing::debug!("copied {} during the pause", bytes(bytes_copied));
+    tracing::debug!("copied {} during the pause", bytes(copied?));
     Ok(pause_ms)
 }
 

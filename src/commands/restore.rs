@@ -342,7 +342,7 @@ pub async fn swap_and_start(broker: &Broker, swapper: &mut Swapper) -> anyhow::R
     tracing::info!("stopping the broker (rabbitmqctl stop_app) to swap the message stores in");
     let paused = Instant::now();
     swapper.set_phase(Phase::Stopped)?;
-    if let Err(e) = broker.ctl.stop_app().await {
+    if let Err(e) = broker.ctl.stop_app(None).await {
         let _ = broker.ctl.start_app().await;
         swapper.set_phase(Phase::Done)?;
         return Err(e.context("stop_app failed; nothing was swapped"));
@@ -451,7 +451,7 @@ pub async fn rollback(
     tracing::error!("{cause:#}; rolling back to the previous message store");
     let outcome: anyhow::Result<()> = async {
         if started {
-            broker.ctl.stop_app().await?;
+            broker.ctl.stop_app(None).await?;
         }
         swapper.swap_back()?;
         broker.ctl.start_app().await?;

@@ -129,19 +129,60 @@ impl Ctl {
     /// are themselves stopping and stalls the stop for 5 s (RabbitMQ 3.10).
     /// The agent adds it back when the application starts. Where there is no
     /// such handler the removal is a harmless no-op.
-    pub async fn stop_app(&self) -> anyhow::Result<()> {
-        const STOP: &str = "_ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
-            rabbit:stop().";
-        let out = self.run(&["eval", STOP], SLOW).await?;
+    ///
+    /// With `watchdog`, a process left on the node starts the application
+    /// again if it hears nothing for that long ([`Ctl::pet_watchdog`],
+    /// [`Ctl::start_app`] keep it quiet): a backup killed during its pause
+    /// never leaves the broker stopped for good.
+    pub async fn stop_app(&self, watchdog: Option<Duration>) -> anyhow::Result<()> {
+        let guard = match watchdog {
+            Some(limit) => format!(
+                "_ = (catch exit(whereis(rabbitmq_backup_watchdog), kill)), \
+                 W = spawn(fun() -> L = fun(F) -> receive pet -> F(F); done -> ok \
+                     after {ms} -> logger:warning(\"rabbitmq-backup: no word for {s} s during a \
+                     backup pause; starting the broker again\"), rabbit:start() end end, L(L) end), \
+                 register(rabbitmq_backup_watchdog, W), ",
+                ms = limit.as_millis(),
+                s = limit.as_secs()
+            ),
+            None => String::new(),
+        };
+        let expr = format!(
+            "_ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
+             ok = rabbit:stop(), {guard}ok."
+        );
+        let out = self.run(&["eval", &expr], SLOW).await?;
         if out.trim() != "ok" {
             anyhow::bail!("stopping the broker returned {:?}", out.trim());
         }
         Ok(())
     }
 
-    /// Starts the RabbitMQ application; returns once it has booted.
+    /// Tells the pause watchdog the tool is alive.
+    pub async fn pet_watchdog(&self) -> anyhow::Result<()> {
+        self.run(
+            &["eval", "catch (rabbitmq_backup_watchdog ! pet), ok."],
+            QUERY,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Starts the RabbitMQ application; returns once it has booted. Stands
+    /// the pause watchdog down first, if there is one.
     pub async fn start_app(&self) -> anyhow::Result<()> {
-        self.run(&["start_app"], SLOW).await.map(drop)
+        let expr = "_ = (catch (rabbitmq_backup_watchdog ! done)), rabbit:start().";
+        let out = self.run(&["eval", expr], SLOW).await?;
+        if out.trim() != "ok" {
+            anyhow::bail!("starting the broker returned {:?}", out.trim());
+        }
+        Ok(())
+    }
+
+    /// Whether the RabbitMQ application runs (the VM answers either way).
+    pub async fn app_running(&self) -> anyhow::Result<bool> {
+        let out = self.run(&["eval", "rabbit:is_running()."], QUERY).await?;
+        Ok(out.trim() == "true")
     }
 
     /// Definitions as JSON, without the management plugin.
