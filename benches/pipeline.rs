@@ -410,6 +410,11 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         ours: vec![],
         theirs: vec![],
     };
+    let mut live3 = Series {
+        name: "backup --live, both zstd -3",
+        ours: vec![],
+        theirs: vec![],
+    };
     let mut stop = Series {
         name: "backup (stop-app)",
         ours: vec![],
@@ -425,23 +430,45 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         // Alternate who goes first, so neither always gets a warm cache.
         for ours_first in [run % 2 == 0, run % 2 != 0] {
             if ours_first {
-                let mut id = String::new();
                 live.ours.push(with_server(g.pid, || {
-                    let (c, r) = ours(&["backup", "--live", "--repo", &repo, "--json"]);
-                    id = r["id"].as_str().unwrap().to_string();
-                    c
+                    ours(&["backup", "--live", "--repo", &repo, "--json"]).0
                 }));
-                last_id = id;
             } else {
                 live.theirs
                     .push(with_server(g.pid, || pipeline(upload(&data_dir)).0));
             }
         }
+        // The same at equal compression level, for comparison.
         for ours_first in [run % 2 == 0, run % 2 != 0] {
             if ours_first {
+                let args = [
+                    "backup",
+                    "--live",
+                    "--compression-level",
+                    "3",
+                    "--repo",
+                    &repo,
+                    "--json",
+                ];
+                live3.ours.push(with_server(g.pid, || ours(&args).0));
+            } else {
+                live3
+                    .theirs
+                    .push(with_server(g.pid, || pipeline(upload(&data_dir)).0));
+            }
+        }
+        for ours_first in [run % 2 == 0, run % 2 != 0] {
+            if ours_first {
+                // Restores use this consistent snapshot, as the pipeline's
+                // restore uses its stop-app tarball: a live copy makes the
+                // node rebuild its indices from every message file.
+                let mut id = String::new();
                 stop.ours.push(with_server(g.pid, || {
-                    ours(&["backup", "--repo", &repo, "--json"]).0
+                    let (c, r) = ours(&["backup", "--repo", &repo, "--json"]);
+                    id = r["id"].as_str().unwrap().to_string();
+                    c
                 }));
+                last_id = id;
             } else {
                 let before = cpu_of(g.pid);
                 let t0 = Instant::now();
@@ -505,6 +532,7 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let (_, _, backup_peak, _) = live.print(mib as f64);
+    live3.print(mib as f64);
     let (_, _, _, stop_pause) = stop.print(mib as f64);
     let (_, _, restore_peak, restore_pause) = restore.print(mib as f64);
     let (op, tp) = stop_pause.unwrap();

@@ -115,6 +115,15 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "RABBITMQ_BACKUP_RETRIES", value_name = "N")]
     pub retries: Option<u32>,
 
+    /// Seconds to wait for an S3 response before retrying [default: 60]
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_S3_TIMEOUT",
+        value_name = "SECS"
+    )]
+    pub s3_timeout: Option<u64>,
+
     /// Configuration file (TOML) [default: /etc/rabbitmq-backup.toml if present]
     #[arg(
         long,
@@ -161,7 +170,7 @@ pub enum Command {
     /// Back up definitions and messages; prints the new snapshot's id
     #[command(after_help = "Examples:
   rabbitmq-backup backup --repo s3://backups/prod
-  rabbitmq-backup backup --before 'systemctl stop oro-consumers' --after 'systemctl start oro-consumers'
+  rabbitmq-backup backup --before 'systemctl stop consumers' --after 'systemctl start consumers'
   rabbitmq-backup backup --live --json")]
     Backup(BackupArgs),
     /// Restore a snapshot onto this node
@@ -235,7 +244,7 @@ pub struct BackupArgs {
     /// Uncompressed MiB per chunk [default: 32]
     #[arg(long, value_name = "MIB")]
     pub chunk_size: Option<u64>,
-    /// zstd level, 1-19 [default: 3]
+    /// zstd level, 1-19 (higher: smaller, slower) [default: 1]
     #[arg(long, value_name = "LEVEL")]
     pub compression_level: Option<i32>,
     /// Chunks uploaded at once [default: 4]

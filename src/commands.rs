@@ -27,6 +27,7 @@ pub async fn open_repository(settings: &Settings) -> anyhow::Result<Repository> 
             let s3 = S3Storage::open(&S3Options {
                 bucket: bucket.clone(),
                 addressing: settings.s3_addressing,
+                timeout: settings.s3_timeout,
             })
             .await?;
             (Arc::new(s3), prefix)

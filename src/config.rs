@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub s3_addressing: Option<Addressing>,
     /// `--retries`.
     pub retries: Option<u32>,
+    /// `--s3-timeout`.
+    pub s3_timeout: Option<u64>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
     /// `--metrics-file`.

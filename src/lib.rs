@@ -13,6 +13,7 @@ pub mod exclude;
 pub mod failpoint;
 pub mod hooks;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod rabbit;
@@ -94,7 +95,19 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         match &cli.command {
             Command::Backup(args) => {
                 let args = BackupSettings::new(args, &settings.file)?;
-                commands::backup::run(&settings, &args, out).await.map(drop)
+                let started = std::time::Instant::now();
+                let result = commands::backup::run(&settings, &args, out).await;
+                if let Some(path) = &settings.metrics_file {
+                    let node = match &result {
+                        Ok(report) => report.node.clone(),
+                        Err(_) => settings.node.clone().unwrap_or_else(|| "unknown".into()),
+                    };
+                    let seconds = started.elapsed().as_secs_f64();
+                    if let Err(e) = metrics::write(path, &node, result.as_ref().ok(), seconds) {
+                        tracing::error!("{e:#}");
+                    }
+                }
+                result.map(drop)
             }
             Command::List(args) => {
                 commands::list::list(&settings, args.from_node.as_deref(), out).await

@@ -42,6 +42,14 @@ impl Broker {
         let (identity, via_http) = match http.identity().await {
             Ok(identity) => (identity, true),
             Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => {
+                if let Ok(false) = ctl.app_running().await {
+                    return Err(anyhow::anyhow!(
+                        "the RabbitMQ application is stopped (its Erlang VM answers, the broker does not). \
+                         If a rabbitmq-backup restore was interrupted, finish it with `rabbitmq-backup restore --resume`; \
+                         an interrupted backup's broker starts itself again within its --pause-watchdog time; \
+                         otherwise start it with `rabbitmqctl start_app`"
+                    ));
+                }
                 tracing::warn!("{e:#}; using rabbitmqctl instead");
                 let (name, rabbitmq_version, erlang_version) = ctl.identity().await.map_err(|ctl_err| {
                     anyhow::anyhow!(
@@ -74,6 +82,31 @@ impl Broker {
             ctl,
             identity,
             via_http,
+        })
+    }
+
+    /// A node whose broker may be stopped (to finish an interrupted restore):
+    /// only rabbitmqctl is used, and the versions are not known.
+    pub async fn stopped(settings: &Settings) -> anyhow::Result<Broker> {
+        let http = Management::new(
+            &settings.management_url,
+            &settings.username,
+            settings.password.expose(),
+        )?;
+        let ctl = Ctl::new(settings.rabbitmqctl.clone(), settings.node.clone());
+        let name = ctl.node_name().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the node's Erlang VM with rabbitmqctl: {e:#}; check --node and --rabbitmqctl")
+        })?;
+        crate::repo::check_node_name(&name)?;
+        Ok(Broker {
+            http,
+            ctl,
+            identity: NodeIdentity {
+                name,
+                rabbitmq_version: "unknown".into(),
+                erlang_version: "unknown".into(),
+            },
+            via_http: false,
         })
     }
 

@@ -285,19 +285,32 @@ impl Repository {
     /// Reads and parses a snapshot's manifest, checking that it belongs there.
     pub async fn manifest(&self, snapshot: &SnapshotRef) -> anyhow::Result<Manifest> {
         let key = self.manifest_key(&snapshot.node, &snapshot.id);
-        let bytes = self
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| match storage_kind(&e) {
-                Some(StorageErrorKind::NotFound) => integrity(format!(
-                    "snapshot {} of {} has no manifest: it is incomplete or was deleted",
-                    snapshot.id, snapshot.node
-                )),
-                _ => e,
-            })?;
         let origin = format!("{}{key}", self.location_prefix());
-        let manifest = Manifest::from_json(&bytes, &origin)?;
+        // A manifest has no digest to check it by: one that does not parse is
+        // read again, in case its bytes were damaged in transit.
+        let mut read = 1;
+        let manifest = loop {
+            let bytes = self
+                .storage
+                .get(&key)
+                .await
+                .map_err(|e| match storage_kind(&e) {
+                    Some(StorageErrorKind::NotFound) => integrity(format!(
+                        "snapshot {} of {} has no manifest: it is incomplete or was deleted",
+                        snapshot.id, snapshot.node
+                    )),
+                    _ => e,
+                })?;
+            match Manifest::from_json(&bytes, &origin) {
+                Err(e)
+                    if read < 3 && crate::error::kind_of(&e) == crate::error::Kind::Integrity =>
+                {
+                    tracing::warn!("{e}; reading it again");
+                    read += 1;
+                }
+                other => break other?,
+            }
+        };
         if manifest.id != snapshot.id || manifest.node.name != snapshot.node {
             return Err(integrity(format!(
                 "the manifest {origin} describes snapshot {} of {}, not {} of {}: refusing a manifest copied from elsewhere",

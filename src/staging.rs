@@ -95,6 +95,28 @@ impl Drop for Staging {
     }
 }
 
+/// Removes work areas for `purpose` left by a process that died, except
+/// those `keep` wants kept. Call only while holding the [`NodeLock`]: then
+/// no living process owns any of them. Returns what was removed.
+pub fn remove_stale(
+    data_dir: &Path,
+    purpose: &str,
+    keep: impl Fn(&Path) -> bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let parent = parent_of(data_dir)?;
+    let prefix = format!("{MARK}-{purpose}-{}-", dir_name(data_dir));
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(parent)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && entry.file_type()?.is_dir() && !keep(&entry.path()) {
+            fs::remove_dir_all(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
 /// An exclusive lock on one node's data directory, held by one backup or
 /// restore at a time; released when dropped (or when the process dies).
 #[derive(Debug)]
@@ -237,6 +259,20 @@ mod tests {
             s.path().to_path_buf()
         };
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn stale_areas_are_removed_unless_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("rabbit@h");
+        fs::create_dir(&data).unwrap();
+        let a = Staging::create(&data, "backup", "A").unwrap();
+        let b = Staging::create(&data, "backup", "B").unwrap();
+        let other = Staging::create(&data, "restore", "C").unwrap();
+        let keep_b = b.path().to_path_buf();
+        let removed = remove_stale(&data, "backup", |p| p == keep_b).unwrap();
+        assert_eq!(removed, vec![a.path().to_path_buf()]);
+        assert!(b.path().exists() && other.path().exists());
     }
 
     #[test]

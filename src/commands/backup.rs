@@ -99,6 +99,9 @@ pub async fn run(
         .await
         .with_context(|| format!("the repository {} is not usable", repo.url()))?;
     let _lock = NodeLock::acquire(&data_dir, "backup")?;
+    for stale in crate::staging::remove_stale(&data_dir, "backup", |_| false)? {
+        tracing::warn!("removed {}, left by an interrupted backup", stale.display());
+    }
     let id = snapshot_id::new_id(created);
     tracing::info!(
         "backing up node {} (RabbitMQ {}) into {} as snapshot {id}",

@@ -100,11 +100,28 @@ pub async fn run(
 ) -> anyhow::Result<RestoreReport> {
     let started = Instant::now();
     let repo = super::open_repository(settings).await?;
-    let broker = Broker::connect(settings).await?;
+    // Finishing an interrupted restore must work while the broker is stopped.
+    let broker = if args.resume {
+        Broker::stopped(settings).await?
+    } else {
+        Broker::connect(settings).await?
+    };
     let node = broker.identity.name.clone();
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
 
+    // A restore killed before the broker was stopped changed no message:
+    // its work area only wastes space. Later ones are for --resume.
+    let journaled = |p: &Path| {
+        Swapper::load(p)
+            .is_ok_and(|s| s.journal.phase >= Phase::Stopped && s.journal.phase != Phase::Done)
+    };
+    for stale in crate::staging::remove_stale(&data_dir, "restore", journaled)? {
+        tracing::warn!(
+            "removed {}, left by an interrupted restore that had not touched the broker",
+            stale.display()
+        );
+    }
     let pending = swap::interrupted(&data_dir)?;
     if args.resume {
         return super::resume::run(
@@ -569,8 +586,20 @@ async fn fetch_definitions(
     args: &RestoreSettings,
 ) -> anyhow::Result<Vec<u8>> {
     let m = Arc::new(manifest.clone());
-    // definitions.json leads the stream: the first chunks are enough.
-    let first: Vec<_> = manifest.chunks.iter().take(4).cloned().collect();
+    // definitions.json leads the stream: fetch the chunks that hold it (its
+    // bytes plus headers, a long-name entry, padding) and no more.
+    let needed = manifest.files.first().map_or(0, |f| f.size) + 4096;
+    let mut covered = 0;
+    let first: Vec<_> = manifest
+        .chunks
+        .iter()
+        .take_while(|c| {
+            let take = covered < needed;
+            covered += c.uncompressed_size;
+            take
+        })
+        .cloned()
+        .collect();
     transfer::download(
         download_source(repo, snapshot, args.download_concurrency),
         first,

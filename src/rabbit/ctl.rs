@@ -63,6 +63,12 @@ impl Ctl {
         Ok(PathBuf::from(dir))
     }
 
+    /// The node's name, from its VM (works while the broker is stopped).
+    pub async fn node_name(&self) -> anyhow::Result<String> {
+        let out = self.run(&["eval", "node()."], QUERY).await?;
+        Ok(out.trim().trim_matches('\'').to_string())
+    }
+
     /// Node name and versions from `rabbitmqctl status` (used when the
     /// management API is not available).
     pub async fn identity(&self) -> anyhow::Result<(String, String, String)> {

@@ -38,6 +38,8 @@ pub struct S3Options {
     pub bucket: String,
     /// URL addressing style.
     pub addressing: Addressing,
+    /// How long to wait for a response before the attempt counts as failed.
+    pub timeout: Duration,
 }
 
 /// A bucket on an S3-compatible server.
@@ -66,9 +68,10 @@ impl S3Storage {
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(60))
-                    .operation_attempt_timeout(Duration::from_secs(300))
+                    .connect_timeout(Duration::from_secs(10).min(options.timeout))
+                    .read_timeout(options.timeout)
+                    // A whole attempt: a chunk upload on a slow link may take a while.
+                    .operation_attempt_timeout(options.timeout.max(Duration::from_secs(60)) * 5)
                     .build(),
             )
             .stalled_stream_protection(
@@ -124,6 +127,8 @@ where
             let code = se.err().code().unwrap_or("").to_string();
             let message = se.err().message().unwrap_or("").to_string();
             let kind = match (status, code.as_str()) {
+                // A success whose body does not parse: damaged in transit.
+                (200..=299, _) => Transient,
                 (_, "NoSuchBucket") => NoSuchContainer,
                 (404, _) | (_, "NoSuchKey") | (_, "NotFound") => NotFound,
                 (_, "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch") => {

@@ -3,6 +3,7 @@
 
 pub mod amqp;
 pub mod bucket;
+pub mod faults;
 pub mod fixtures;
 pub mod garage;
 pub mod moto;

@@ -5,5 +5,7 @@ mod harness;
 
 mod backup;
 mod exclude;
+mod operator;
+mod reliability;
 mod restore;
 mod retention;
