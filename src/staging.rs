@@ -224,6 +224,16 @@ fn collect(
     Ok(())
 }
 
+/// Flushes every dirty page of the filesystem holding `dir` to disk.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let f = File::open(dir)?;
+    // SAFETY: syncfs on an open descriptor has no memory effects.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// FICLONE: share the source's blocks (btrfs, XFS); falls back to a copy.
 const FICLONE: libc::c_ulong = 0x4004_9409;
 

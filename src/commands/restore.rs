@@ -576,6 +576,9 @@ async fn fetch_all(
         )
     })?;
     progress.finish();
+    // On disk before it replaces the node's data: one syncfs, outside the pause.
+    let dir = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::staging::sync_filesystem(&dir)).await??;
     Ok(defs)
 }
 
