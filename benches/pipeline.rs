@@ -525,6 +525,8 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
                 restore.theirs.push(c);
             }
         }
+        // Keep the bucket small: only the newest snapshot stays.
+        let _ = tool.run(&["prune", "--keep-last", "1", "--repo", &repo]);
         eprintln!("run {} of {runs} done", run + 1);
     }
     println!(

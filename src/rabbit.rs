@@ -28,17 +28,23 @@ pub struct Broker {
     pub via_http: bool,
 }
 
+/// The management API client and rabbitmqctl, as configured (no I/O).
+fn clients(settings: &Settings) -> anyhow::Result<(Management, Ctl)> {
+    let http = Management::new(
+        &settings.management_url,
+        &settings.username,
+        settings.password.expose(),
+    )?;
+    let ctl = Ctl::new(settings.rabbitmqctl.clone(), settings.node.clone());
+    Ok((http, ctl))
+}
+
 impl Broker {
     /// Identifies the node through the management API, or through
     /// rabbitmqctl when the API does not answer. Rejected credentials are an
     /// error, never a silent fallback.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Broker> {
-        let http = Management::new(
-            &settings.management_url,
-            &settings.username,
-            settings.password.expose(),
-        )?;
-        let ctl = Ctl::new(settings.rabbitmqctl.clone(), settings.node.clone());
+        let (http, ctl) = clients(settings)?;
         let (identity, via_http) = match http.identity().await {
             Ok(identity) => (identity, true),
             Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => {
@@ -88,12 +94,7 @@ impl Broker {
     /// A node whose broker may be stopped (to finish an interrupted restore):
     /// only rabbitmqctl is used, and the versions are not known.
     pub async fn stopped(settings: &Settings) -> anyhow::Result<Broker> {
-        let http = Management::new(
-            &settings.management_url,
-            &settings.username,
-            settings.password.expose(),
-        )?;
-        let ctl = Ctl::new(settings.rabbitmqctl.clone(), settings.node.clone());
+        let (http, ctl) = clients(settings)?;
         let name = ctl.node_name().await.map_err(|e| {
             anyhow::anyhow!("cannot reach the node's Erlang VM with rabbitmqctl: {e:#}; check --node and --rabbitmqctl")
         })?;

@@ -166,16 +166,7 @@ pub async fn run(
 /// Refuses what the procedure forbids: consumers connected, and (for a stop)
 /// messages a stop would lose.
 fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Result<()> {
-    let consumed: Vec<String> = queues
-        .iter()
-        .filter(|q| q.consumers > 0)
-        .map(|q| {
-            format!(
-                "{:?} in vhost {:?} ({} consumers)",
-                q.name, q.vhost, q.consumers
-            )
-        })
-        .collect();
+    let consumed = crate::rabbit::ctl::with_consumers(queues);
     if !consumed.is_empty() && !args.allow_consumers {
         return Err(refused(format!(
             "consumers are connected to {}: stop them first (for example with --before), or pass --allow-consumers",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::archive::manifest::{Consistency, Manifest};
+use crate::archive::manifest::{Consistency, Manifest, QueueEntry};
 use crate::archive::reader;
 use crate::error::{Kind, class, incompatible, refused};
 use crate::output::{Output, bytes};
@@ -203,16 +203,7 @@ pub async fn run(
     let target_queues = broker
         .queues(&target_defs.vhosts, target_defs.non_classic)
         .await?;
-    let consumed: Vec<String> = target_queues
-        .iter()
-        .filter(|q| q.consumers > 0)
-        .map(|q| {
-            format!(
-                "{:?} in vhost {:?} ({} consumers)",
-                q.name, q.vhost, q.consumers
-            )
-        })
-        .collect();
+    let consumed = crate::rabbit::ctl::with_consumers(&target_queues);
     if !consumed.is_empty() && !args.definitions_only {
         return Err(refused(format!(
             "consumers are connected to {}: stop them before restoring (for example with --before), or they would receive restored messages before the checks{}",
@@ -612,17 +603,23 @@ async fn fetch_definitions(
     .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
 }
 
-fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
-    manifest
-        .uncovered_queues()
-        .map(|q| QueueOutcome {
+impl QueueOutcome {
+    fn of(q: &QueueEntry, actual: Option<u64>, status: &str) -> QueueOutcome {
+        QueueOutcome {
             vhost: q.vhost.clone(),
             name: q.name.clone(),
             queue_type: q.queue_type.clone(),
             expected: q.messages,
-            actual: None,
-            status: "not-covered".into(),
-        })
+            actual,
+            status: status.into(),
+        }
+    }
+}
+
+fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
+    manifest
+        .uncovered_queues()
+        .map(|q| QueueOutcome::of(q, None, "not-covered"))
         .collect()
 }
 
@@ -631,14 +628,7 @@ fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
         .queues
         .iter()
         .filter(|q| q.covered)
-        .map(|q| QueueOutcome {
-            vhost: q.vhost.clone(),
-            name: q.name.clone(),
-            queue_type: q.queue_type.clone(),
-            expected: q.messages,
-            actual: None,
-            status: "planned".into(),
-        })
+        .map(|q| QueueOutcome::of(q, None, "planned"))
         .collect()
 }
 
@@ -668,7 +658,7 @@ fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> {
 /// the manifest.
 async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Vec<QueueOutcome>> {
     let vhosts: Vec<String> = manifest.vhosts.iter().map(|v| v.name.clone()).collect();
-    let expected: BTreeMap<(String, String), &crate::archive::manifest::QueueEntry> = manifest
+    let expected: BTreeMap<(String, String), &QueueEntry> = manifest
         .queues
         .iter()
         .filter(|q| q.covered)
@@ -692,14 +682,7 @@ async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Ve
                     Some(a) if a > q.messages => "more",
                     _ => "missing",
                 };
-                QueueOutcome {
-                    vhost: vhost.clone(),
-                    name: name.clone(),
-                    queue_type: q.queue_type.clone(),
-                    expected: q.messages,
-                    actual,
-                    status: status.into(),
-                }
+                QueueOutcome::of(q, actual, status)
             })
             .collect();
         // Queues recover in the background after start_app: give them time.

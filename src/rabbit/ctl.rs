@@ -28,6 +28,20 @@ pub struct QueueStatus {
     pub consumers: u64,
 }
 
+/// `"q" in vhost "v" (2 consumers)` for every queue with consumers.
+pub fn with_consumers(queues: &[QueueStatus]) -> Vec<String> {
+    queues
+        .iter()
+        .filter(|q| q.consumers > 0)
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} consumers)",
+                q.name, q.vhost, q.consumers
+            )
+        })
+        .collect()
+}
+
 /// Runs `rabbitmqctl` against one node.
 #[derive(Debug, Clone)]
 pub struct Ctl {

@@ -39,7 +39,7 @@ fn storage_faults_are_retried_or_fail_cleanly() {
     proxy.set(vec![
         Rule {
             limit: Some(1),
-            ..Rule::every("PUT", 1, Fault::Stall(Duration::from_secs(30)))
+            ..Rule::every("PUT", 1, Fault::Stall(Duration::from_secs(120)))
         },
         Rule::every("PUT", 3, Fault::Status(503, "SlowDown")),
         Rule {
@@ -53,7 +53,7 @@ fn storage_faults_are_retried_or_fail_cleanly() {
         .ok()
         .json();
     assert!(
-        started.elapsed() < Duration::from_secs(30),
+        started.elapsed() < Duration::from_secs(90),
         "the stall was cut short by the timeout"
     );
     assert!(

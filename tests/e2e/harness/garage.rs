@@ -27,6 +27,15 @@ pub struct Garage {
 }
 
 static GARAGE: OnceLock<Garage> = OnceLock::new();
+static GARAGE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Removes the server's data when the test process exits (the server
+/// itself dies with the process).
+extern "C" fn remove_data() {
+    if let Some(dir) = GARAGE_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 
 /// The garage binary: `$GARAGE_BIN`, `~/.cargo/bin/garage`, or on PATH.
@@ -64,6 +73,11 @@ fn start() -> (Garage, std::process::Child) {
         .tempdir()
         .unwrap()
         .keep();
+    let _ = GARAGE_DIR.set(dir.clone());
+    // SAFETY: registers a plain function to run at exit.
+    unsafe {
+        libc::atexit(remove_data);
+    }
     let (s3_port, rpc_port, admin_port) = (free_port(), free_port(), free_port());
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
