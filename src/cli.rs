@@ -238,7 +238,8 @@ pub struct BackupArgs {
     /// Shell command to run first (e.g. stop the application's consumers)
     #[arg(long, value_name = "CMD")]
     pub before: Option<String>,
-    /// Shell command to run last, also after a failure (RABBITMQ_BACKUP_STATUS says which)
+    /// Shell command to run last, also after a failed backup but not after a failed
+    /// --before (RABBITMQ_BACKUP_STATUS says success or failure)
     #[arg(long, value_name = "CMD")]
     pub after: Option<String>,
     /// Uncompressed MiB per chunk [default: 32]
@@ -292,7 +293,8 @@ pub struct RestoreArgs {
     /// Shell command to run before definitions are imported
     #[arg(long, value_name = "CMD")]
     pub before: Option<String>,
-    /// Shell command to run last, also after a failure (RABBITMQ_BACKUP_STATUS says which)
+    /// Shell command to run last, also after a failed restore but not after a failed
+    /// --before (RABBITMQ_BACKUP_STATUS says success or failure)
     #[arg(long, value_name = "CMD")]
     pub after: Option<String>,
     /// Chunks downloaded at once [default: 4]

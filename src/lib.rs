@@ -38,11 +38,15 @@ pub fn run() -> u8 {
         Err(e) => {
             // --help and --version are "errors" that print and exit 0.
             let _ = e.print();
-            return if e.use_stderr() {
-                error::Kind::Usage.code()
-            } else {
-                0
-            };
+            if !e.use_stderr() {
+                return 0;
+            }
+            if std::env::args().any(|a| a == "--json") {
+                let message = e.to_string();
+                let first = message.lines().next().unwrap_or("");
+                print_json_error(error::Kind::Usage, first.trim_start_matches("error: "));
+            }
+            return error::Kind::Usage.code();
         }
     };
     let json = cli.global.json;
@@ -54,14 +58,19 @@ pub fn run() -> u8 {
             tracing::debug!("{err:?}");
             eprintln!("error: {message}");
             if json {
-                let doc = serde_json::json!({
-                    "error": { "kind": kind.name(), "exit_code": kind.code(), "message": message }
-                });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                print_json_error(kind, &message);
             }
             kind.code()
         }
     }
+}
+
+/// The `--json` error document on standard output.
+fn print_json_error(kind: error::Kind, message: &str) {
+    let doc = serde_json::json!({
+        "error": { "kind": kind.name(), "exit_code": kind.code(), "message": message }
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {

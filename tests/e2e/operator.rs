@@ -97,6 +97,9 @@ fn help_texts_are_stable_and_show_examples() {
     run.expect_code(2);
     assert!(run.stderr.contains("--chunk-size"), "{}", run.stderr);
     tool.run(&["no-such-command"]).expect_code(2);
+    let run = tool.run(&["backup", "--no-such-flag", "--json"]);
+    run.expect_code(2);
+    assert_eq!(run.json()["error"]["kind"], "usage");
 }
 
 #[test]

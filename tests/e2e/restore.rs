@@ -251,3 +251,38 @@ fn a_failure_after_stop_app_rolls_back_to_the_previous_messages() {
         assert_eq!(node.counts("oro")["oro.default"], 40);
     }
 }
+
+#[test]
+fn backup_and_restore_work_without_the_management_api() {
+    let source = loaded_node();
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().to_str().unwrap().to_string();
+    let no_api = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let run = Tool::new()
+        .with(source.env())
+        .var("RABBITMQ_MANAGEMENT_URL", &no_api)
+        .run(&["backup", "--repo", &repo, "--json"]);
+    assert!(
+        run.stderr.contains("using rabbitmqctl instead"),
+        "{}",
+        run.stderr
+    );
+    let report = run.ok().json();
+    assert_eq!(report["messages"], 75);
+    let from = source.name.clone();
+    drop(source);
+
+    let target = RabbitNode::start();
+    let run = Tool::new()
+        .with(target.env())
+        .var("RABBITMQ_MANAGEMENT_URL", &no_api)
+        .run(&["restore", "--repo", &repo, "--from-node", &from, "--json"]);
+    run.ok();
+    // Definitions came in through rabbitmqctl import_definitions.
+    assert!(names(&target.export_definitions(), "users", "name").contains(&"oro".to_string()));
+    assert_same_messages(
+        &drain(&target, "/", "classic"),
+        &classic_messages("classic", 30),
+        "classic",
+    );
+}
