@@ -4,83 +4,26 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
 
 use crate::archive::manifest::{Consistency, Manifest, QueueEntry};
-use crate::archive::reader;
 use crate::error::{Kind, class, incompatible, refused};
 use crate::output::{Output, bytes};
-use crate::progress::Progress;
 use crate::rabbit::Broker;
-use crate::rabbit::ctl::QueueStatus;
 use crate::rabbit::definitions::Definitions;
-use crate::repo::{Repository, SnapshotRef};
 use crate::settings::{RestoreSettings, Settings};
 use crate::staging::{NodeLock, Staging};
 use crate::swap::{self, Journal, Phase, Swapper};
-use crate::transfer::{self, DownloadSource};
 use crate::{hooks, signals};
 
-pub use crate::exclude::mover::Outcome as ExclusionOutcome;
+mod fetch;
+mod report;
 
-/// One queue's outcome (`--json` schema).
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueOutcome {
-    /// Virtual host.
-    pub vhost: String,
-    /// Queue name.
-    pub name: String,
-    /// Queue type.
-    #[serde(rename = "type")]
-    pub queue_type: String,
-    /// Messages at backup time.
-    pub expected: u64,
-    /// Messages now (absent for a dry run).
-    pub actual: Option<u64>,
-    /// `ok`, `more` (something published since), `missing`, `not-covered`, `planned`.
-    pub status: String,
-}
-
-/// The result of a restore (`--json` schema).
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreReport {
-    /// Snapshot id.
-    pub snapshot: String,
-    /// The snapshot's node.
-    pub from_node: String,
-    /// The node restored.
-    pub node: String,
-    /// Repository location.
-    pub repository: String,
-    /// Nothing was changed.
-    pub dry_run: bool,
-    /// Only definitions were imported.
-    pub definitions_only: bool,
-    /// Definitions were imported (merged).
-    pub definitions_imported: bool,
-    /// Vhosts whose message stores were replaced.
-    pub vhosts_restored: Vec<String>,
-    /// How long the broker was stopped, in milliseconds.
-    pub pause_ms: u64,
-    /// Wall time, in milliseconds.
-    pub duration_ms: u64,
-    /// Per-queue outcome.
-    pub queues: Vec<QueueOutcome>,
-    /// Queues whose messages the snapshot did not hold (quorum, stream).
-    pub uncovered_queues: Vec<QueueOutcome>,
-    /// Queues on this node whose messages were (or would be) replaced.
-    pub replaced_queues: Vec<QueueOutcome>,
-    /// Exclusion results.
-    pub excluded: Vec<ExclusionOutcome>,
-    /// Where the previous message store was kept (`--keep-old`).
-    pub previous_store: Option<String>,
-    /// Anything the operator should know.
-    pub warnings: Vec<String>,
-}
+use fetch::{check_free_space, fetch_all, fetch_definitions};
+pub use report::{ExclusionOutcome, QueueOutcome, RestoreReport, describe};
+use report::{planned, replaced, uncovered};
 
 /// Compares dotted version strings numerically (`3.10.8` < `3.11.0`).
 pub fn version_older(target: &str, source: &str) -> bool {
@@ -503,157 +446,6 @@ fn check_compatibility(
     Ok(())
 }
 
-fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we own.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Ok(());
-    }
-    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
-    let needed = manifest.totals.file_bytes + manifest.totals.file_bytes / 10 + (64 << 20);
-    if free < needed {
-        return Err(refused(format!(
-            "{} has {} free but the snapshot needs about {}: free some space beside the data directory",
-            dir.display(),
-            bytes(free),
-            bytes(needed)
-        )));
-    }
-    Ok(())
-}
-
-fn download_source(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
-    concurrency: usize,
-) -> DownloadSource {
-    let key_repo = repo.clone();
-    let (node, id) = (snapshot.node.clone(), snapshot.id.clone());
-    DownloadSource {
-        storage: repo.storage().clone(),
-        key_of: Box::new(move |hex| key_repo.chunk_key(&node, &id, hex)),
-        concurrency,
-    }
-}
-
-async fn fetch_all(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
-    manifest: &Manifest,
-    args: &RestoreSettings,
-    dest: &Path,
-) -> anyhow::Result<Vec<u8>> {
-    tracing::info!(
-        "downloading and verifying {} chunks ({}) into {}",
-        manifest.chunks.len(),
-        bytes(manifest.totals.stored_bytes),
-        dest.display()
-    );
-    std::fs::create_dir_all(dest)?;
-    let progress = Progress::new("restoring", Some(manifest.totals.file_bytes), true);
-    let unpacking = progress.clone();
-    let (m, d) = (Arc::new(manifest.clone()), dest.to_path_buf());
-    let defs = transfer::download(
-        download_source(repo, snapshot, args.download_concurrency),
-        manifest.chunks.clone(),
-        move |reader| reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n)),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "snapshot {} failed verification; the node was not touched",
-            manifest.id
-        )
-    })?;
-    progress.finish();
-    // On disk before it replaces the node's data: one syncfs, outside the pause.
-    let dir = dest.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::staging::sync_filesystem(&dir)).await??;
-    Ok(defs)
-}
-
-async fn fetch_definitions(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
-    manifest: &Manifest,
-    args: &RestoreSettings,
-) -> anyhow::Result<Vec<u8>> {
-    let m = Arc::new(manifest.clone());
-    // definitions.json leads the stream: fetch the chunks that hold it (its
-    // bytes plus headers, a long-name entry, padding) and no more.
-    let needed = manifest.files.first().map_or(0, |f| f.size) + 4096;
-    let mut covered = 0;
-    let first: Vec<_> = manifest
-        .chunks
-        .iter()
-        .take_while(|c| {
-            let take = covered < needed;
-            covered += c.uncompressed_size;
-            take
-        })
-        .cloned()
-        .collect();
-    transfer::download(
-        download_source(repo, snapshot, args.download_concurrency),
-        first,
-        move |r| reader::definitions_only(r, &m),
-    )
-    .await
-    .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
-}
-
-impl QueueOutcome {
-    fn of(q: &QueueEntry, actual: Option<u64>, status: &str) -> QueueOutcome {
-        QueueOutcome {
-            vhost: q.vhost.clone(),
-            name: q.name.clone(),
-            queue_type: q.queue_type.clone(),
-            expected: q.messages,
-            actual,
-            status: status.into(),
-        }
-    }
-}
-
-fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
-    manifest
-        .uncovered_queues()
-        .map(|q| QueueOutcome::of(q, None, "not-covered"))
-        .collect()
-}
-
-fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
-    manifest
-        .queues
-        .iter()
-        .filter(|q| q.covered)
-        .map(|q| QueueOutcome::of(q, None, "planned"))
-        .collect()
-}
-
-/// Classic queues on the node, in vhosts the restore replaces, holding
-/// messages; and non-durable or transient messages anywhere (a stop loses them).
-fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> {
-    target
-        .iter()
-        .filter(|q| q.queue_type == "classic" && q.messages > 0)
-        .filter(|q| {
-            vhosts.contains(&q.vhost)
-                || !q.durable
-                || q.messages_persistent.is_some_and(|p| p < q.messages)
-        })
-        .map(|q| QueueOutcome {
-            vhost: q.vhost.clone(),
-            name: q.name.clone(),
-            queue_type: q.queue_type.clone(),
-            expected: 0,
-            actual: Some(q.messages),
-            status: "replaced".into(),
-        })
-        .collect()
-}
-
 /// Waits for the restored queues to report counts, then compares them with
 /// the manifest.
 async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Vec<QueueOutcome>> {
@@ -693,87 +485,6 @@ async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Ve
     }
 }
 
-/// The human summary.
-pub fn describe(r: &RestoreReport) -> String {
-    let mut s = String::new();
-    let verb = if r.dry_run {
-        "would restore"
-    } else {
-        "restored"
-    };
-    s.push_str(&format!(
-        "{verb} snapshot {} of {} onto {}\n",
-        r.snapshot, r.from_node, r.node
-    ));
-    if r.dry_run {
-        s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
-        s.push_str("  would import (merge) the snapshot's definitions\n");
-    } else if r.definitions_imported {
-        s.push_str("  definitions imported (merged)\n");
-    }
-    if !r.vhosts_restored.is_empty() {
-        s.push_str(&format!(
-            "  message stores {} for vhosts: {}\n",
-            if r.dry_run {
-                "to swap in"
-            } else {
-                "swapped in"
-            },
-            r.vhosts_restored.join(", ")
-        ));
-        if !r.dry_run {
-            s.push_str(&format!("  broker paused {} ms\n", r.pause_ms));
-        }
-    }
-    for q in &r.replaced_queues {
-        s.push_str(&format!(
-            "  {} {:?} in vhost {:?}: its {} messages on this node\n",
-            if r.dry_run {
-                "would replace"
-            } else {
-                "replaced"
-            },
-            q.name,
-            q.vhost,
-            q.actual.unwrap_or(0)
-        ));
-    }
-    for q in &r.queues {
-        match q.actual {
-            Some(a) => s.push_str(&format!(
-                "  queue {:?} in vhost {:?}: {a} messages ({} at backup) {}\n",
-                q.name, q.vhost, q.expected, q.status
-            )),
-            None => s.push_str(&format!(
-                "  queue {:?} in vhost {:?}: {} messages to restore\n",
-                q.name, q.vhost, q.expected
-            )),
-        }
-    }
-    for q in &r.uncovered_queues {
-        s.push_str(&format!(
-            "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time (not in the snapshot)\n",
-            q.queue_type, q.name, q.vhost, q.expected
-        ));
-    }
-    for e in &r.excluded {
-        match &e.to_queue {
-            Some(to) => s.push_str(&format!(
-                "  excluded {} messages from {:?} to {to:?}, kept {}\n",
-                e.excluded, e.queue, e.kept
-            )),
-            None => s.push_str(&format!(
-                "  dropped {} messages from {:?}, kept {}\n",
-                e.excluded, e.queue, e.kept
-            )),
-        }
-    }
-    if let Some(p) = &r.previous_store {
-        s.push_str(&format!("  the previous message store is kept in {p}\n"));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,32 +495,5 @@ mod tests {
         assert!(!version_older("3.10.8", "3.10.8"));
         assert!(!version_older("3.11.0", "3.10.8"));
         assert!(version_older("3.10.8", "3.10.10"));
-    }
-
-    #[test]
-    fn replaced_counts_only_queues_that_lose_messages() {
-        let q = |vhost: &str, name: &str, durable: bool, messages: u64, persistent: Option<u64>| {
-            QueueStatus {
-                vhost: vhost.into(),
-                name: name.into(),
-                queue_type: "classic".into(),
-                durable,
-                messages,
-                messages_persistent: persistent,
-                consumers: 0,
-            }
-        };
-        let target = [
-            q("/", "full", true, 3, Some(3)),
-            q("/", "empty", true, 0, Some(0)),
-            q("other", "kept", true, 5, Some(5)),
-            q("other", "transient", true, 5, Some(1)),
-            q("other", "nondurable", false, 2, Some(0)),
-        ];
-        let names: Vec<String> = replaced(&target, &["/".into()])
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
-        assert_eq!(names, vec!["full", "transient", "nondurable"]);
     }
 }

@@ -1,0 +1,120 @@
+//! Steps 1-2 of a restore: everything downloaded, verified and unpacked
+//! into the work area before the node is touched.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::archive::manifest::Manifest;
+use crate::archive::reader;
+use crate::error::refused;
+use crate::output::bytes;
+use crate::progress::Progress;
+use crate::repo::{Repository, SnapshotRef};
+use crate::settings::RestoreSettings;
+use crate::transfer::{self, DownloadSource};
+
+/// Refuses when the work area's filesystem cannot hold the snapshot.
+pub fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statvfs writes into the zeroed struct we own.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Ok(());
+    }
+    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+    let needed = manifest.totals.file_bytes + manifest.totals.file_bytes / 10 + (64 << 20);
+    if free < needed {
+        return Err(refused(format!(
+            "{} has {} free but the snapshot needs about {}: free some space beside the data directory",
+            dir.display(),
+            bytes(free),
+            bytes(needed)
+        )));
+    }
+    Ok(())
+}
+
+fn download_source(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    concurrency: usize,
+) -> DownloadSource {
+    let key_repo = repo.clone();
+    let (node, id) = (snapshot.node.clone(), snapshot.id.clone());
+    DownloadSource {
+        storage: repo.storage().clone(),
+        key_of: Box::new(move |hex| key_repo.chunk_key(&node, &id, hex)),
+        concurrency,
+    }
+}
+
+/// Downloads, verifies and unpacks every chunk into `dest`; returns the
+/// definitions. The staged data is synced to disk before this returns.
+pub async fn fetch_all(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    dest: &Path,
+) -> anyhow::Result<Vec<u8>> {
+    tracing::info!(
+        "downloading and verifying {} chunks ({}) into {}",
+        manifest.chunks.len(),
+        bytes(manifest.totals.stored_bytes),
+        dest.display()
+    );
+    std::fs::create_dir_all(dest)?;
+    let progress = Progress::new("restoring", Some(manifest.totals.file_bytes), true);
+    let unpacking = progress.clone();
+    let (m, d) = (Arc::new(manifest.clone()), dest.to_path_buf());
+    let defs = transfer::download(
+        download_source(repo, snapshot, args.download_concurrency),
+        manifest.chunks.clone(),
+        move |reader| reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n)),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "snapshot {} failed verification; the node was not touched",
+            manifest.id
+        )
+    })?;
+    progress.finish();
+    // On disk before it replaces the node's data: one syncfs, outside the pause.
+    let dir = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::staging::sync_filesystem(&dir)).await??;
+    Ok(defs)
+}
+
+/// Downloads only the chunks holding `definitions.json` and returns it.
+pub async fn fetch_definitions(
+    repo: &Repository,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+) -> anyhow::Result<Vec<u8>> {
+    let m = Arc::new(manifest.clone());
+    // definitions.json leads the stream: fetch the chunks that hold it (its
+    // bytes plus headers, a long-name entry, padding) and no more.
+    let needed = manifest.files.first().map_or(0, |f| f.size) + 4096;
+    let mut covered = 0;
+    let first: Vec<_> = manifest
+        .chunks
+        .iter()
+        .take_while(|c| {
+            let take = covered < needed;
+            covered += c.uncompressed_size;
+            take
+        })
+        .cloned()
+        .collect();
+    transfer::download(
+        download_source(repo, snapshot, args.download_concurrency),
+        first,
+        move |r| reader::definitions_only(r, &m),
+    )
+    .await
+    .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
+}

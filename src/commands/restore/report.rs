@@ -1,0 +1,230 @@
+//! What a restore did (or would do): the `--json` schema and the human summary.
+
+use serde::Serialize;
+
+use crate::archive::manifest::{Manifest, QueueEntry};
+use crate::rabbit::ctl::QueueStatus;
+
+pub use crate::exclude::mover::Outcome as ExclusionOutcome;
+
+/// One queue's outcome (`--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueOutcome {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Queue type.
+    #[serde(rename = "type")]
+    pub queue_type: String,
+    /// Messages at backup time.
+    pub expected: u64,
+    /// Messages now (absent for a dry run).
+    pub actual: Option<u64>,
+    /// `ok`, `more` (something published since), `missing`, `not-covered`, `planned`.
+    pub status: String,
+}
+
+/// The result of a restore (`--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// The snapshot's node.
+    pub from_node: String,
+    /// The node restored.
+    pub node: String,
+    /// Repository location.
+    pub repository: String,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Only definitions were imported.
+    pub definitions_only: bool,
+    /// Definitions were imported (merged).
+    pub definitions_imported: bool,
+    /// Vhosts whose message stores were replaced.
+    pub vhosts_restored: Vec<String>,
+    /// How long the broker was stopped, in milliseconds.
+    pub pause_ms: u64,
+    /// Wall time, in milliseconds.
+    pub duration_ms: u64,
+    /// Per-queue outcome.
+    pub queues: Vec<QueueOutcome>,
+    /// Queues whose messages the snapshot did not hold (quorum, stream).
+    pub uncovered_queues: Vec<QueueOutcome>,
+    /// Queues on this node whose messages were (or would be) replaced.
+    pub replaced_queues: Vec<QueueOutcome>,
+    /// Exclusion results.
+    pub excluded: Vec<ExclusionOutcome>,
+    /// Where the previous message store was kept (`--keep-old`).
+    pub previous_store: Option<String>,
+    /// Anything the operator should know.
+    pub warnings: Vec<String>,
+}
+
+impl QueueOutcome {
+    /// An outcome for a queue of the manifest.
+    pub fn of(q: &QueueEntry, actual: Option<u64>, status: &str) -> QueueOutcome {
+        QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: q.messages,
+            actual,
+            status: status.into(),
+        }
+    }
+}
+
+/// Queues whose messages the snapshot does not hold.
+pub fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
+    manifest
+        .uncovered_queues()
+        .map(|q| QueueOutcome::of(q, None, "not-covered"))
+        .collect()
+}
+
+/// Queues a restore would bring back, for a dry run.
+pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
+    manifest
+        .queues
+        .iter()
+        .filter(|q| q.covered)
+        .map(|q| QueueOutcome::of(q, None, "planned"))
+        .collect()
+}
+
+/// Classic queues on the node, in vhosts the restore replaces, holding
+/// messages; and non-durable or transient messages anywhere (a stop loses them).
+pub fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> {
+    target
+        .iter()
+        .filter(|q| q.queue_type == "classic" && q.messages > 0)
+        .filter(|q| {
+            vhosts.contains(&q.vhost)
+                || !q.durable
+                || q.messages_persistent.is_some_and(|p| p < q.messages)
+        })
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: 0,
+            actual: Some(q.messages),
+            status: "replaced".into(),
+        })
+        .collect()
+}
+
+/// The human summary.
+pub fn describe(r: &RestoreReport) -> String {
+    let mut s = String::new();
+    let verb = if r.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    s.push_str(&format!(
+        "{verb} snapshot {} of {} onto {}\n",
+        r.snapshot, r.from_node, r.node
+    ));
+    if r.dry_run {
+        s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
+        s.push_str("  would import (merge) the snapshot's definitions\n");
+    } else if r.definitions_imported {
+        s.push_str("  definitions imported (merged)\n");
+    }
+    if !r.vhosts_restored.is_empty() {
+        s.push_str(&format!(
+            "  message stores {} for vhosts: {}\n",
+            if r.dry_run {
+                "to swap in"
+            } else {
+                "swapped in"
+            },
+            r.vhosts_restored.join(", ")
+        ));
+        if !r.dry_run {
+            s.push_str(&format!("  broker paused {} ms\n", r.pause_ms));
+        }
+    }
+    for q in &r.replaced_queues {
+        s.push_str(&format!(
+            "  {} {:?} in vhost {:?}: its {} messages on this node\n",
+            if r.dry_run {
+                "would replace"
+            } else {
+                "replaced"
+            },
+            q.name,
+            q.vhost,
+            q.actual.unwrap_or(0)
+        ));
+    }
+    for q in &r.queues {
+        match q.actual {
+            Some(a) => s.push_str(&format!(
+                "  queue {:?} in vhost {:?}: {a} messages ({} at backup) {}\n",
+                q.name, q.vhost, q.expected, q.status
+            )),
+            None => s.push_str(&format!(
+                "  queue {:?} in vhost {:?}: {} messages to restore\n",
+                q.name, q.vhost, q.expected
+            )),
+        }
+    }
+    for q in &r.uncovered_queues {
+        s.push_str(&format!(
+            "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time (not in the snapshot)\n",
+            q.queue_type, q.name, q.vhost, q.expected
+        ));
+    }
+    for e in &r.excluded {
+        match &e.to_queue {
+            Some(to) => s.push_str(&format!(
+                "  excluded {} messages from {:?} to {to:?}, kept {}\n",
+                e.excluded, e.queue, e.kept
+            )),
+            None => s.push_str(&format!(
+                "  dropped {} messages from {:?}, kept {}\n",
+                e.excluded, e.queue, e.kept
+            )),
+        }
+    }
+    if let Some(p) = &r.previous_store {
+        s.push_str(&format!("  the previous message store is kept in {p}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_counts_only_queues_that_lose_messages() {
+        let q = |vhost: &str, name: &str, durable: bool, messages: u64, persistent: Option<u64>| {
+            QueueStatus {
+                vhost: vhost.into(),
+                name: name.into(),
+                queue_type: "classic".into(),
+                durable,
+                messages,
+                messages_persistent: persistent,
+                consumers: 0,
+            }
+        };
+        let target = [
+            q("/", "full", true, 3, Some(3)),
+            q("/", "empty", true, 0, Some(0)),
+            q("other", "kept", true, 5, Some(5)),
+            q("other", "transient", true, 5, Some(1)),
+            q("other", "nondurable", false, 2, Some(0)),
+        ];
+        let names: Vec<String> = replaced(&target, &["/".into()])
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, vec!["full", "transient", "nondurable"]);
+    }
+}
