@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -16,72 +15,25 @@ use crate::archive::manifest::{
     Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
 };
 use crate::archive::writer::write_archive;
-use crate::error::{Kind, class, refused};
+use crate::error::refused;
 use crate::output::{Output, bytes};
 use crate::progress::Progress;
 use crate::rabbit::Broker;
-use crate::rabbit::ctl::{Ctl, QueueStatus};
+use crate::rabbit::ctl::QueueStatus;
 use crate::rabbit::datadir::{self, QueueDir};
 use crate::rabbit::definitions::Definitions;
 use crate::repo::{Repository, snapshot_id};
 use crate::retention::{TIER_TAG, tier_for};
 use crate::settings::{BackupSettings, Settings};
-use crate::staging::{NodeLock, Staging, copy_store};
+use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, UploadTarget};
 use crate::{hooks, signals};
 
-/// A queue whose messages the snapshot does not hold.
-#[derive(Debug, Clone, Serialize)]
-pub struct UncoveredQueue {
-    /// Virtual host.
-    pub vhost: String,
-    /// Queue name.
-    pub name: String,
-    /// Queue type.
-    #[serde(rename = "type")]
-    pub queue_type: String,
-    /// Messages at backup time.
-    pub messages: u64,
-}
+mod pause;
+mod report;
 
-/// The result of a backup (`--json` schema).
-#[derive(Debug, Clone, Serialize)]
-pub struct BackupReport {
-    /// The new snapshot's id.
-    pub id: String,
-    /// Source node.
-    pub node: String,
-    /// Repository location.
-    pub repository: String,
-    /// `stop-app` or `live`.
-    pub consistency: &'static str,
-    /// How long the broker was stopped, in milliseconds.
-    pub pause_ms: u64,
-    /// Wall time of the whole backup, in milliseconds.
-    pub duration_ms: u64,
-    /// Retention tier.
-    pub tier: &'static str,
-    /// Files archived.
-    pub files: u64,
-    /// Bytes of files archived.
-    pub file_bytes: u64,
-    /// Bytes stored in the repository.
-    pub stored_bytes: u64,
-    /// Chunks stored.
-    pub chunks: u64,
-    /// Messages in all queues.
-    pub messages: u64,
-    /// Messages the snapshot holds.
-    pub covered_messages: u64,
-    /// Every queue.
-    pub queues: Vec<QueueEntry>,
-    /// Queues whose messages are not in the snapshot (quorum, stream, non-durable).
-    pub uncovered_queues: Vec<UncoveredQueue>,
-    /// Anything the operator should know.
-    pub warnings: Vec<String>,
-    /// What the bucket's retention could do to snapshots (see `check-repo`).
-    pub repository_warnings: Vec<String>,
-}
+use pause::pause_and_copy;
+pub use report::{BackupReport, UncoveredQueue};
 
 /// Runs `backup`.
 pub async fn run(
@@ -447,75 +399,6 @@ async fn retention_warnings(repo: &Repository) -> Vec<String> {
     }
 }
 
-/// Stops the broker, copies the message store beside the data directory,
-/// starts the broker again whatever happened. Returns the pause in ms.
-/// A watchdog on the node starts the broker by itself should this process
-/// die meanwhile; it is petted while the copy runs.
-async fn pause_and_copy(
-    ctl: &Ctl,
-    node: &str,
-    data_dir: &Path,
-    staging: &Path,
-    vhost_dirs: &[String],
-    args: &BackupSettings,
-) -> anyhow::Result<u64> {
-    tracing::info!(
-        "stopping the broker (rabbitmqctl stop_app) for a consistent copy of the message store"
-    );
-    let paused = Instant::now();
-    if let Err(e) = ctl.stop_app(Some(args.pause_watchdog)).await {
-        let restarted = ctl.start_app().await;
-        return Err(match restarted {
-            Ok(()) => e.context("stop_app failed; the broker was started again"),
-            Err(start) => needs_start(
-                node,
-                e.context(format!("and start_app failed too: {start:#}")),
-            ),
-        });
-    }
-    let (src, dst, dirs) = (
-        data_dir.to_path_buf(),
-        staging.to_path_buf(),
-        vhost_dirs.to_vec(),
-    );
-    let threads = (args.threads as usize).max(4);
-    let copy = async {
-        crate::failpoint::hit("backup:after-stop-app")?;
-        tokio::task::spawn_blocking(move || copy_store(&src, &dst, &dirs, threads))
-            .await
-            .context("the copy thread failed")?
-            .context("copying the message store failed (the broker was started again)")
-    };
-    let mut ticks = tokio::time::interval(args.pause_watchdog / 3);
-    ticks.tick().await; // the first tick is immediate
-    tokio::pin!(copy);
-    let copied = loop {
-        tokio::select! {
-            copied = &mut copy => break copied,
-            _ = ticks.tick() => {
-                if let Err(e) = ctl.pet_watchdog().await {
-                    tracing::warn!("cannot reach the pause watchdog: {e:#}");
-                }
-            }
-        }
-    };
-    let started = ctl.start_app().await;
-    let pause_ms = paused.elapsed().as_millis() as u64;
-    if let Err(e) = started {
-        return Err(needs_start(node, e));
-    }
-    tracing::info!("the broker is running again after a pause of {pause_ms} ms");
-    tracing::debug!("copied {} during the pause", bytes(copied?));
-    Ok(pause_ms)
-}
-
-fn needs_start(node: &str, err: anyhow::Error) -> anyhow::Error {
-    err.context(class(
-        Kind::NeedsAttention,
-        format!("the broker on node {node} is STOPPED: start it now with `rabbitmqctl -n {node} start_app`"),
-    ))
-}
-
 /// Builds the manifest's queue list: every queue, its directories, whether
 /// the archive covers its messages (durable classic queues).
 fn queue_entries(queues: &[QueueStatus], dirs: &[QueueDir]) -> Vec<QueueEntry> {
@@ -566,6 +449,7 @@ fn tree_size(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn q(
         name: &str,

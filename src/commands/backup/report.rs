@@ -1,0 +1,58 @@
+//! The backup's report: what the `--json` output and the metrics file show.
+
+use serde::Serialize;
+
+use crate::archive::manifest::QueueEntry;
+
+/// A queue whose messages the snapshot does not hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct UncoveredQueue {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Queue type.
+    #[serde(rename = "type")]
+    pub queue_type: String,
+    /// Messages at backup time.
+    pub messages: u64,
+}
+
+/// The result of a backup (`--json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The new snapshot's id.
+    pub id: String,
+    /// Source node.
+    pub node: String,
+    /// Repository location.
+    pub repository: String,
+    /// `stop-app` or `live`.
+    pub consistency: &'static str,
+    /// How long the broker was stopped, in milliseconds.
+    pub pause_ms: u64,
+    /// Wall time of the whole backup, in milliseconds.
+    pub duration_ms: u64,
+    /// Retention tier.
+    pub tier: &'static str,
+    /// Files archived.
+    pub files: u64,
+    /// Bytes of files archived.
+    pub file_bytes: u64,
+    /// Bytes stored in the repository.
+    pub stored_bytes: u64,
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Messages in all queues.
+    pub messages: u64,
+    /// Messages the snapshot holds.
+    pub covered_messages: u64,
+    /// Every queue.
+    pub queues: Vec<QueueEntry>,
+    /// Queues whose messages are not in the snapshot (quorum, stream, non-durable).
+    pub uncovered_queues: Vec<UncoveredQueue>,
+    /// Anything the operator should know.
+    pub warnings: Vec<String>,
+    /// What the bucket's retention could do to snapshots (see `check-repo`).
+    pub repository_warnings: Vec<String>,
+}
