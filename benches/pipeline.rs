@@ -254,6 +254,14 @@ struct Series {
 }
 
 impl Series {
+    fn new(name: &'static str) -> Self {
+        Series {
+            name,
+            ours: vec![],
+            theirs: vec![],
+        }
+    }
+
     fn med(costs: &[Cost], f: impl Fn(&Cost) -> f64) -> f64 {
         median(costs.iter().map(f).collect())
     }
@@ -405,26 +413,10 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         )
     };
 
-    let mut live = Series {
-        name: "backup --live",
-        ours: vec![],
-        theirs: vec![],
-    };
-    let mut live3 = Series {
-        name: "backup --live, both zstd -3",
-        ours: vec![],
-        theirs: vec![],
-    };
-    let mut stop = Series {
-        name: "backup (stop-app)",
-        ours: vec![],
-        theirs: vec![],
-    };
-    let mut restore = Series {
-        name: "restore",
-        ours: vec![],
-        theirs: vec![],
-    };
+    let mut live = Series::new("backup --live");
+    let mut live3 = Series::new("backup --live, both zstd -3");
+    let mut stop = Series::new("backup (stop-app)");
+    let mut restore = Series::new("restore");
     let mut last_id = String::new();
     for run in 0..runs {
         // Alternate who goes first, so neither always gets a warm cache.
