@@ -2,7 +2,7 @@
 //! restore; interruption loses nothing; bad input moves nothing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -179,41 +179,6 @@ fn restore_excludes_in_every_restored_queue() {
 }
 
 /// Runs exclude with a `wait` failpoint, kills it when the point is reached.
-fn kill_at(node: &RabbitNode, point: &str) {
-    let marker = tempfile::tempdir().unwrap();
-    let mut child = Tool::new()
-        .with(node.env())
-        .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{point}=wait"))
-        .var(
-            "RABBITMQ_BACKUP_FAILPOINT_DIR",
-            marker.path().to_str().unwrap(),
-        )
-        .command(&[
-            "exclude",
-            "--vhost",
-            "oro",
-            "--queue",
-            "oro.default",
-            "--routing-key",
-            "oro.email.*",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = marker.path().join(format!("{point}.reached"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !reached.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "exclude ended before {point}"
-        );
-        assert!(Instant::now() < deadline, "{point} not reached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-}
-
 fn ids(msgs: &[Msg]) -> Vec<String> {
     msgs.iter()
         .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
@@ -227,7 +192,19 @@ fn a_killed_exclude_loses_no_message() {
     let all: std::collections::BTreeSet<String> = ids(&published).into_iter().collect();
     for point in ["exclude:before-ack", "exclude:after-batch"] {
         publish(&node, "oro", "oro.default", &published);
-        kill_at(&node, point);
+        Tool::new().with(node.env()).kill_at(
+            point,
+            &[
+                "exclude",
+                "--vhost",
+                "oro",
+                "--queue",
+                "oro.default",
+                "--routing-key",
+                "oro.email.*",
+            ],
+            Duration::from_secs(120),
+        );
         // The broker requeues what the dead connection had not acknowledged.
         let mut seen = ids(&drain(&node, "oro", "oro.default"));
         seen.extend(ids(&drain(&node, "oro", "oro.default.excluded")));

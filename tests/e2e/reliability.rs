@@ -2,7 +2,6 @@
 //! archives, secrets, two backups at once.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -139,46 +138,6 @@ fn storage_faults_are_retried_or_fail_cleanly() {
     assert_eq!(list["snapshots"].as_array().unwrap().len(), 1);
 }
 
-/// Starts the tool with a `wait` failpoint and SIGKILLs it there.
-fn kill_at(tool: &Tool, point: &str, args: &[&str]) {
-    let marker = tempfile::tempdir().unwrap();
-    let mut child = tool
-        .clone()
-        .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{point}=wait"))
-        .var(
-            "RABBITMQ_BACKUP_FAILPOINT_DIR",
-            marker.path().to_str().unwrap(),
-        )
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = marker.path().join(format!("{point}.reached"));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !reached.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the tool ended before {point}"
-        );
-        assert!(Instant::now() < deadline, "{point} was not reached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn work_areas(node: &RabbitNode) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(node.data_dir().parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".rabbitmq-backup-") && !n.ends_with(".lock"))
-        .collect();
-    out.sort();
-    out
-}
-
 fn snapshots(tool: &Tool, repo: &str) -> usize {
     tool.run(&["list", "--repo", repo, "--json"]).ok().json()["snapshots"]
         .as_array()
@@ -195,19 +154,23 @@ fn a_killed_backup_leaves_no_half_snapshot_and_no_stopped_broker() {
         .with(node.env())
         .var("RABBITMQ_BACKUP_PAUSE_WATCHDOG", "3");
     for point in ["upload:after-first-chunk", "backup:before-manifest"] {
-        kill_at(
-            &tool,
+        tool.kill_at(
             point,
             &["backup", "--repo", &repo, "--chunk-size", "1"],
+            Duration::from_secs(180),
         );
         assert_eq!(snapshots(&tool, &repo), 0, "{point}: nothing listed");
     }
     // Killed while the broker is stopped: the node starts itself again.
-    kill_at(&tool, "backup:after-stop-app", &["backup", "--repo", &repo]);
+    tool.kill_at(
+        "backup:after-stop-app",
+        &["backup", "--repo", &repo],
+        Duration::from_secs(180),
+    );
     node.wait_ready();
     assert_eq!(node.counts("/")["classic"], 30);
     assert!(
-        !work_areas(&node).is_empty(),
+        !node.work_areas().is_empty(),
         "the killed backup's copy is still there"
     );
     // The next backup succeeds and clears what the killed ones left.
@@ -218,7 +181,7 @@ fn a_killed_backup_leaves_no_half_snapshot_and_no_stopped_broker() {
         "{}",
         run.stderr
     );
-    assert!(work_areas(&node).is_empty(), "{:?}", work_areas(&node));
+    assert!(node.work_areas().is_empty(), "{:?}", node.work_areas());
     assert_eq!(snapshots(&tool, &repo), 1);
     tool.run(&["verify", "--all", "--read-data", "--repo", &repo])
         .ok();
@@ -244,7 +207,7 @@ fn a_killed_restore_is_finished_by_resume() {
         // Let the node hold other messages than the snapshot.
         drain(&node, "/", "classic");
         publish(&node, "/", "", &expected[..5]);
-        kill_at(&tool, point, &restore);
+        tool.kill_at(point, &restore, Duration::from_secs(180));
         let stopped_broker = [
             "restore:after-stop-app",
             "restore:mid-swap",
@@ -270,9 +233,9 @@ fn a_killed_restore_is_finished_by_resume() {
         assert_same_messages(&drain(&node, "/", "classic"), &expected, point);
         publish(&node, "/", "", &expected);
         assert!(
-            work_areas(&node).is_empty(),
+            node.work_areas().is_empty(),
             "{point}: {:?}",
-            work_areas(&node)
+            node.work_areas()
         );
     }
     // Nothing left to resume.
@@ -477,7 +440,7 @@ fn hostile_or_broken_archives_are_refused_before_anything_is_written() {
         std::fs::read_dir(&parent).unwrap().count(),
         parent_before,
         "{:?}",
-        work_areas(&node)
+        node.work_areas()
     );
     assert_eq!(node.export_definitions()["vhosts"], defs_before["vhosts"]);
     assert_eq!(node.counts("/")["classic"], 30);
@@ -566,25 +529,11 @@ fn two_backups_at_once_give_one_snapshot_and_one_clear_refusal() {
     let repo_dir = tempfile::tempdir().unwrap();
     let repo = repo_dir.path().to_str().unwrap().to_string();
     let tool = Tool::new().with(node.env());
-    let marker = tempfile::tempdir().unwrap();
-    let mut first = tool
-        .clone()
-        .var("RABBITMQ_BACKUP_FAILPOINT", "upload:after-first-chunk=wait")
-        .var(
-            "RABBITMQ_BACKUP_FAILPOINT_DIR",
-            marker.path().to_str().unwrap(),
-        )
-        .command(&["backup", "--repo", &repo])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = marker.path().join("upload:after-first-chunk.reached");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !reached.exists() {
-        assert!(Instant::now() < deadline && first.try_wait().unwrap().is_none());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut first, _marker) = tool.spawn_at(
+        "upload:after-first-chunk",
+        &["backup", "--repo", &repo],
+        Duration::from_secs(120),
+    );
     for live in [false, true] {
         let args: Vec<&str> = if live {
             vec!["backup", "--live", "--repo", &repo]

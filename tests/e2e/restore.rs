@@ -101,10 +101,9 @@ fn restore_onto_a_new_node_with_another_name_brings_every_message_back() {
     });
     assert!(binding, "binding restored");
     // No work area is left beside the data directory.
-    let leftovers: Vec<_> = std::fs::read_dir(target.data_dir().parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let leftovers: Vec<String> = target
+        .work_areas()
+        .into_iter()
         .filter(|n| n.starts_with(".rabbitmq-backup-restore"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -194,15 +193,10 @@ fn a_corrupted_chunk_is_refused_before_the_node_is_touched() {
     // Nothing changed on the node: no definitions imported, no work area left.
     assert_eq!(target.export_definitions()["vhosts"], before["vhosts"]);
     assert!(target.counts("/").is_empty());
-    let parent = target.data_dir().parent().unwrap().to_path_buf();
-    let leftovers = std::fs::read_dir(parent)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".rabbitmq-backup-restore")
-        })
+    let leftovers = target
+        .work_areas()
+        .iter()
+        .filter(|n| n.starts_with(".rabbitmq-backup-restore"))
         .count();
     assert_eq!(leftovers, 0);
     // verify --read-data finds it too.

@@ -68,6 +68,19 @@ impl RabbitNode {
         self.root().join("mnesia").join(&self.name)
     }
 
+    /// The tool's work areas beside the data directory (lock files aside),
+    /// sorted.
+    pub fn work_areas(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.data_dir().parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".rabbitmq-backup-") && !n.ends_with(".lock"))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The management API base URL.
     pub fn mgmt_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.mgmt_port)

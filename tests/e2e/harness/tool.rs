@@ -1,6 +1,10 @@
 //! Runs the real `rabbitmq-backup` binary with a clean environment.
 
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
+use tempfile::TempDir;
 
 /// The outcome of one run.
 #[derive(Debug)]
@@ -81,5 +85,42 @@ impl Tool {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// Starts the tool with a `wait` failpoint at `point` and returns once it
+    /// is parked there (within `within`), still running. The directory holds
+    /// the failpoint's marker and must live as long as the child.
+    pub fn spawn_at(&self, point: &str, args: &[&str], within: Duration) -> (Child, TempDir) {
+        let marker = tempfile::tempdir().unwrap();
+        let mut child = self
+            .clone()
+            .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{point}=wait"))
+            .var(
+                "RABBITMQ_BACKUP_FAILPOINT_DIR",
+                marker.path().to_str().unwrap(),
+            )
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reached = marker.path().join(format!("{point}.reached"));
+        let deadline = Instant::now() + within;
+        while !reached.exists() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the tool ended before {point}"
+            );
+            assert!(Instant::now() < deadline, "{point} was not reached");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child, marker)
+    }
+
+    /// Starts the tool with a `wait` failpoint and SIGKILLs it there.
+    pub fn kill_at(&self, point: &str, args: &[&str], within: Duration) {
+        let (mut child, _marker) = self.spawn_at(point, args, within);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
