@@ -101,7 +101,7 @@ impl Drop for Staging {
 pub fn remove_stale(
     data_dir: &Path,
     purpose: &str,
-    keep: impl Fn(&Path) -> bool,
+    mut keep: impl FnMut(&Path) -> anyhow::Result<bool>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let parent = parent_of(data_dir)?;
     let prefix = format!("{MARK}-{purpose}-{}-", dir_name(data_dir));
@@ -109,7 +109,7 @@ pub fn remove_stale(
     for entry in fs::read_dir(parent)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && entry.file_type()?.is_dir() && !keep(&entry.path()) {
+        if name.starts_with(&prefix) && entry.file_type()?.is_dir() && !keep(&entry.path())? {
             fs::remove_dir_all(entry.path())?;
             removed.push(entry.path());
         }
@@ -280,7 +280,7 @@ mod tests {
         let b = Staging::create(&data, "backup", "B").unwrap();
         let other = Staging::create(&data, "restore", "C").unwrap();
         let keep_b = b.path().to_path_buf();
-        let removed = remove_stale(&data, "backup", |p| p == keep_b).unwrap();
+        let removed = remove_stale(&data, "backup", |p| Ok(p == keep_b)).unwrap();
         assert_eq!(removed, vec![a.path().to_path_buf()]);
         assert!(b.path().exists() && other.path().exists());
     }

@@ -22,8 +22,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    /// Data downloaded and verified; the node is untouched.
-    Staged,
     /// Definitions imported (merged); messages untouched.
     Imported,
     /// The broker is (being) stopped; stores may be partly swapped.
@@ -228,27 +226,23 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Work areas of interrupted restores of the node with `data_dir`.
-pub fn interrupted(data_dir: &Path) -> anyhow::Result<Vec<Swapper>> {
-    let Ok(parent) = crate::staging::parent_of(data_dir) else {
-        return Ok(Vec::new());
-    };
-    let prefix = crate::staging::Staging::path_for(data_dir, "restore", "")?
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for entry in fs::read_dir(parent)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && entry.path().join(JOURNAL).is_file() {
-            let swapper = Swapper::load(&entry.path())?;
-            if swapper.journal.phase != Phase::Done {
-                out.push(swapper);
+/// Sorts the work areas of earlier restores of the node with `data_dir`, in
+/// one pass. Call only while holding the [`crate::staging::NodeLock`].
+/// Areas left before the broker was stopped (their restore changed no
+/// message) or after the end are removed and returned second; interrupted
+/// ones are returned first, for `--resume`.
+pub fn sweep(data_dir: &Path) -> anyhow::Result<(Vec<Swapper>, Vec<PathBuf>)> {
+    let mut pending = Vec::new();
+    let removed = crate::staging::remove_stale(data_dir, "restore", |area| {
+        Ok(match Swapper::load(area) {
+            Ok(s) if (Phase::Stopped..Phase::Done).contains(&s.journal.phase) => {
+                pending.push(s);
+                true
             }
-        }
-    }
-    Ok(out)
+            _ => false,
+        })
+    })?;
+    Ok((pending, removed))
 }
 
 #[cfg(test)]
@@ -345,8 +339,11 @@ mod tests {
     fn finds_interrupted_restores() {
         let f = fixture();
         let mut s = Swapper::create(&f.area, journal(&f)).unwrap();
-        assert_eq!(interrupted(&f.data).unwrap().len(), 1);
+        let (pending, removed) = sweep(&f.data).unwrap();
+        assert_eq!((pending.len(), removed.len()), (1, 0));
         s.set_phase(Phase::Done).unwrap();
-        assert!(interrupted(&f.data).unwrap().is_empty());
+        let (pending, removed) = sweep(&f.data).unwrap();
+        assert!(pending.is_empty());
+        assert_eq!(removed, vec![f.area.clone()]);
     }
 }

@@ -51,7 +51,7 @@ pub async fn run(
         .await
         .with_context(|| format!("the repository {} is not usable", repo.url()))?;
     let _lock = NodeLock::acquire(&data_dir, "backup")?;
-    for stale in crate::staging::remove_stale(&data_dir, "backup", |_| false)? {
+    for stale in crate::staging::remove_stale(&data_dir, "backup", |_| Ok(false))? {
         tracing::warn!("removed {}, left by an interrupted backup", stale.display());
     }
     let id = snapshot_id::new_id(created);

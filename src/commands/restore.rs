@@ -55,17 +55,13 @@ pub async fn run(
 
     // A restore killed before the broker was stopped changed no message:
     // its work area only wastes space. Later ones are for --resume.
-    let journaled = |p: &Path| {
-        Swapper::load(p)
-            .is_ok_and(|s| s.journal.phase >= Phase::Stopped && s.journal.phase != Phase::Done)
-    };
-    for stale in crate::staging::remove_stale(&data_dir, "restore", journaled)? {
+    let (pending, removed) = swap::sweep(&data_dir)?;
+    for stale in removed {
         tracing::warn!(
             "removed {}, left by an interrupted restore that had not touched the broker",
             stale.display()
         );
     }
-    let pending = swap::interrupted(&data_dir)?;
     if args.resume {
         return super::resume::run(
             settings, args, &broker, &repo, &data_dir, pending, out, started,

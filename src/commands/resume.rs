@@ -64,16 +64,6 @@ pub async fn run(
         swapper.journal.phase
     );
     match swapper.journal.phase {
-        Phase::Staged | Phase::Imported => {
-            // The message stores were never touched.
-            swapper.set_phase(Phase::Done)?;
-            std::fs::remove_dir_all(swapper.area())?;
-            report.vhosts_restored.clear();
-            report.warnings.push(
-                "the interrupted restore had not touched the message store; run the restore again"
-                    .into(),
-            );
-        }
         Phase::Stopped | Phase::Swapped => {
             // stop_app is a no-op on a stopped broker; swap_in skips done steps.
             report.pause_ms = swap_and_start(broker, &mut swapper).await?;
@@ -85,7 +75,8 @@ pub async fn run(
             }
             finish(settings, broker, &mut swapper, &manifest, args, &mut report).await?;
         }
-        Phase::Done => {}
+        // swap::sweep hands over only restores between stop_app and the end.
+        Phase::Imported | Phase::Done => unreachable!("not an interrupted restore"),
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     out.result(&report, || describe(&report))?;
