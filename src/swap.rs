@@ -230,17 +230,28 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
 /// one pass. Call only while holding the [`crate::staging::NodeLock`].
 /// Areas left before the broker was stopped (their restore changed no
 /// message) or after the end are removed and returned second; interrupted
-/// ones are returned first, for `--resume`.
+/// ones are returned first, for `--resume`. A journal that cannot be read
+/// is an error, never a removal: its area may hold the previous stores.
 pub fn sweep(data_dir: &Path) -> anyhow::Result<(Vec<Swapper>, Vec<PathBuf>)> {
     let mut pending = Vec::new();
     let removed = crate::staging::remove_stale(data_dir, "restore", |area| {
-        Ok(match Swapper::load(area) {
-            Ok(s) if (Phase::Stopped..Phase::Done).contains(&s.journal.phase) => {
-                pending.push(s);
-                true
-            }
-            _ => false,
-        })
+        if !area.join(JOURNAL).exists() {
+            return Ok(false); // killed before the journal: nothing was touched
+        }
+        let s = Swapper::load(area).map_err(|e| {
+            e.context(crate::error::class(
+                crate::error::Kind::NeedsAttention,
+                format!(
+                    "the journal of an earlier restore in {} cannot be read; its old/ directory may hold the node's previous message stores: inspect it and move it away by hand",
+                    area.display()
+                ),
+            ))
+        })?;
+        let interrupted = (Phase::Stopped..Phase::Done).contains(&s.journal.phase);
+        if interrupted {
+            pending.push(s);
+        }
+        Ok(interrupted)
     })?;
     Ok((pending, removed))
 }
@@ -345,5 +356,19 @@ mod tests {
         let (pending, removed) = sweep(&f.data).unwrap();
         assert!(pending.is_empty());
         assert_eq!(removed, vec![f.area.clone()]);
+    }
+
+    #[test]
+    fn a_damaged_journal_is_refused_and_its_area_kept() {
+        let f = fixture();
+        Swapper::create(&f.area, journal(&f)).unwrap();
+        fs::write(f.area.join(JOURNAL), b"{ damaged").unwrap();
+        let err = sweep(&f.data).unwrap_err();
+        assert_eq!(
+            crate::error::kind_of(&err),
+            crate::error::Kind::NeedsAttention
+        );
+        assert!(format!("{err:#}").contains("cannot be read"), "{err:#}");
+        assert!(f.area.join("new").exists());
     }
 }
