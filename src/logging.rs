@@ -1,14 +1,28 @@
 //! Log lines on standard error via `tracing`.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 use crate::settings::Verbosity;
 
+/// Whether progress bars may draw: human logs at info level or more.
+static BARS: AtomicBool = AtomicBool::new(false);
+
+/// True when progress bars suit the logs (human text, not `-q`); the
+/// caller still checks that standard error is a terminal.
+pub fn bars_wanted() -> bool {
+    BARS.load(Ordering::Relaxed)
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the level.
 pub fn init(format: LogFormat, verbosity: Verbosity) {
+    BARS.store(
+        matches!(format, LogFormat::Text) && !matches!(verbosity, Verbosity::Quiet),
+        Ordering::Relaxed,
+    );
     let level = match verbosity {
         Verbosity::Quiet => "warn",
         Verbosity::Normal => "info",

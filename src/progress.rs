@@ -18,7 +18,7 @@ pub struct Progress {
 
 struct Inner {
     label: String,
-    total: Option<u64>,
+    total: u64,
     bar: Option<ProgressBar>,
     state: Mutex<(u64, Instant)>,
     started: Instant,
@@ -28,23 +28,17 @@ struct Inner {
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Progress {
-    /// Starts tracking `label`; `show_bar` when stderr is a terminal and
-    /// logs are human.
-    pub fn new(label: &str, total: Option<u64>, enabled: bool) -> Progress {
-        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let bar = match total {
-                Some(t) => ProgressBar::new(t),
-                None => ProgressBar::no_length(),
-            };
-            let template = if total.is_some() {
-                "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-            } else {
-                "{msg:>10} {spinner} {bytes} {bytes_per_sec}"
-            };
+    /// Starts tracking `label` up to `total` bytes: a bar when standard
+    /// error is a terminal and the logs are human, log lines otherwise.
+    pub fn new(label: &str, total: u64) -> Progress {
+        let bar = (crate::logging::bars_wanted() && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template(template)
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_message(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -80,22 +74,14 @@ impl Progress {
 
     fn log(&self, done: u64) {
         let rate = done as f64 / self.inner.started.elapsed().as_secs_f64().max(0.001);
-        match self.inner.total {
-            Some(total) => tracing::info!(
-                "{}: {} of {} ({:.0}%), {}/s",
-                self.inner.label,
-                bytes(done),
-                bytes(total),
-                100.0 * done as f64 / total.max(1) as f64,
-                bytes(rate as u64)
-            ),
-            None => tracing::info!(
-                "{}: {}, {}/s",
-                self.inner.label,
-                bytes(done),
-                bytes(rate as u64)
-            ),
-        }
+        tracing::info!(
+            "{}: {} of {} ({:.0}%), {}/s",
+            self.inner.label,
+            bytes(done),
+            bytes(self.inner.total),
+            100.0 * done as f64 / self.inner.total.max(1) as f64,
+            bytes(rate as u64)
+        );
     }
 
     /// Removes the bar.

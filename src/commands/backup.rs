@@ -231,7 +231,7 @@ async fn capture(
     };
 
     let source_total = tree_size(&source.join("msg_stores"));
-    let read_progress = Progress::new("archiving", Some(source_total), true);
+    let read_progress = Progress::new("archiving", source_total);
     let reading = read_progress.clone();
     let definitions_bytes = definitions.bytes.clone();
     let live = args.live;

@@ -66,7 +66,7 @@ pub async fn fetch_all(
         dest.display()
     );
     std::fs::create_dir_all(dest)?;
-    let progress = Progress::new("restoring", Some(manifest.totals.file_bytes), true);
+    let progress = Progress::new("restoring", manifest.totals.file_bytes);
     let unpacking = progress.clone();
     let (m, d) = (Arc::new(manifest.clone()), dest.to_path_buf());
     let defs = transfer::download(
