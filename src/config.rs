@@ -88,12 +88,11 @@ pub struct RestoreConfig {
 }
 
 /// Loads `explicit` (an error if unreadable) or the default file if present.
-/// Returns the path actually read alongside the settings.
-pub fn load(explicit: Option<&Path>) -> anyhow::Result<(FileConfig, Option<PathBuf>)> {
+pub fn load(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None if Path::new(DEFAULT_PATH).is_file() => PathBuf::from(DEFAULT_PATH),
-        None => return Ok((FileConfig::default(), None)),
+        None => return Ok(FileConfig::default()),
     };
     let text = std::fs::read_to_string(&path).map_err(|e| {
         usage(format!(
@@ -103,7 +102,7 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<(FileConfig, Option<PathB
     })?;
     let config = parse(&text)
         .map_err(|e| usage(format!("in the configuration file {}: {e}", path.display())))?;
-    Ok((config, Some(path)))
+    Ok(config)
 }
 
 /// Parses configuration text.

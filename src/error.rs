@@ -2,7 +2,7 @@
 //!
 //! Everything inside the tool returns `anyhow::Result`; a failure that must
 //! reach the operator as a specific exit code carries a [`Classified`] error
-//! somewhere in its chain. `main` looks for it in one place ([`exit_code`]).
+//! somewhere in its chain. `main` looks for it in one place ([`kind_of`]).
 
 use std::fmt;
 
@@ -121,11 +121,6 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
         .unwrap_or(Kind::Failure)
 }
 
-/// The exit code for an error.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
-    kind_of(err).code()
-}
-
 /// Renders the whole error chain on one line, outermost context first.
 pub fn render(err: &anyhow::Error) -> String {
     let mut out = String::new();
@@ -154,7 +149,7 @@ mod tests {
             .context("backup of rabbit@a")
             .unwrap_err();
         assert_eq!(kind_of(&err), Kind::Refused);
-        assert_eq!(exit_code(&err), 4);
+        assert_eq!(kind_of(&err).code(), 4);
         assert_eq!(render(&err), "backup of rabbit@a: consumers connected");
     }
 
@@ -171,7 +166,7 @@ mod tests {
     #[test]
     fn unclassified_is_failure() {
         let err = anyhow::anyhow!("boom");
-        assert_eq!(exit_code(&err), 1);
+        assert_eq!(kind_of(&err).code(), 1);
     }
 
     #[test]

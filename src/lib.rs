@@ -91,8 +91,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let (file, config_path) = config::load(cli.global.config.as_deref())?;
-    let settings = Settings::new(&cli.global, file, config_path)?;
+    let file = config::load(cli.global.config.as_deref())?;
+    let settings = Settings::new(&cli.global, file)?;
     logging::init(settings.log_format, settings.verbosity);
     let out = Output::new(settings.json);
     let runtime = tokio::runtime::Builder::new_multi_thread()

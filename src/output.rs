@@ -17,11 +17,6 @@ impl Output {
         Output { json }
     }
 
-    /// True when the result is printed as JSON.
-    pub fn is_json(&self) -> bool {
-        self.json
-    }
-
     /// Prints `value` as one JSON document, or the text `human` renders.
     pub fn result<T: Serialize>(
         &self,

@@ -26,10 +26,10 @@ use storage::{Storage, StorageErrorKind, storage_kind};
 use url::RepoUrl;
 
 /// The name of the commit marker.
-pub const MANIFEST: &str = "manifest.json";
+const MANIFEST: &str = "manifest.json";
 
 /// A marker object beside the manifest: the snapshot is pinned (kept forever).
-pub const PIN_MARKER: &str = "pinned";
+const PIN_MARKER: &str = "pinned";
 
 /// The directory under the prefix that holds every snapshot (lifecycle
 /// rules match `<prefix>/snapshots/`).
@@ -106,7 +106,7 @@ impl Repository {
     }
 
     /// The key prefix of one snapshot, ending in `/`.
-    pub fn snapshot_prefix(&self, node: &str, id: &str) -> String {
+    fn snapshot_prefix(&self, node: &str, id: &str) -> String {
         format!("{}{node}/{id}/", self.snapshots_root())
     }
 

@@ -79,8 +79,6 @@ pub struct Settings {
     pub verbosity: Verbosity,
     /// Prometheus textfile output.
     pub metrics_file: Option<PathBuf>,
-    /// The config file that was read, if any.
-    pub config_file: Option<PathBuf>,
     /// The file's per-command defaults.
     pub file: FileConfig,
 }
@@ -91,11 +89,7 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
 
 impl Settings {
     /// Merges and validates the global settings.
-    pub fn new(
-        args: &GlobalArgs,
-        file: FileConfig,
-        config_file: Option<PathBuf>,
-    ) -> anyhow::Result<Settings> {
+    pub fn new(args: &GlobalArgs, file: FileConfig) -> anyhow::Result<Settings> {
         let repo_text = pick(
             args.repo.clone(),
             file.repo.clone(),
@@ -179,7 +173,6 @@ impl Settings {
             log_format: pick(args.log_format, file.log_format, LogFormat::Text),
             verbosity,
             metrics_file: args.metrics_file.clone().or(file.metrics_file.clone()),
-            config_file,
             file,
         })
     }
@@ -396,7 +389,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let s = Settings::new(&GlobalArgs::default(), FileConfig::default(), None).unwrap();
+        let s = Settings::new(&GlobalArgs::default(), FileConfig::default()).unwrap();
         assert_eq!(s.repo, RepoUrl::parse("./rabbitmq-backups").unwrap());
         assert_eq!(s.management_url, "http://127.0.0.1:15672");
         assert_eq!(s.username, "guest");
@@ -411,7 +404,7 @@ mod tests {
             repo: Some("s3://from-flag".into()),
             ..Default::default()
         };
-        let s = Settings::new(&args, file, None).unwrap();
+        let s = Settings::new(&args, file).unwrap();
         assert_eq!(s.repo.to_string(), "s3://from-flag");
         assert_eq!(s.username, "filer");
     }
@@ -425,7 +418,7 @@ mod tests {
             password_file: Some(path),
             ..Default::default()
         };
-        let s = Settings::new(&args, FileConfig::default(), None).unwrap();
+        let s = Settings::new(&args, FileConfig::default()).unwrap();
         assert_eq!(s.password.expose(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
     }
@@ -451,7 +444,7 @@ mod tests {
             },
         ];
         for args in bad {
-            let err = Settings::new(&args, FileConfig::default(), None).unwrap_err();
+            let err = Settings::new(&args, FileConfig::default()).unwrap_err();
             assert_eq!(kind_of(&err), Kind::Usage, "{err}");
         }
     }

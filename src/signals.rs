@@ -36,7 +36,7 @@ pub fn install() {
 }
 
 /// True once an interrupt was received.
-pub fn cancelled() -> bool {
+fn cancelled() -> bool {
     CANCELLED.load(Ordering::SeqCst)
 }
 

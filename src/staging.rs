@@ -65,11 +65,6 @@ impl Staging {
         Ok(Staging { path, keep: false })
     }
 
-    /// Adopts an existing work area (to resume an interrupted restore).
-    pub fn adopt(path: PathBuf) -> Staging {
-        Staging { path, keep: false }
-    }
-
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path

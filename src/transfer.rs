@@ -138,7 +138,7 @@ pub struct DownloadSource {
 const READS_PER_CHUNK: u32 = 3;
 
 /// Fetches one chunk and checks its size and SHA-256 against its entry.
-pub async fn fetch_verified(
+async fn fetch_verified(
     storage: &dyn Storage,
     key: &str,
     entry: &ChunkEntry,

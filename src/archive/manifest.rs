@@ -228,7 +228,7 @@ impl Manifest {
 
     /// Structural checks that do not need the data: digests look like
     /// digests, paths are safe, the chunk sizes add up.
-    pub fn validate(&self, origin: &str) -> anyhow::Result<()> {
+    fn validate(&self, origin: &str) -> anyhow::Result<()> {
         let bad = |what: String| integrity(format!("the manifest {origin} is invalid: {what}"));
         if !crate::repo::snapshot_id::is_valid(&self.id) {
             return Err(bad(format!("snapshot id {:?} is malformed", self.id)));
@@ -279,7 +279,7 @@ impl Manifest {
 }
 
 /// True for 64 lowercase hex digits.
-pub fn is_sha256_hex(s: &str) -> bool {
+fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

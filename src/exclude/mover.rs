@@ -94,7 +94,7 @@ fn uri_for(config: &AmqpConfig, vhost: &str) -> anyhow::Result<AMQPUri> {
 
 /// Opens an AMQP connection to `vhost`, turning the broker's refusals into
 /// messages that name the vhost or the user.
-pub async fn connect(config: &AmqpConfig, vhost: &str) -> anyhow::Result<Connection> {
+async fn connect(config: &AmqpConfig, vhost: &str) -> anyhow::Result<Connection> {
     let uri = uri_for(config, vhost)?;
     let user = uri.authority.userinfo.username.clone();
     let endpoint = format!("{}:{}", uri.authority.host, uri.authority.port);

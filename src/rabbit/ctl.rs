@@ -60,11 +60,6 @@ impl Ctl {
         Ctl { program, node }
     }
 
-    /// The node this talks to, if one was named.
-    pub fn node(&self) -> Option<&str> {
-        self.node.as_deref()
-    }
-
     async fn run(&self, args: &[&str], patience: Duration) -> anyhow::Result<String> {
         run_tool(&self.program, self.node.as_deref(), args, patience).await
     }
@@ -273,7 +268,7 @@ async fn run_tool(
 
 /// The first error line of a RabbitMQ CLI failure plus the epmd diagnosis,
 /// which together usually say what is wrong.
-pub fn summarize_cli_error(text: &str) -> String {
+fn summarize_cli_error(text: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
     if let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
         parts.push(first.trim_start_matches("Error:").trim().to_string());
@@ -348,7 +343,7 @@ fn as_u64(v: &Value) -> Option<u64> {
 }
 
 /// Parses `list_queues --formatter json` output.
-pub fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> {
+fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> {
     let rows: Vec<Value> = serde_json::from_str(out.trim()).with_context(|| {
         format!("rabbitmqctl list_queues printed something unexpected: {out:?}")
     })?;

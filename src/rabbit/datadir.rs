@@ -12,7 +12,7 @@ pub fn vhost_dir(vhost: &str) -> String {
 }
 
 /// The base-36 (upper case) MD5 of the vhost name, as RabbitMQ computes it.
-pub fn vhost_dir_name(vhost: &str) -> String {
+fn vhost_dir_name(vhost: &str) -> String {
     let digest = Md5::digest(vhost.as_bytes());
     let mut n = u128::from_be_bytes(digest.into());
     if n == 0 {
