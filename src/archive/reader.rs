@@ -53,6 +53,8 @@ pub fn unpack(
     let expected_dirs: HashSet<&str> = manifest.dirs.iter().map(|d| d.path.as_str()).collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut definitions = None;
+    // One copy buffer for every file: stores hold thousands of small ones.
+    let mut buf = vec![0u8; 1 << 20];
 
     {
         let mut archive = tar::Archive::new(&mut counting);
@@ -101,7 +103,7 @@ pub fn unpack(
                         check_digest(&path, &digest, &manifest.definitions.sha256)?;
                         definitions = Some(data);
                     } else {
-                        copy_checked(&mut entry, target.as_deref(), expected, &path)?;
+                        copy_checked(&mut entry, target.as_deref(), expected, &path, &mut buf)?;
                         progress(expected.size);
                     }
                 }
@@ -177,6 +179,7 @@ fn copy_checked(
     target: Option<&Path>,
     expected: &FileEntry,
     path: &str,
+    buf: &mut [u8],
 ) -> anyhow::Result<()> {
     let mut out = match target {
         Some(target) => {
@@ -193,9 +196,8 @@ fn copy_checked(
         None => None,
     };
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = entry.read(&mut buf)?;
+        let n = entry.read(buf)?;
         if n == 0 {
             break;
         }
