@@ -28,6 +28,44 @@ pub async fn run(flag: &str, command: &str, env: &[(&str, String)]) -> anyhow::R
     Ok(())
 }
 
+/// Runs `work` between the `--before` command (its failure stops
+/// everything) and the `--after` command, which learns the outcome from
+/// `RABBITMQ_BACKUP_STATUS`. The hooks see the snapshot, node and repository
+/// in `RABBITMQ_BACKUP_SNAPSHOT_ID`, `_NODE` and `_REPO`. A failing `--after`
+/// fails a successful run with "snapshot ID `done`, but …"; after a failed
+/// run it is only logged, so the first error stays the one reported.
+#[allow(clippy::too_many_arguments)]
+pub async fn around<T>(
+    before: Option<&str>,
+    after: Option<&str>,
+    id: &str,
+    node: &str,
+    repo: &str,
+    done: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut env = vec![
+        ("RABBITMQ_BACKUP_SNAPSHOT_ID", id.to_string()),
+        ("RABBITMQ_BACKUP_NODE", node.to_string()),
+        ("RABBITMQ_BACKUP_REPO", repo.to_string()),
+    ];
+    if let Some(cmd) = before {
+        run("--before", cmd, &env).await?;
+    }
+    let result = work.await;
+    if let Some(cmd) = after {
+        let status = if result.is_ok() { "success" } else { "failure" };
+        env.push(("RABBITMQ_BACKUP_STATUS", status.to_string()));
+        if let Err(e) = run("--after", cmd, &env).await {
+            if result.is_ok() {
+                return Err(e.context(format!("snapshot {id} {done}, but")));
+            }
+            tracing::error!("{e:#}");
+        }
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,31 +62,16 @@ pub async fn run(
         repo.url()
     );
 
-    let env = vec![
-        ("RABBITMQ_BACKUP_SNAPSHOT_ID", id.clone()),
-        ("RABBITMQ_BACKUP_NODE", broker.identity.name.clone()),
-        ("RABBITMQ_BACKUP_REPO", repo.url().to_string()),
-    ];
-    if let Some(cmd) = &args.before {
-        hooks::run("--before", cmd, &env).await?;
-    }
-    let result = capture(&broker, &repo, &data_dir, args, &id, created, started).await;
-    if let Some(cmd) = &args.after {
-        let status = if result.is_ok() { "success" } else { "failure" };
-        let mut env = env.clone();
-        env.push(("RABBITMQ_BACKUP_STATUS", status.to_string()));
-        match (hooks::run("--after", cmd, &env).await, &result) {
-            (Err(e), Ok(report)) => {
-                return Err(e.context(format!(
-                    "snapshot {} was written and is usable, but",
-                    report.id
-                )));
-            }
-            (Err(e), Err(_)) => tracing::error!("{e:#}"),
-            _ => {}
-        }
-    }
-    let mut report = result?;
+    let mut report = hooks::around(
+        args.before.as_deref(),
+        args.after.as_deref(),
+        &id,
+        &broker.identity.name,
+        &repo.url().to_string(),
+        "was written and is usable",
+        capture(&broker, &repo, &data_dir, args, &id, created, started),
+    )
+    .await?;
     report.repository_warnings = retention_warnings(&repo).await;
     for warning in report.warnings.iter().chain(&report.repository_warnings) {
         tracing::warn!("{warning}");

@@ -188,39 +188,25 @@ pub async fn run(
         return Ok(report);
     }
 
-    let env = vec![
-        ("RABBITMQ_BACKUP_SNAPSHOT_ID", manifest.id.clone()),
-        ("RABBITMQ_BACKUP_NODE", node.clone()),
-        ("RABBITMQ_BACKUP_REPO", repo.url().to_string()),
-    ];
-    if let Some(cmd) = &args.before {
-        hooks::run("--before", cmd, &env).await?;
-    }
-    let result = apply(
-        settings,
-        &broker,
-        &data_dir,
-        &mut staging,
-        &manifest,
-        &definitions,
-        args,
-        &mut report,
+    hooks::around(
+        args.before.as_deref(),
+        args.after.as_deref(),
+        &manifest.id,
+        &node,
+        &repo.url().to_string(),
+        "was restored",
+        apply(
+            settings,
+            &broker,
+            &data_dir,
+            &mut staging,
+            &manifest,
+            &definitions,
+            args,
+            &mut report,
+        ),
     )
-    .await;
-    if let Some(cmd) = &args.after {
-        let mut env = env.clone();
-        env.push((
-            "RABBITMQ_BACKUP_STATUS",
-            if result.is_ok() { "success" } else { "failure" }.into(),
-        ));
-        if let Err(e) = hooks::run("--after", cmd, &env).await {
-            if result.is_ok() {
-                return Err(e.context(format!("snapshot {} was restored, but", manifest.id)));
-            }
-            tracing::error!("{e:#}");
-        }
-    }
-    result?;
+    .await?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     for w in &report.warnings {
         tracing::warn!("{w}");
