@@ -112,7 +112,17 @@ impl Repository {
 
     /// The key of a chunk object.
     pub fn chunk_key(&self, node: &str, id: &str, sha256_hex: &str) -> String {
-        format!("{}data/{sha256_hex}", self.snapshot_prefix(node, id))
+        format!("{}{sha256_hex}", self.data_prefix(node, id))
+    }
+
+    /// [`Self::chunk_key`] for one snapshot, as the transfers take it.
+    pub fn chunk_keys(&self, node: &str, id: &str) -> Box<dyn Fn(&str) -> String + Send + Sync> {
+        let prefix = self.data_prefix(node, id);
+        Box::new(move |sha256_hex| format!("{prefix}{sha256_hex}"))
+    }
+
+    fn data_prefix(&self, node: &str, id: &str) -> String {
+        format!("{}data/", self.snapshot_prefix(node, id))
     }
 
     /// The key of a snapshot's manifest.

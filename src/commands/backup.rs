@@ -222,11 +222,9 @@ async fn capture(
     let live = args.live;
     let producer_source: PathBuf = source.clone();
     let selected: BTreeSet<String> = vhost_dirs.iter().cloned().collect();
-    let key_repo = repo.clone();
-    let (node_k, id_k) = (node.clone(), id.to_string());
     let target = UploadTarget {
         storage: repo.storage().clone(),
-        key_of: Box::new(move |hex| key_repo.chunk_key(&node_k, &id_k, hex)),
+        key_of: repo.chunk_keys(&node, id),
         tags: vec![(TIER_TAG.to_string(), tier.as_str().to_string())],
         concurrency: args.upload_concurrency,
         on_uploaded: Box::new(|_| {}),

@@ -143,11 +143,9 @@ async fn check(
         problems: Vec::new(),
     };
     if read_data {
-        let key_repo = repo.clone();
-        let (node, id) = (snapshot.node.clone(), snapshot.id.clone());
         let source = DownloadSource {
             storage: repo.storage().clone(),
-            key_of: Box::new(move |hex| key_repo.chunk_key(&node, &id, hex)),
+            key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
             concurrency: 4,
         };
         let m = Arc::new(manifest.clone());

@@ -41,11 +41,9 @@ fn download_source(
     snapshot: &SnapshotRef,
     concurrency: usize,
 ) -> DownloadSource {
-    let key_repo = repo.clone();
-    let (node, id) = (snapshot.node.clone(), snapshot.id.clone());
     DownloadSource {
         storage: repo.storage().clone(),
-        key_of: Box::new(move |hex| key_repo.chunk_key(&node, &id, hex)),
+        key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
         concurrency,
     }
 }
