@@ -101,16 +101,8 @@ pub async fn run(
         repository: repo.url().to_string(),
         dry_run: args.dry_run,
         definitions_only: args.definitions_only,
-        definitions_imported: false,
-        vhosts_restored: Vec::new(),
-        pause_ms: 0,
-        duration_ms: 0,
-        queues: Vec::new(),
         uncovered_queues: uncovered(&manifest),
-        replaced_queues: Vec::new(),
-        excluded: Vec::new(),
-        previous_store: None,
-        warnings: Vec::new(),
+        ..RestoreReport::default()
     };
 
     // Steps 1-2: everything downloaded and verified before the node changes.

@@ -43,7 +43,10 @@ pub async fn run(
         ));
     }
     let Some(mut swapper) = pending.pop() else {
-        let report = empty_report(&node, repo, "no interrupted restore was found");
+        let report = RestoreReport {
+            warnings: vec!["no interrupted restore was found".into()],
+            ..empty_report(&node, repo)
+        };
         out.result(&report, || {
             format!("no interrupted restore of {node} was found; nothing to do\n")
         })?;
@@ -53,7 +56,7 @@ pub async fn run(
         &std::fs::read(swapper.area().join("manifest.json"))?,
         "the work area",
     )?;
-    let mut report = empty_report(&node, repo, "");
+    let mut report = empty_report(&node, repo);
     report.snapshot = manifest.id.clone();
     report.from_node = manifest.node.name.clone();
     report.definitions_imported = true;
@@ -83,27 +86,10 @@ pub async fn run(
     Ok(report)
 }
 
-fn empty_report(node: &str, repo: &Repository, warning: &str) -> RestoreReport {
+fn empty_report(node: &str, repo: &Repository) -> RestoreReport {
     RestoreReport {
-        snapshot: String::new(),
-        from_node: String::new(),
         node: node.to_string(),
         repository: repo.url().to_string(),
-        dry_run: false,
-        definitions_only: false,
-        definitions_imported: false,
-        vhosts_restored: Vec::new(),
-        pause_ms: 0,
-        duration_ms: 0,
-        queues: Vec::new(),
-        uncovered_queues: Vec::new(),
-        replaced_queues: Vec::new(),
-        excluded: Vec::new(),
-        previous_store: None,
-        warnings: if warning.is_empty() {
-            Vec::new()
-        } else {
-            vec![warning.to_string()]
-        },
+        ..RestoreReport::default()
     }
 }

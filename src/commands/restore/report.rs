@@ -26,7 +26,7 @@ pub struct QueueOutcome {
 }
 
 /// The result of a restore (`--json` schema).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RestoreReport {
     /// Snapshot id.
     pub snapshot: String,
