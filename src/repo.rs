@@ -101,13 +101,15 @@ impl Repository {
         &self.storage
     }
 
-    fn snapshots_root(&self) -> String {
+    /// The prefix of every snapshot (`<prefix>snapshots/`), under which
+    /// lifecycle rules must match them.
+    pub fn snapshots_prefix(&self) -> String {
         format!("{}{SNAPSHOTS_DIR}/", self.prefix)
     }
 
     /// The key prefix of one snapshot, ending in `/`.
     fn snapshot_prefix(&self, node: &str, id: &str) -> String {
-        format!("{}{node}/{id}/", self.snapshots_root())
+        format!("{}{node}/{id}/", self.snapshots_prefix())
     }
 
     /// The key of a chunk object.
@@ -142,7 +144,7 @@ impl Repository {
 
     /// Committed snapshots with their pin markers, oldest first.
     pub async fn list_with_pins(&self, node: Option<&str>) -> anyhow::Result<Vec<Listed>> {
-        let root = self.snapshots_root();
+        let root = self.snapshots_prefix();
         let prefix = match node {
             Some(node) => format!("{root}{node}/"),
             None => root.clone(),
@@ -239,7 +241,7 @@ impl Repository {
         if matches!(self.url, RepoUrl::Local { .. }) {
             return Ok(Support::NotApplicable);
         }
-        let probe = format!("{}.rabbitmq-backup-tag-probe", self.snapshots_root());
+        let probe = format!("{}.rabbitmq-backup-tag-probe", self.snapshots_prefix());
         match self.storage.get_tags(&probe).await {
             Ok(_) => Ok(Support::Yes),
             Err(e) => match storage_kind(&e) {
@@ -248,11 +250,6 @@ impl Repository {
                 _ => Err(e),
             },
         }
-    }
-
-    /// The prefix under which lifecycle rules must match snapshots.
-    pub fn snapshots_prefix(&self) -> String {
-        self.snapshots_root()
     }
 
     /// Resolves `latest`, a full id or an unambiguous id prefix. `node`
@@ -297,30 +294,22 @@ impl Repository {
         let key = self.manifest_key(&snapshot.node, &snapshot.id);
         let origin = format!("{}{key}", self.location_prefix());
         // A manifest has no digest to check it by: one that does not parse is
-        // read again, in case its bytes were damaged in transit.
-        let mut read = 1;
-        let manifest = loop {
-            let bytes = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| match storage_kind(&e) {
-                    Some(StorageErrorKind::NotFound) => integrity(format!(
+        // read again, in case its bytes were damaged in transit. A missing
+        // one is final: it comes back as the inner error, never read again.
+        let manifest = retry::reread_on_integrity(|| async {
+            let bytes = match self.storage.get(&key).await {
+                Ok(bytes) => bytes,
+                Err(e) if storage_kind(&e) == Some(StorageErrorKind::NotFound) => {
+                    return Ok(Err(integrity(format!(
                         "snapshot {} of {} has no manifest: it is incomplete or was deleted",
                         snapshot.id, snapshot.node
-                    )),
-                    _ => e,
-                })?;
-            match Manifest::from_json(&bytes, &origin) {
-                Err(e)
-                    if read < 3 && crate::error::kind_of(&e) == crate::error::Kind::Integrity =>
-                {
-                    tracing::warn!("{e}; reading it again");
-                    read += 1;
+                    ))));
                 }
-                other => break other?,
-            }
-        };
+                Err(e) => return Err(e),
+            };
+            Manifest::from_json(&bytes, &origin).map(Ok)
+        })
+        .await??;
         if manifest.id != snapshot.id || manifest.node.name != snapshot.node {
             return Err(integrity(format!(
                 "the manifest {origin} describes snapshot {} of {}, not {} of {}: refusing a manifest copied from elsewhere",

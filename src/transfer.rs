@@ -132,30 +132,13 @@ pub struct DownloadSource {
     pub concurrency: usize,
 }
 
-/// Downloads of a chunk whose bytes do not match, before it counts as
-/// corrupt: bytes damaged in transit come right on a second read, bytes
-/// damaged in storage never do.
-const READS_PER_CHUNK: u32 = 3;
-
 /// Fetches one chunk and checks its size and SHA-256 against its entry.
 async fn fetch_verified(
     storage: &dyn Storage,
     key: &str,
     entry: &ChunkEntry,
 ) -> anyhow::Result<Bytes> {
-    let mut read = 1;
-    loop {
-        match fetch_once(storage, key, entry).await {
-            Err(e)
-                if read < READS_PER_CHUNK
-                    && crate::error::kind_of(&e) == crate::error::Kind::Integrity =>
-            {
-                tracing::warn!("{e}; reading it again ({read} of {READS_PER_CHUNK})");
-                read += 1;
-            }
-            other => return other,
-        }
-    }
+    crate::repo::retry::reread_on_integrity(|| fetch_once(storage, key, entry)).await
 }
 
 async fn fetch_once(storage: &dyn Storage, key: &str, entry: &ChunkEntry) -> anyhow::Result<Bytes> {

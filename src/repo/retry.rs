@@ -161,6 +161,33 @@ impl Storage for Retrying {
     }
 }
 
+/// Reads of an object whose bytes fail their check before it counts as
+/// damaged: bytes damaged in transit come right on a second read, bytes
+/// damaged in storage never do.
+pub const READS: u32 = 3;
+
+/// Runs `read` (a download and its check) up to [`READS`] times while it
+/// fails with an integrity error; any other outcome is returned at once.
+pub async fn reread_on_integrity<T, F, Fut>(mut read: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(e)
+                if attempt < READS
+                    && crate::error::kind_of(&e) == crate::error::Kind::Integrity =>
+            {
+                tracing::warn!("{e}; reading it again ({attempt} of {READS})");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +252,40 @@ mod tests {
             3,
             "the setup put, the rejected one, the retry"
         );
+    }
+
+    #[tokio::test]
+    async fn integrity_failures_are_read_again_a_bounded_number_of_times() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let reads = AtomicU32::new(0);
+        // Damaged twice, then right.
+        let got = reread_on_integrity(|| async {
+            match reads.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(crate::error::integrity("damaged")),
+                _ => Ok(7),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!((got, reads.load(Ordering::SeqCst)), (7, 3));
+        // Always damaged: READS reads, then the integrity error.
+        reads.store(0, Ordering::SeqCst);
+        let err = reread_on_integrity(|| async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(crate::error::integrity("damaged"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(reads.load(Ordering::SeqCst), READS);
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Integrity);
+        // Other errors are not read again.
+        reads.store(0, Ordering::SeqCst);
+        reread_on_integrity(|| async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(anyhow::anyhow!("refused"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 }
