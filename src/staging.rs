@@ -112,6 +112,25 @@ pub fn remove_stale(
     Ok(removed)
 }
 
+/// Replaces `path` with `body` through `tmp` (in the same directory):
+/// written, synced, renamed, the directory synced, so that after a crash
+/// `path` holds either its old bytes or all the new ones. `tmp` is removed
+/// when anything fails.
+pub fn replace_durably(path: &Path, tmp: &Path, body: &[u8]) -> std::io::Result<()> {
+    let result = (|| {
+        let mut file = File::create(tmp)?;
+        file.write_all(body)?;
+        file.sync_all()?;
+        fs::rename(tmp, path)?;
+        // The rename is durable only once the directory entry is synced.
+        File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
 /// An exclusive lock on one node's data directory, held by one backup or
 /// restore at a time; released when dropped (or when the process dies).
 #[derive(Debug)]

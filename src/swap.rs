@@ -11,7 +11,6 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -104,12 +103,11 @@ impl Swapper {
     }
 
     fn save(&self) -> anyhow::Result<()> {
-        let tmp = self.area.join(format!("{JOURNAL}.tmp"));
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(&self.journal)?)?;
-        file.sync_all()?;
-        fs::rename(&tmp, self.area.join(JOURNAL))?;
-        fs::File::open(&self.area)?.sync_all()?;
+        crate::staging::replace_durably(
+            &self.area.join(JOURNAL),
+            &self.area.join(format!("{JOURNAL}.tmp")),
+            &serde_json::to_vec_pretty(&self.journal)?,
+        )?;
         Ok(())
     }
 

@@ -3,7 +3,6 @@
 //! Writes go to a temporary file beside the target, are synced, then renamed
 //! into place, so a reader never sees a partial object.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -63,19 +62,8 @@ fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!("{name}{TMP_MARK}{}-{n}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(body)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is synced.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(err, format!("cannot write {}", path.display())));
-    }
-    Ok(())
+    crate::staging::replace_durably(path, &tmp, body)
+        .map_err(|err| io_error(err, format!("cannot write {}", path.display())))
 }
 
 fn list_dir(
