@@ -35,6 +35,11 @@ impl Tier {
         }
     }
 
+    /// The object tags that carry this tier.
+    pub fn tags(self) -> crate::repo::storage::Tags {
+        vec![(TIER_TAG.to_string(), self.as_str().to_string())]
+    }
+
     /// Parses a tag value.
     pub fn parse(s: &str) -> Option<Tier> {
         match s {

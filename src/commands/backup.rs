@@ -23,7 +23,7 @@ use crate::rabbit::ctl::QueueStatus;
 use crate::rabbit::datadir::{self, QueueDir};
 use crate::rabbit::definitions::Definitions;
 use crate::repo::{Repository, snapshot_id};
-use crate::retention::{TIER_TAG, tier_for};
+use crate::retention::tier_for;
 use crate::settings::{BackupSettings, Settings};
 use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, UploadTarget};
@@ -156,16 +156,19 @@ async fn capture(
 ) -> anyhow::Result<BackupReport> {
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
+    let check_queues = || async {
+        let queues = broker
+            .queues(&definitions.vhosts, definitions.non_classic)
+            .await?;
+        safety_checks(&queues, args)?;
+        anyhow::Ok(queues)
+    };
     // Before a pause, the counts and checks come first. A live capture
     // starts archiving meanwhile; uploads wait for the checks (below).
     let early_queues = if args.live {
         None
     } else {
-        let queues = broker
-            .queues(&definitions.vhosts, definitions.non_classic)
-            .await?;
-        safety_checks(&queues, args)?;
-        Some(queues)
+        Some(check_queues().await?)
     };
     let mut warnings = Vec::new();
     let vhosts: Vec<VhostEntry> = definitions
@@ -225,7 +228,7 @@ async fn capture(
     let target = UploadTarget {
         storage: repo.storage().clone(),
         key_of: repo.chunk_keys(&node, id),
-        tags: vec![(TIER_TAG.to_string(), tier.as_str().to_string())],
+        tags: tier.tags(),
         concurrency: args.upload_concurrency,
         on_uploaded: Box::new(|_| {}),
     };
@@ -236,18 +239,9 @@ async fn capture(
     };
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<bool>();
     let checked = async {
-        let result: anyhow::Result<Vec<QueueStatus>> = match early_queues {
+        let result = match early_queues {
             Some(queues) => Ok(queues),
-            None => {
-                async {
-                    let queues = broker
-                        .queues(&definitions.vhosts, definitions.non_classic)
-                        .await?;
-                    safety_checks(&queues, args)?;
-                    Ok(queues)
-                }
-                .await
-            }
+            None => check_queues().await,
         };
         let _ = gate_tx.send(result.is_ok());
         result
@@ -332,7 +326,7 @@ async fn capture(
             &repo.manifest_key(&node, id),
             Bytes::from(body),
             &digest,
-            &vec![(TIER_TAG.to_string(), tier.as_str().to_string())],
+            &tier.tags(),
         )
         .await
         .with_context(|| format!("cannot write the manifest of snapshot {id}; the snapshot is incomplete and invisible"))?;

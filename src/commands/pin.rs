@@ -41,7 +41,7 @@ pub async fn run(
         "by": format!("rabbitmq-backup {}", env!("CARGO_PKG_VERSION")),
     }))?;
     let digest: [u8; 32] = Sha256::digest(&marker).into();
-    let keep = vec![(TIER_TAG.to_string(), Tier::Keep.as_str().to_string())];
+    let keep = Tier::Keep.tags();
     repo.storage()
         .put(
             &repo.pin_key(&snapshot.node, &snapshot.id),
