@@ -57,6 +57,9 @@ pub async fn run(
     let mut by_node: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for listed in repo.list_with_pins(args.from_node.as_deref()).await? {
         let s = &listed.snapshot;
+        let Some(time) = snapshot_id::timestamp(&s.id) else {
+            continue;
+        };
         // Pins live in a marker object and, where the server keeps tags, in
         // the tier tag (lifecycle rules read that one).
         let mut pinned = listed.pinned;
@@ -69,9 +72,6 @@ pub async fn run(
                 .iter()
                 .any(|(k, v)| k == TIER_TAG && v == Tier::Keep.as_str());
         }
-        let Some(time) = snapshot_id::timestamp(&s.id) else {
-            continue;
-        };
         by_node.entry(s.node.clone()).or_default().push(Candidate {
             id: s.id.clone(),
             time,
