@@ -83,7 +83,7 @@ impl Ctl {
     pub async fn identity(&self) -> anyhow::Result<(String, String, String)> {
         let (status, node) = tokio::try_join!(
             self.run(&["status", "--formatter", "json"], QUERY),
-            self.run(&["eval", "node()."], QUERY)
+            self.node_name()
         )?;
         let status: Value =
             serde_json::from_str(&status).context("rabbitmqctl status did not print JSON")?;
@@ -95,7 +95,7 @@ impl Ctl {
             .as_str()
             .map(erlang_release)
             .unwrap_or_else(|| "unknown".into());
-        Ok((node.trim().trim_matches('\'').to_string(), rabbitmq, erlang))
+        Ok((node, rabbitmq, erlang))
     }
 
     /// Every queue of a vhost with exact counts, asked of the queues themselves.
