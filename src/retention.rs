@@ -52,6 +52,17 @@ impl Tier {
     }
 }
 
+/// The ISO week of `t`, as (ISO year, week): the weekly tier's bucket.
+pub fn week_of(t: OffsetDateTime) -> (i32, u8) {
+    let (year, week, _) = t.to_iso_week_date();
+    (year, week)
+}
+
+/// The calendar month of `t`: the monthly tier's bucket.
+pub fn month_of(t: OffsetDateTime) -> (i32, time::Month) {
+    (t.year(), t.month())
+}
+
 /// The tier of a snapshot taken at `at`, given the ids of the node's earlier
 /// snapshots: monthly if it is the month's first, weekly if the ISO week's
 /// first, daily otherwise.
@@ -61,12 +72,8 @@ pub fn tier_for(at: OffsetDateTime, earlier_ids: &[String]) -> Tier {
         .filter_map(|id| snapshot_id::timestamp(id))
         .filter(|t| *t < at)
         .collect();
-    let same_month = |t: &OffsetDateTime| t.year() == at.year() && t.month() == at.month();
-    let week = |t: &OffsetDateTime| {
-        let (year, week, _) = t.to_iso_week_date();
-        (year, week)
-    };
-    let same_week = |t: &OffsetDateTime| week(t) == week(&at);
+    let same_month = |t: &OffsetDateTime| month_of(*t) == month_of(at);
+    let same_week = |t: &OffsetDateTime| week_of(*t) == week_of(at);
     if !times.iter().any(same_month) {
         Tier::Monthly
     } else if !times.iter().any(same_week) {

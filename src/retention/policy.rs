@@ -89,11 +89,10 @@ pub fn decide(candidates: &[Candidate], policy: &Policy) -> Vec<Verdict> {
             if days.len() < policy.daily && days.insert(day) {
                 reasons.push("daily");
             }
-            let (year, week, _) = c.time.to_iso_week_date();
-            if weeks.len() < policy.weekly && weeks.insert((year, week)) {
+            if weeks.len() < policy.weekly && weeks.insert(super::week_of(c.time)) {
                 reasons.push("weekly");
             }
-            if months.len() < policy.monthly && months.insert((c.time.year(), c.time.month())) {
+            if months.len() < policy.monthly && months.insert(super::month_of(c.time)) {
                 reasons.push("monthly");
             }
             Verdict {
