@@ -132,10 +132,7 @@ fn sh(script: &str) -> Command {
 }
 
 fn aws_bin() -> PathBuf {
-    let cache = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-    let venv = cache.join("rabbitmq-backup/awscli-venv/bin/aws");
+    let venv = harness::process::tool_cache().join("awscli-venv/bin/aws");
     if venv.is_file() { venv } else { "aws".into() }
 }
 
@@ -259,6 +256,24 @@ impl Series {
             name,
             ours: vec![],
             theirs: vec![],
+        }
+    }
+
+    /// One pair of measurements, each with the S3 server's CPU; who goes
+    /// first alternates with `run`, so neither always finds a warm cache.
+    fn measure(
+        &mut self,
+        run: usize,
+        server: u32,
+        mut ours: impl FnMut() -> Cost,
+        mut theirs: impl FnMut() -> Cost,
+    ) {
+        for ours_first in [run.is_multiple_of(2), !run.is_multiple_of(2)] {
+            if ours_first {
+                self.ours.push(with_server(server, &mut ours));
+            } else {
+                self.theirs.push(with_server(server, &mut theirs));
+            }
         }
     }
 
@@ -419,21 +434,18 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
     let mut restore = Series::new("restore");
     let mut last_id = String::new();
     for run in 0..runs {
-        // Alternate who goes first, so neither always gets a warm cache.
-        for ours_first in [run % 2 == 0, run % 2 != 0] {
-            if ours_first {
-                live.ours.push(with_server(g.pid, || {
-                    ours(&["backup", "--live", "--repo", &repo, "--json"]).0
-                }));
-            } else {
-                live.theirs
-                    .push(with_server(g.pid, || pipeline(upload(&data_dir)).0));
-            }
-        }
+        live.measure(
+            run,
+            g.pid,
+            || ours(&["backup", "--live", "--repo", &repo, "--json"]).0,
+            || pipeline(upload(&data_dir)).0,
+        );
         // The same at equal compression level, for comparison.
-        for ours_first in [run % 2 == 0, run % 2 != 0] {
-            if ours_first {
-                let args = [
+        live3.measure(
+            run,
+            g.pid,
+            || {
+                ours(&[
                     "backup",
                     "--live",
                     "--compression-level",
@@ -441,53 +453,47 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
                     "--repo",
                     &repo,
                     "--json",
-                ];
-                live3.ours.push(with_server(g.pid, || ours(&args).0));
-            } else {
-                live3
-                    .theirs
-                    .push(with_server(g.pid, || pipeline(upload(&data_dir)).0));
-            }
-        }
-        for ours_first in [run % 2 == 0, run % 2 != 0] {
-            if ours_first {
-                // Restores use this consistent snapshot, as the pipeline's
-                // restore uses its stop-app tarball: a live copy makes the
-                // node rebuild its indices from every message file.
-                let mut id = String::new();
-                stop.ours.push(with_server(g.pid, || {
-                    let (c, r) = ours(&["backup", "--repo", &repo, "--json"]);
-                    id = r["id"].as_str().unwrap().to_string();
-                    c
-                }));
-                last_id = id;
-            } else {
-                let before = cpu_of(g.pid);
+                ])
+                .0
+            },
+            || pipeline(upload(&data_dir)).0,
+        );
+        // Restores use this consistent snapshot, as the pipeline's restore
+        // uses its stop-app tarball: a live copy makes the node rebuild its
+        // indices from every message file.
+        stop.measure(
+            run,
+            g.pid,
+            || {
+                let (c, r) = ours(&["backup", "--repo", &repo, "--json"]);
+                last_id = r["id"].as_str().unwrap().to_string();
+                c
+            },
+            || {
                 let t0 = Instant::now();
                 pipeline(vec![sh(&ctl("stop_app"))]);
                 let (mut c, _) = pipeline(upload(&data_dir));
                 pipeline(vec![sh(&ctl("start_app"))]);
                 c.pause = Some(t0.elapsed());
                 c.wall = t0.elapsed();
-                c.server_cpu = cpu_of(g.pid).saturating_sub(before);
-                stop.theirs.push(c);
-            }
-        }
-        for ours_first in [run % 2 == 0, run % 2 != 0] {
-            if ours_first {
-                restore.ours.push(with_server(g.pid, || {
-                    ours(&[
-                        "restore",
-                        &last_id,
-                        "--repo",
-                        &repo,
-                        "--replace-messages",
-                        "--json",
-                    ])
-                    .0
-                }));
-            } else {
-                let before = cpu_of(g.pid);
+                c
+            },
+        );
+        restore.measure(
+            run,
+            g.pid,
+            || {
+                ours(&[
+                    "restore",
+                    &last_id,
+                    "--repo",
+                    &repo,
+                    "--replace-messages",
+                    "--json",
+                ])
+                .0
+            },
+            || {
                 let t0 = Instant::now();
                 pipeline(vec![sh(&ctl("stop_app"))]);
                 pipeline(vec![sh(&format!(
@@ -513,10 +519,9 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
                 pipeline(vec![sh(&ctl("start_app"))]);
                 c.pause = Some(t0.elapsed());
                 c.wall = t0.elapsed();
-                c.server_cpu = cpu_of(g.pid).saturating_sub(before);
-                restore.theirs.push(c);
-            }
-        }
+                c
+            },
+        );
         // Keep the bucket small: only the newest snapshot stays.
         let _ = tool.run(&["prune", "--keep-last", "1", "--repo", &repo]);
         eprintln!("run {} of {runs} done", run + 1);

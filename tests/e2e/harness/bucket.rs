@@ -7,6 +7,20 @@ use aws_sdk_s3::types::{
 
 use super::amqp::rt;
 
+/// A path-style S3 client for `endpoint` with static test credentials.
+pub fn s3_client(endpoint: String, region: &str, key_id: &str, secret: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_s3::config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            key_id, secret, None, None, "tests",
+        ))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 /// A bucket and a client for it.
 pub struct Bucket {
     /// The client.

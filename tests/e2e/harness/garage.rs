@@ -232,19 +232,6 @@ impl Garage {
 
     /// An S3 client for inspecting and tampering with buckets in tests.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(aws_sdk_s3::config::Region::new("garage"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                &self.key_id,
-                &self.secret,
-                None,
-                None,
-                "tests",
-            ))
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        super::bucket::s3_client(self.endpoint(), "garage", &self.key_id, &self.secret)
     }
 }

@@ -24,12 +24,7 @@ fn moto_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("MOTO_SERVER") {
         return bin.into();
     }
-    let cache = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache.join("rabbitmq-backup/moto-venv/bin/moto_server")
+    super::process::tool_cache().join("moto-venv/bin/moto_server")
 }
 
 /// The shared server, started on first use.
@@ -84,16 +79,7 @@ impl Moto {
 
     /// A client for inspecting buckets.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        super::bucket::s3_client(self.endpoint(), "us-east-1", "testing", "testing")
     }
 
     /// A new bucket with a client to inspect it.

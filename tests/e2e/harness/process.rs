@@ -9,6 +9,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Where scripts/install-deps puts its virtualenvs
+/// (`${XDG_CACHE_HOME:-~/.cache}/rabbitmq-backup`).
+pub fn tool_cache() -> std::path::PathBuf {
+    std::env::var("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+        })
+        .join("rabbitmq-backup")
+}
+
 /// For `pre_exec`: the child is killed when the thread that spawned it
 /// dies, so a crashed test run leaves no server behind.
 pub fn set_parent_death_signal() -> std::io::Result<()> {
