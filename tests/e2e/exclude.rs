@@ -13,6 +13,17 @@ use crate::harness::rabbit::RabbitNode;
 use crate::harness::tool::Tool;
 use crate::restore::assert_same_messages;
 
+/// `exclude` of the e-mail messages from the Oro queue.
+const EXCLUDE_EMAIL: &[&str] = &[
+    "exclude",
+    "--vhost",
+    "oro",
+    "--queue",
+    "oro.default",
+    "--routing-key",
+    "oro.email.*",
+];
+
 fn is_email(m: &Msg) -> bool {
     m.routing_key.starts_with("oro.email.")
 }
@@ -30,16 +41,7 @@ fn exclude_moves_matching_messages_and_keeps_the_others_in_order() {
     publish(&node, "oro", "oro.default", &published);
     let tool = Tool::new().with(node.env());
 
-    let run = tool.run(&[
-        "exclude",
-        "--vhost",
-        "oro",
-        "--queue",
-        "oro.default",
-        "--routing-key",
-        "oro.email.*",
-        "--json",
-    ]);
+    let run = tool.run(&[EXCLUDE_EMAIL, &["--json"]].concat());
     let outcome = run.ok().json();
     assert_eq!(outcome["excluded"], 20);
     assert_eq!(outcome["kept"], 40);
@@ -192,19 +194,9 @@ fn a_killed_exclude_loses_no_message() {
     let all: std::collections::BTreeSet<String> = ids(&published).into_iter().collect();
     for point in ["exclude:before-ack", "exclude:after-batch"] {
         publish(&node, "oro", "oro.default", &published);
-        Tool::new().with(node.env()).kill_at(
-            point,
-            &[
-                "exclude",
-                "--vhost",
-                "oro",
-                "--queue",
-                "oro.default",
-                "--routing-key",
-                "oro.email.*",
-            ],
-            Duration::from_secs(120),
-        );
+        Tool::new()
+            .with(node.env())
+            .kill_at(point, EXCLUDE_EMAIL, Duration::from_secs(120));
         // The broker requeues what the dead connection had not acknowledged.
         let mut seen = ids(&drain(&node, "oro", "oro.default"));
         seen.extend(ids(&drain(&node, "oro", "oro.default.excluded")));
@@ -270,15 +262,7 @@ fn bad_exclude_input_is_refused_and_nothing_moves() {
     }
     {
         let _consumer = hold_consumer(&node, "oro", "oro.default");
-        let run = tool.run(&[
-            "exclude",
-            "--vhost",
-            "oro",
-            "--queue",
-            "oro.default",
-            "--routing-key",
-            "oro.email.*",
-        ]);
+        let run = tool.run(EXCLUDE_EMAIL);
         run.expect_code(4);
         assert!(run.stderr.contains("consumers"), "{}", run.stderr);
     }
