@@ -21,6 +21,7 @@ mod harness {
     pub mod process;
     pub mod rabbit;
     pub mod tool;
+    pub mod versions;
     pub use process::{free_port, set_parent_death_signal};
 }
 

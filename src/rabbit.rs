@@ -5,6 +5,8 @@ pub mod ctl;
 pub mod datadir;
 pub mod definitions;
 pub mod http;
+pub mod upgrade;
+pub mod version;
 
 use std::path::{Path, PathBuf};
 

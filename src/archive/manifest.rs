@@ -1,11 +1,20 @@
-//! `manifest.json`: the description and commit marker of a snapshot (format 1).
+//! `manifest.json`: the description and commit marker of a snapshot.
+//!
+//! Format 1 is what version-1 tools restore correctly: a plain snapshot of
+//! files. Format 2 (DESIGN §4) adds logical records, encryption and cluster
+//! membership; a snapshot that uses any of them is written as format 2 so a
+//! version-1 tool refuses it instead of restoring part of it. Every v2 field
+//! is optional, so both formats share this one struct; readers accept both.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{incompatible, integrity};
 
-/// The only manifest format this version reads and writes.
+/// The plain format, readable by every version of the tool.
 pub const FORMAT: u32 = 1;
+
+/// The newest format this version reads and writes.
+pub const FORMAT_V2: u32 = 2;
 
 /// How the message store was captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +47,82 @@ pub struct NodeInfo {
     pub erlang_version: String,
     /// The node's data directory at backup time.
     pub data_dir: String,
+    /// The cluster's name, when the node is a member of a cluster (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Every member of that cluster (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_members: Vec<String>,
+}
+
+/// How a queue's messages are in the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capture {
+    /// Its classic-queue files are in `msg_stores/`.
+    Files,
+    /// Its messages are logical records under `logical/` (quorum queues, streams).
+    Logical,
+    /// Its messages are not in the snapshot.
+    None,
+}
+
+/// A classic queue's on-disk index format (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum IndexVersion {
+    /// `journal.jif` + `N.idx`: the default up to 3.13; 4.3+ cannot read it.
+    V1,
+    /// `N.qi` + `N.qs`: the default from 4.0, the only one from 4.3.
+    V2,
+}
+
+impl TryFrom<u8> for IndexVersion {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            1 => Ok(IndexVersion::V1),
+            2 => Ok(IndexVersion::V2),
+            other => Err(format!(
+                "unknown queue index version {other} (expected 1 or 2)"
+            )),
+        }
+    }
+}
+
+impl From<IndexVersion> for u8 {
+    fn from(v: IndexVersion) -> u8 {
+        match v {
+            IndexVersion::V1 => 1,
+            IndexVersion::V2 => 2,
+        }
+    }
+}
+
+/// One queue's logical records in the archive (format 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogicalEntry {
+    /// Path in the archive, under `logical/`.
+    pub path: String,
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub queue: String,
+    /// Number of records (messages).
+    pub messages: u64,
+    /// Size of the records file in bytes.
+    pub bytes: u64,
+    /// SHA-256 (hex) of the records file.
+    pub sha256: String,
+}
+
+/// How the chunks are encrypted (format 2; DESIGN §14). No secret here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// The scheme, e.g. `age`.
+    pub scheme: String,
+    /// The recipients' public keys.
+    pub recipients: Vec<String>,
 }
 
 /// Digest and object counts of `definitions.json`.
@@ -77,6 +162,26 @@ pub struct QueueEntry {
     pub covered: bool,
     /// The queue's directories in the archive (one per priority level in use).
     pub dirs: Vec<String>,
+    /// How its messages are captured (absent in manifests of tools before
+    /// it existed: see [`QueueEntry::captured_as`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
+    /// A classic queue's index version, read from its directories (absent
+    /// when the queue has no directory: nothing of it is on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_version: Option<IndexVersion>,
+}
+
+impl QueueEntry {
+    /// How its messages are captured; manifests without the field say it
+    /// with `covered` (files or nothing).
+    pub fn captured_as(&self) -> Capture {
+        match self.capture {
+            Some(c) => c,
+            None if self.covered => Capture::Files,
+            None => Capture::None,
+        }
+    }
 }
 
 /// A regular file in the archive.
@@ -140,10 +245,10 @@ pub struct Totals {
     pub covered_messages: u64,
 }
 
-/// The whole manifest. Field names are part of repository format 1.
+/// The whole manifest. Field names are part of the repository format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Always [`FORMAT`].
+    /// [`FORMAT`] or [`FORMAT_V2`]: see [`Manifest::required_format`].
     pub format: u32,
     /// Snapshot id, `YYYYMMDDTHHMMSSZ-<8 hex>`.
     pub id: String,
@@ -179,6 +284,12 @@ pub struct Manifest {
     /// Chunking parameters, for information.
     #[serde(default)]
     pub chunking: Chunking,
+    /// Logical records, one entry per captured queue (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logical: Vec<LogicalEntry>,
+    /// How the chunks are encrypted (format 2); absent when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
 }
 
 /// How the stream was cut and compressed.
@@ -200,10 +311,10 @@ impl Manifest {
             .map_err(|e| integrity(format!("the manifest {origin} is not valid JSON: {e}")))?;
         let format = value.get("format").and_then(|f| f.as_u64());
         match format {
-            Some(f) if f == u64::from(FORMAT) => {}
+            Some(f) if (u64::from(FORMAT)..=u64::from(FORMAT_V2)).contains(&f) => {}
             Some(f) => {
                 return Err(incompatible(format!(
-                    "the manifest {origin} has format version {f}; this rabbitmq-backup {} reads format {FORMAT} only: use a newer rabbitmq-backup",
+                    "the manifest {origin} has format version {f}; this rabbitmq-backup {} reads formats {FORMAT} to {FORMAT_V2}: use a newer rabbitmq-backup",
                     env!("CARGO_PKG_VERSION")
                 )));
             }
@@ -217,6 +328,17 @@ impl Manifest {
             .map_err(|e| integrity(format!("the manifest {origin} is malformed: {e}")))?;
         manifest.validate(origin)?;
         Ok(manifest)
+    }
+
+    /// The format the snapshot must be written as: [`FORMAT_V2`] when it
+    /// holds logical records, is encrypted or belongs to a cluster (a
+    /// version-1 tool would restore it partly), [`FORMAT`] otherwise.
+    pub fn required_format(&self) -> u32 {
+        let v2 = !self.logical.is_empty()
+            || self.encryption.is_some()
+            || self.node.cluster_name.is_some()
+            || !self.node.cluster_members.is_empty();
+        if v2 { FORMAT_V2 } else { FORMAT }
     }
 
     /// Serializes the manifest (pretty, for humans reading the bucket).
@@ -262,6 +384,25 @@ impl Manifest {
                 )));
             }
         }
+        if self.format < self.required_format() {
+            return Err(bad(format!(
+                "it says format {} but holds logical records, encryption or a cluster, which need format {FORMAT_V2}",
+                self.format
+            )));
+        }
+        for entry in &self.logical {
+            super::paths::check_archive_path(&entry.path).map_err(|e| bad(e.to_string()))?;
+            if !entry.path.starts_with(super::paths::LOGICAL) {
+                return Err(bad(format!(
+                    "logical records {:?} are not under {}/",
+                    entry.path,
+                    super::paths::LOGICAL
+                )));
+            }
+            if !is_sha256_hex(&entry.sha256) {
+                return Err(bad(format!("the digest of {} is malformed", entry.path)));
+            }
+        }
         let sum: u64 = self.chunks.iter().map(|c| c.uncompressed_size).sum();
         if sum != self.totals.tar_bytes {
             return Err(bad(format!(
@@ -303,6 +444,8 @@ pub(crate) mod tests {
                 rabbitmq_version: "3.10.8".into(),
                 erlang_version: "25.2.3".into(),
                 data_dir: "/var/lib/rabbitmq/mnesia/rabbit@host".into(),
+                cluster_name: None,
+                cluster_members: vec![],
             },
             consistency: Consistency::StopApp,
             pause_ms: 840,
@@ -323,6 +466,8 @@ pub(crate) mod tests {
                 messages: 3,
                 covered: true,
                 dirs: vec!["msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/X".into()],
+                capture: Some(Capture::Files),
+                index_version: Some(IndexVersion::V1),
             }],
             files: vec![FileEntry {
                 path: "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/.vhost".into(),
@@ -343,7 +488,92 @@ pub(crate) mod tests {
             },
             tier: "daily".into(),
             chunking: Chunking::default(),
+            logical: vec![],
+            encryption: None,
         }
+    }
+
+    /// A snapshot that needs format 2: logical records of a cluster member.
+    fn sample_v2() -> Manifest {
+        let mut m = sample();
+        m.format = FORMAT_V2;
+        m.node.cluster_name = Some("prod".into());
+        m.node.cluster_members = vec!["rabbit@a".into(), "rabbit@b".into()];
+        m.queues[0].index_version = Some(IndexVersion::V2);
+        m.queues.push(QueueEntry {
+            vhost: "/".into(),
+            name: "orders".into(),
+            queue_type: "quorum".into(),
+            durable: true,
+            messages: 2,
+            covered: true,
+            dirs: vec![],
+            capture: Some(Capture::Logical),
+            index_version: None,
+        });
+        m.logical.push(LogicalEntry {
+            path: "logical/628WB79CIFDYO9LJI6DKMI09L/orders.records".into(),
+            vhost: "/".into(),
+            queue: "orders".into(),
+            messages: 2,
+            bytes: 300,
+            sha256: "b".repeat(64),
+        });
+        m.encryption = Some(Encryption {
+            scheme: "age".into(),
+            recipients: vec!["age1example".into()],
+        });
+        m
+    }
+
+    #[test]
+    fn format_2_round_trips_and_is_required_by_what_v1_cannot_restore() {
+        let m = sample_v2();
+        assert_eq!(m.required_format(), FORMAT_V2);
+        assert_eq!(Manifest::from_json(&m.to_json(), "t").unwrap(), m);
+        let v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        assert_eq!(v["queues"][0]["index_version"], 2);
+        assert_eq!(v["queues"][1]["capture"], "logical");
+        assert_eq!(v["node"]["cluster_members"][1], "rabbit@b");
+        assert_eq!(v["logical"][0]["messages"], 2);
+        assert_eq!(v["encryption"]["scheme"], "age");
+        // Each of the three alone needs format 2.
+        let mut only = sample();
+        only.encryption = sample_v2().encryption;
+        assert_eq!(only.required_format(), FORMAT_V2);
+        let mut only = sample();
+        only.node.cluster_name = Some("prod".into());
+        assert_eq!(only.required_format(), FORMAT_V2);
+        assert_eq!(sample().required_format(), FORMAT);
+        // A format-1 manifest claiming v2 content is refused.
+        let mut lying = sample_v2();
+        lying.format = FORMAT;
+        let err = Manifest::from_json(&lying.to_json(), "m").unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Integrity);
+        assert!(err.to_string().contains("format 2"), "{err}");
+    }
+
+    #[test]
+    fn version_1_manifests_without_the_new_fields_still_read() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        for key in ["capture", "index_version"] {
+            v["queues"][0].as_object_mut().unwrap().remove(key);
+        }
+        let m = Manifest::from_json(v.to_string().as_bytes(), "m").unwrap();
+        assert_eq!(m.queues[0].captured_as(), Capture::Files);
+        assert_eq!(m.queues[0].index_version, None);
+    }
+
+    #[test]
+    fn unknown_index_versions_and_stray_logical_paths_are_refused() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["queues"][0]["index_version"] = 3.into();
+        let err = Manifest::from_json(v.to_string().as_bytes(), "m").unwrap_err();
+        assert!(err.to_string().contains("index version 3"), "{err}");
+        let mut m = sample_v2();
+        m.logical[0].path = "msg_stores/x".into();
+        let err = Manifest::from_json(&m.to_json(), "m").unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Integrity);
     }
 
     #[test]
@@ -382,10 +612,10 @@ pub(crate) mod tests {
     #[test]
     fn newer_format_is_incompatible() {
         let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
-        v["format"] = 2.into();
+        v["format"] = 3.into();
         let err = Manifest::from_json(v.to_string().as_bytes(), "m").unwrap_err();
         assert_eq!(kind_of(&err), Kind::Incompatible);
-        assert!(err.to_string().contains("format version 2"), "{err}");
+        assert!(err.to_string().contains("format version 3"), "{err}");
     }
 
     #[test]

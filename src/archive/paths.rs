@@ -9,8 +9,11 @@ pub const DEFINITIONS: &str = "definitions.json";
 /// The top directory of message stores in the data directory.
 pub const MSG_STORES: &str = "msg_stores";
 
+/// The top directory of logical records (quorum queues, streams; format 2).
+pub const LOGICAL: &str = "logical";
+
 /// Checks that `path` is `definitions.json` or a plain relative path under
-/// `msg_stores/` with no empty, `.` or `..` segments.
+/// `msg_stores/` or `logical/` with no empty, `.` or `..` segments.
 pub fn check_archive_path(path: &str) -> anyhow::Result<()> {
     let reason = if path.is_empty() {
         Some("it is empty")
@@ -23,8 +26,13 @@ pub fn check_archive_path(path: &str) -> anyhow::Result<()> {
         .any(|s| s.is_empty() || s == "." || s == "..")
     {
         Some("it has an empty, '.' or '..' segment")
-    } else if path != DEFINITIONS && path != MSG_STORES && !path.starts_with("msg_stores/") {
-        Some("it is neither definitions.json nor under msg_stores/")
+    } else if path != DEFINITIONS
+        && path != MSG_STORES
+        && path != LOGICAL
+        && !path.starts_with("msg_stores/")
+        && !path.starts_with("logical/")
+    {
+        Some("it is neither definitions.json nor under msg_stores/ or logical/")
     } else {
         None
     };

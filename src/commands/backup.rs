@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::archive::chunker::ChunkOptions;
 use crate::archive::manifest::{
-    Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
+    Capture, Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
 };
 use crate::archive::writer::write_archive;
 use crate::error::refused;
@@ -290,7 +290,7 @@ async fn capture(
             .map(|q| q.messages)
             .sum(),
     };
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT,
         id: id.to_string(),
         created_at: rfc3339(created),
@@ -300,6 +300,8 @@ async fn capture(
             rabbitmq_version: broker.identity.rabbitmq_version.clone(),
             erlang_version: broker.identity.erlang_version.clone(),
             data_dir: data_dir.display().to_string(),
+            cluster_name: None,
+            cluster_members: Vec::new(),
         },
         consistency,
         pause_ms,
@@ -316,7 +318,10 @@ async fn capture(
             compression: "zstd".into(),
             level: args.level,
         },
+        logical: Vec::new(),
+        encryption: None,
     };
+    manifest.format = manifest.required_format();
     let body = manifest.to_json();
     let digest: [u8; 32] = Sha256::digest(&body).into();
     crate::failpoint::hit("backup:before-manifest")?;
@@ -376,13 +381,18 @@ async fn retention_warnings(repo: &Repository) -> Vec<String> {
     }
 }
 
-/// Builds the manifest's queue list: every queue, its directories, whether
-/// the archive covers its messages (durable classic queues).
+/// Builds the manifest's queue list: every queue, its directories and
+/// their index version, whether the archive covers its messages (durable
+/// classic queues).
 fn queue_entries(queues: &[QueueStatus], dirs: &[QueueDir]) -> Vec<QueueEntry> {
     queues
         .iter()
         .map(|q| {
             let covered = q.queue_type == "classic" && q.durable;
+            let own: Vec<&QueueDir> = dirs
+                .iter()
+                .filter(|d| d.vhost == q.vhost && d.queue == q.name)
+                .collect();
             QueueEntry {
                 vhost: q.vhost.clone(),
                 name: q.name.clone(),
@@ -390,11 +400,14 @@ fn queue_entries(queues: &[QueueStatus], dirs: &[QueueDir]) -> Vec<QueueEntry> {
                 durable: q.durable,
                 messages: q.messages,
                 covered,
-                dirs: dirs
-                    .iter()
-                    .filter(|d| d.vhost == q.vhost && d.queue == q.name)
-                    .map(|d| d.dir.clone())
-                    .collect(),
+                dirs: own.iter().map(|d| d.dir.clone()).collect(),
+                capture: Some(if covered {
+                    Capture::Files
+                } else {
+                    Capture::None
+                }),
+                // The oldest level decides what a target must be able to read.
+                index_version: own.iter().map(|d| d.index).min(),
             }
         })
         .collect()
@@ -426,6 +439,7 @@ fn tree_size(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::manifest::IndexVersion;
     use crate::error::Kind;
 
     fn q(
@@ -484,15 +498,30 @@ mod tests {
             q("c", "classic", true, 1, Some(1), 0),
             q("qq", "quorum", true, 2, None, 0),
         ];
-        let dirs = [QueueDir {
+        let dir = |name: &str, priority, index| QueueDir {
             vhost: "/".into(),
             queue: "c".into(),
-            priority: None,
-            dir: "msg_stores/vhosts/V/queues/X".into(),
-        }];
+            priority,
+            index,
+            dir: format!("msg_stores/vhosts/V/queues/{name}"),
+        };
+        let dirs = [
+            dir("X", Some(0), IndexVersion::V2),
+            dir("Y", Some(1), IndexVersion::V1),
+        ];
         let entries = queue_entries(&queues, &dirs);
         assert!(entries[0].covered);
-        assert_eq!(entries[0].dirs, vec!["msg_stores/vhosts/V/queues/X"]);
+        assert_eq!(
+            entries[0].dirs,
+            vec![
+                "msg_stores/vhosts/V/queues/X",
+                "msg_stores/vhosts/V/queues/Y"
+            ]
+        );
+        assert_eq!(entries[0].captured_as(), Capture::Files);
+        assert_eq!(entries[0].index_version, Some(IndexVersion::V1));
         assert!(!entries[1].covered);
+        assert_eq!(entries[1].captured_as(), Capture::None);
+        assert_eq!(entries[1].index_version, None);
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::archive::manifest::{Consistency, Manifest, QueueEntry};
+use crate::archive::manifest::{Capture, Consistency, IndexVersion, Manifest, QueueEntry};
 use crate::error::{Kind, class, incompatible, refused};
 use crate::output::{Output, bytes};
 use crate::rabbit::Broker;
 use crate::rabbit::definitions::Definitions;
+use crate::rabbit::upgrade;
 use crate::settings::{RestoreSettings, Settings};
 use crate::staging::{NodeLock, Staging};
 use crate::swap::{self, Journal, Phase, Swapper};
@@ -25,15 +26,7 @@ use fetch::{check_free_space, fetch_all, fetch_definitions};
 pub use report::{ExclusionOutcome, QueueOutcome, RestoreReport, describe};
 use report::{planned, replaced, uncovered};
 
-/// Compares dotted version strings numerically (`3.10.8` < `3.11.0`).
-pub fn version_older(target: &str, source: &str) -> bool {
-    let parse = |v: &str| -> Vec<u64> {
-        v.split(['.', '-', '+'])
-            .map_while(|p| p.parse().ok())
-            .collect()
-    };
-    parse(target) < parse(source)
-}
+pub use crate::rabbit::version::older as version_older;
 
 /// Runs `restore`.
 pub async fn run(
@@ -121,6 +114,11 @@ pub async fn run(
         .await?
     };
     let definitions = Definitions::parse(definitions)?;
+    // What the target would reject is adapted now, so the import cannot
+    // stop half-way on it.
+    let adapted = upgrade::adapt(&definitions.bytes, &broker.identity.rabbitmq_version)?;
+    report.warnings.extend(adapted.changes);
+    let definitions = Definitions::parse(adapted.bytes)?;
     crate::failpoint::hit("restore:staged")?;
 
     // The plan: which queues on this node lose messages, and may we go on.
@@ -174,6 +172,9 @@ pub async fn run(
     };
 
     if args.dry_run {
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
         report.queues = planned(&manifest);
         report.duration_ms = started.elapsed().as_millis() as u64;
         out.result(&report, || describe(&report))?;
@@ -417,7 +418,66 @@ fn check_compatibility(
             manifest.id, broker.identity.name
         )));
     }
+    for version in [source, target] {
+        if version_older(NEWEST_TESTED, version) && !version.starts_with(NEWEST_TESTED) {
+            tracing::warn!(
+                "RabbitMQ {version} is newer than the newest version this rabbitmq-backup was tested with ({NEWEST_TESTED}.x); check the restored queues' counts in the report"
+            );
+        }
+    }
+    if !args.definitions_only {
+        check_index_readable(manifest, target, &broker.identity.name)?;
+    }
     Ok(())
+}
+
+/// The newest RabbitMQ series the tool is tested with (DESIGN §15).
+const NEWEST_TESTED: &str = "4.3";
+
+/// The first version that cannot read (nor convert) a version-1 queue index.
+const NO_INDEX_V1_FROM: &str = "4.3.0";
+
+/// A queue's index version; manifests written before it was recorded fall
+/// back on the source's default (version 2 from RabbitMQ 4.0).
+fn index_version(manifest: &Manifest, q: &QueueEntry) -> Option<IndexVersion> {
+    if q.dirs.is_empty() {
+        return None;
+    }
+    q.index_version.or_else(|| {
+        Some(if version_older(&manifest.node.rabbitmq_version, "4.0.0") {
+            IndexVersion::V1
+        } else {
+            IndexVersion::V2
+        })
+    })
+}
+
+/// Refuses, before anything changes, a swap that would bring queues back
+/// empty: RabbitMQ 4.3+ cannot read a version-1 queue index (DESIGN §2).
+fn check_index_readable(manifest: &Manifest, target: &str, node: &str) -> anyhow::Result<()> {
+    if version_older(target, NO_INDEX_V1_FROM) {
+        return Ok(());
+    }
+    let unreadable: Vec<String> = manifest
+        .queues
+        .iter()
+        .filter(|q| q.captured_as() == Capture::Files && q.messages > 0)
+        .filter(|q| index_version(manifest, q) == Some(IndexVersion::V1))
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} messages)",
+                q.name, q.vhost, q.messages
+            )
+        })
+        .collect();
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    Err(incompatible(format!(
+        "snapshot {} holds queues with a version-1 queue index: {}. Node {node} runs RabbitMQ {target}, which cannot read that index (4.3 dropped it): a swap of the files would bring these queues back empty. Nothing was changed. Restore with `--method replay` (the messages are published instead of the files swapped in), or restore onto RabbitMQ 4.0-4.2 first, which converts the index, and back up from there",
+        manifest.id,
+        unreadable.join(", ")
+    )))
 }
 
 /// Waits for the restored queues to report counts, then compares them with
@@ -463,11 +523,36 @@ async fn check_counts(broker: &Broker, manifest: &Manifest) -> anyhow::Result<Ve
 mod tests {
     use super::*;
 
+    fn manifest(source: &str, index: Option<IndexVersion>, messages: u64) -> Manifest {
+        let mut m = crate::archive::manifest::tests::sample();
+        m.node.rabbitmq_version = source.into();
+        m.queues[0].index_version = index;
+        m.queues[0].messages = messages;
+        m
+    }
+
     #[test]
-    fn versions_compare_numerically() {
-        assert!(version_older("3.9.29", "3.10.8"));
-        assert!(!version_older("3.10.8", "3.10.8"));
-        assert!(!version_older("3.11.0", "3.10.8"));
-        assert!(version_older("3.10.8", "3.10.10"));
+    fn version_1_queues_onto_4_3_are_refused_up_front() {
+        let m = manifest("3.10.8", Some(IndexVersion::V1), 3);
+        let err = check_index_readable(&m, "4.3.6", "rabbit@new").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::Incompatible);
+        let text = err.to_string();
+        for part in [
+            "\"oro.default\"",
+            "3 messages",
+            "4.3.6",
+            "--method replay",
+            "Nothing was changed",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        // 4.0-4.2 convert the index; version 2 and empty queues are fine.
+        check_index_readable(&m, "4.0.5", "n").unwrap();
+        check_index_readable(&m, "4.2.9", "n").unwrap();
+        check_index_readable(&manifest("3.10.8", Some(IndexVersion::V2), 3), "4.3.6", "n").unwrap();
+        check_index_readable(&manifest("3.10.8", Some(IndexVersion::V1), 0), "4.3.6", "n").unwrap();
+        // Manifests from before index_version: the source's default decides.
+        check_index_readable(&manifest("3.10.8", None, 3), "4.3.6", "n").unwrap_err();
+        check_index_readable(&manifest("4.0.5", None, 3), "4.3.6", "n").unwrap();
     }
 }

@@ -64,11 +64,13 @@ impl Ctl {
         run_tool(&self.program, self.node.as_deref(), args, patience).await
     }
 
-    /// The node's data directory (`rabbit_mnesia:dir()`, as in the procedure).
+    /// The node's data directory: `rabbit:data_dir()` (3.12+; it outlives
+    /// Mnesia), else `rabbit_mnesia:dir()` as in the procedure (3.8-4.3).
     pub async fn data_dir(&self) -> anyhow::Result<PathBuf> {
-        let out = self.run(&["eval", "rabbit_mnesia:dir()."], QUERY).await?;
+        const EXPR: &str = "try rabbit:data_dir() catch error:undef -> rabbit_mnesia:dir() end.";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
         let dir = parse_erlang_string(out.trim())
-            .with_context(|| format!("unexpected answer to rabbit_mnesia:dir(): {out:?}"))?;
+            .with_context(|| format!("unexpected answer to {EXPR}: {out:?}"))?;
         Ok(PathBuf::from(dir))
     }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 
+use crate::archive::manifest::IndexVersion;
+
 /// `msg_stores/vhosts/<VH>` for a vhost: VH is the base-36 MD5 of its name.
 pub fn vhost_dir(vhost: &str) -> String {
     format!("msg_stores/vhosts/{}", vhost_dir_name(vhost))
@@ -37,23 +39,51 @@ pub struct QueueDir {
     pub queue: String,
     /// The priority level for `x-max-priority` queues (one directory each).
     pub priority: Option<u8>,
+    /// The index format of the directory.
+    pub index: IndexVersion,
     /// Path relative to the directory holding `msg_stores`.
     pub dir: String,
 }
 
-/// Parses a `.queue_name` file: `VHOST: <vhost>\nQUEUE: <name>\n`. Priority
-/// sub-queues are named `<name>\0<priority byte>`.
-pub fn parse_queue_name(content: &[u8]) -> Option<(String, String, Option<u8>)> {
+/// What a `.queue_name` file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueName {
+    /// The vhost.
+    pub vhost: String,
+    /// The queue, without a priority suffix.
+    pub queue: String,
+    /// The priority level, for a sub-queue of an `x-max-priority` queue.
+    pub priority: Option<u8>,
+    /// Version 2 indexes say so in a third line.
+    pub index: IndexVersion,
+}
+
+/// The line version-2 indexes add (`rabbit_classic_queue_index_v2`).
+const INDEX_V2_LINE: &[u8] = b"INDEX: v2\n";
+
+/// Parses a `.queue_name` file: `VHOST: <vhost>\nQUEUE: <name>\n`, plus
+/// `INDEX: v2\n` for a version-2 index (3.10+). Priority sub-queues are
+/// named `<name>\0<priority byte>`.
+pub fn parse_queue_name(content: &[u8]) -> Option<QueueName> {
     let rest = content.strip_prefix(b"VHOST: ")?;
     let nl = rest.iter().position(|&b| b == b'\n')?;
     let vhost = String::from_utf8(rest[..nl].to_vec()).ok()?;
     let rest = rest[nl + 1..].strip_prefix(b"QUEUE: ")?;
+    let (rest, index) = match rest.strip_suffix(INDEX_V2_LINE) {
+        Some(rest) => (rest, IndexVersion::V2),
+        None => (rest, IndexVersion::V1),
+    };
     let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
     let (name, priority) = match rest {
         [name @ .., 0, p] => (name, Some(*p)),
         name => (name, None),
     };
-    Some((vhost, String::from_utf8(name.to_vec()).ok()?, priority))
+    Some(QueueName {
+        vhost,
+        queue: String::from_utf8(name.to_vec()).ok()?,
+        priority,
+        index,
+    })
 }
 
 /// Every queue directory under `<root>/msg_stores/vhosts/*/queues/`, sorted.
@@ -77,11 +107,12 @@ pub fn scan_queue_dirs(root: &Path) -> std::io::Result<Vec<QueueDir>> {
             let Ok(content) = std::fs::read(queue.path().join(".queue_name")) else {
                 continue;
             };
-            if let Some((vh, name, priority)) = parse_queue_name(&content) {
+            if let Some(parsed) = parse_queue_name(&content) {
                 out.push(QueueDir {
-                    vhost: vh,
-                    queue: name,
-                    priority,
+                    vhost: parsed.vhost,
+                    queue: parsed.queue,
+                    priority: parsed.priority,
+                    index: parsed.index,
                     dir: format!(
                         "msg_stores/vhosts/{}/queues/{}",
                         vhost.file_name().to_string_lossy(),
@@ -106,17 +137,39 @@ mod tests {
         assert_eq!(vhost_dir_name("second"), "A26Y8S436VBXHTCMALWHOTAFM");
     }
 
+    fn parsed(vhost: &str, queue: &str, priority: Option<u8>, index: IndexVersion) -> QueueName {
+        QueueName {
+            vhost: vhost.into(),
+            queue: queue.into(),
+            priority,
+            index,
+        }
+    }
+
     #[test]
     fn parses_queue_names() {
         assert_eq!(
             parse_queue_name(b"VHOST: /\nQUEUE: oro.default\n"),
-            Some(("/".into(), "oro.default".into(), None))
+            Some(parsed("/", "oro.default", None, IndexVersion::V1))
         );
         assert_eq!(
             parse_queue_name(b"VHOST: /\nQUEUE: prio\x00\x02\n"),
-            Some(("/".into(), "prio".into(), Some(2)))
+            Some(parsed("/", "prio", Some(2), IndexVersion::V1))
         );
         assert_eq!(parse_queue_name(b"garbage"), None);
+    }
+
+    #[test]
+    fn parses_version_2_queue_names() {
+        // As written by RabbitMQ 4.3.6 (and 3.10+ for x-queue-version 2).
+        assert_eq!(
+            parse_queue_name(b"VHOST: /\nQUEUE: cq\nINDEX: v2\n"),
+            Some(parsed("/", "cq", None, IndexVersion::V2))
+        );
+        assert_eq!(
+            parse_queue_name(b"VHOST: oro\nQUEUE: pq\x00\x01\nINDEX: v2\n"),
+            Some(parsed("oro", "pq", Some(1), IndexVersion::V2))
+        );
     }
 
     #[test]
@@ -127,9 +180,17 @@ mod tests {
             .join("msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC");
         std::fs::create_dir_all(&q).unwrap();
         std::fs::write(q.join(".queue_name"), b"VHOST: /\nQUEUE: q1\n").unwrap();
+        let q2 = q.with_file_name("DEF");
+        std::fs::create_dir_all(&q2).unwrap();
+        std::fs::write(q2.join(".queue_name"), b"VHOST: /\nQUEUE: q2\nINDEX: v2\n").unwrap();
         let found = scan_queue_dirs(dir.path()).unwrap();
-        assert_eq!(found.len(), 1);
+        assert_eq!(found.len(), 2);
         assert_eq!(found[0].queue, "q1");
+        assert_eq!(found[0].index, IndexVersion::V1);
+        assert_eq!(
+            (found[1].queue.as_str(), found[1].index),
+            ("q2", IndexVersion::V2)
+        );
         assert_eq!(
             found[0].dir,
             "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC"

@@ -61,8 +61,18 @@ impl S3Storage {
     /// Builds a client from the standard AWS configuration (credential chain,
     /// `AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`).
     pub async fn open(options: &S3Options) -> anyhow::Result<S3Storage> {
-        let endpoint = custom_endpoint();
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        S3Storage::with_config(&sdk, custom_endpoint(), options)
+    }
+
+    /// Builds a client from an SDK configuration made elsewhere (the shared
+    /// storage tests give each server its own), with `endpoint` as the
+    /// custom endpoint the configuration names, if any.
+    pub fn with_config(
+        sdk: &aws_config::SdkConfig,
+        endpoint: Option<String>,
+        options: &S3Options,
+    ) -> anyhow::Result<S3Storage> {
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
             // One retry policy for every backend: see `retry.rs`.
             .retry_config(RetryConfig::disabled())

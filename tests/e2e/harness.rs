@@ -9,6 +9,8 @@ pub mod garage;
 pub mod moto;
 pub mod process;
 pub mod rabbit;
+pub mod seaweedfs;
 pub mod tool;
+pub mod versions;
 
 pub use process::{free_port, set_parent_death_signal};

@@ -9,3 +9,5 @@ mod operator;
 mod reliability;
 mod restore;
 mod retention;
+mod storage;
+mod versions;

@@ -1,5 +1,6 @@
 //! Private RabbitMQ nodes on loopback: own name, ports and directory,
-//! started from Debian's package, stopped by process id.
+//! started from Debian's package of any version (the host's, or one in a
+//! chroot: see `versions.rs`), stopped by process id.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -9,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::versions::{Version, in_chroot_script};
 use super::{free_port, set_parent_death_signal};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
-/// The real rabbitmqctl (Debian's /usr/sbin one switches to the rabbitmq user).
+/// The host's real rabbitmqctl (Debian's /usr/sbin one switches to the
+/// rabbitmq user). A node's own is [`RabbitNode::ctl_program`].
 pub const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 /// A cookie shared by every test node and CLI call.
 const COOKIE: &str = "RABBITMQBACKUPTESTCOOKIE";
@@ -21,28 +24,47 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A running node.
 pub struct RabbitNode {
-    /// Node name (`rbt<pid>x<n>@localhost`).
+    /// Node name (`rbt<pid>x<n>v<version>@localhost`).
     pub name: String,
+    /// Its RabbitMQ version.
+    pub version: Version,
     /// AMQP port.
     pub amqp_port: u16,
     /// Management API port.
     pub mgmt_port: u16,
     dist_port: u16,
+    chroot: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl RabbitNode {
-    /// Starts a node and waits until its management API answers.
+    /// Starts a node of the host's version and waits until its management
+    /// API answers.
     pub fn start() -> RabbitNode {
+        RabbitNode::start_version(Version::HOST)
+    }
+
+    /// Starts a node of `version` and waits until its management API answers.
+    pub fn start_version(version: Version) -> RabbitNode {
+        let chroot = version.chroot();
+        if chroot.is_some() {
+            ensure_epmd();
+        }
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let name = format!("rbt{}x{n}@localhost", std::process::id());
+        let name = format!(
+            "rbt{}x{n}v{}@localhost",
+            std::process::id(),
+            version.short().replace('.', "")
+        );
         let dir = tempfile::Builder::new()
             .prefix("rmqb-node-")
             .tempdir()
             .expect("tempdir");
         let mut node = RabbitNode {
             name,
+            version,
+            chroot,
             amqp_port: free_port(),
             mgmt_port: free_port(),
             dist_port: free_port(),
@@ -91,9 +113,54 @@ impl RabbitNode {
         format!("amqp://guest:guest@127.0.0.1:{}", self.amqp_port)
     }
 
+    /// The `rabbitmqctl` for this node: the host's, or for a chroot node a
+    /// wrapper script that runs the chroot's own (pass it as `--rabbitmqctl`).
+    pub fn ctl_program(&self) -> PathBuf {
+        match self.chroot {
+            None => PathBuf::from(CTL),
+            Some(_) => self.root().join("bin/rabbitmqctl"),
+        }
+    }
+
+    /// Kills the broker's VM (SIGKILL, as a crash or a power cut would) and
+    /// boots it again with the same name, ports and directory: a reboot.
+    /// Returns once the management API answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.boot();
+    }
+
+    /// Kills the broker's VM by its pid and waits until epmd has forgotten
+    /// the node's name (so the name can be registered again).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let short = self.name.split('@').next().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let names = Command::new("epmd").arg("-names").output();
+            let listed = names.is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some(short.as_str()))
+            });
+            if !listed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "epmd still lists node {} 30 s after it was killed",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn boot(&mut self) {
         let root = self.root().to_path_buf();
-        for sub in ["home", "mnesia", "log"] {
+        for sub in ["home", "mnesia", "log", "bin"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         let cookie = root.join("home/.erlang.cookie");
@@ -109,8 +176,40 @@ impl RabbitNode {
         )
         .unwrap();
         std::fs::write(root.join("enabled_plugins"), "[rabbitmq_management].\n").unwrap();
-        let log = std::fs::File::create(root.join("log/stdout.log")).unwrap();
-        let mut cmd = Command::new(SERVER);
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(root.join("log/stdout.log"))
+            .unwrap();
+        let mut extra_args = "-noinput".to_string();
+        let mut cmd = match &self.chroot {
+            None => Command::new(SERVER),
+            Some(chroot) => {
+                let wrapper = self.ctl_program();
+                std::fs::write(
+                    &wrapper,
+                    format!(
+                        "#!/bin/sh\n# RabbitMQ {}'s own rabbitmqctl, in its chroot.\nexec {} {} {} /usr/lib/rabbitmq/bin/rabbitmqctl \"$@\"\n",
+                        self.version,
+                        in_chroot_script().display(),
+                        chroot.display(),
+                        root.display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(
+                    &wrapper,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .unwrap();
+                // The host's epmd serves every version (ensure_epmd): none
+                // is started inside a chroot.
+                extra_args.push_str(" -start_epmd false");
+                let mut cmd = Command::new(in_chroot_script());
+                cmd.arg(chroot).arg(&root).arg(SERVER);
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", root.join("home"))
@@ -126,7 +225,7 @@ impl RabbitNode {
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
             // exec the VM directly: the pid we hold is the broker's.
             .env("RABBITMQ_ALLOW_INPUT", "1")
-            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-noinput")
+            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", &extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -134,10 +233,12 @@ impl RabbitNode {
         unsafe {
             cmd.pre_exec(set_parent_death_signal);
         }
-        self.child = Some(
-            cmd.spawn()
-                .expect("start rabbitmq-server (is the rabbitmq-server package installed?)"),
-        );
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start RabbitMQ {} ({e}): run scripts/install-deps --tests",
+                self.version
+            )
+        }));
         self.wait_ready();
     }
 
@@ -191,7 +292,7 @@ impl RabbitNode {
 
     /// Runs rabbitmqctl against this node; panics on failure.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(CTL)
+        let out = Command::new(self.ctl_program())
             .arg("-n")
             .arg(&self.name)
             .args(args)
@@ -274,9 +375,30 @@ impl RabbitNode {
                 "RABBITMQ_AMQP_URL".into(),
                 format!("amqp://127.0.0.1:{}/", self.amqp_port),
             ),
-            ("RABBITMQCTL".into(), CTL.into()),
+            (
+                "RABBITMQCTL".into(),
+                self.ctl_program().display().to_string(),
+            ),
         ]
     }
+}
+
+/// Starts the host's epmd once per test process (a no-op when one runs):
+/// every node, of every version, registers with it.
+fn ensure_epmd() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let status = Command::new("epmd")
+            .arg("-daemon")
+            .status()
+            .expect("run epmd (the host's erlang-base package)");
+        assert!(status.success(), "epmd -daemon failed: {status}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", 4369)).is_err() {
+            assert!(Instant::now() < deadline, "epmd does not listen on 4369");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
 }
 
 impl Drop for RabbitNode {

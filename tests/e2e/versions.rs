@@ -1,0 +1,233 @@
+//! Every RabbitMQ version Debian ships (3.8.9, 3.10.8, 4.0.5, 4.3.6): a
+//! backup restored onto a new node with another name, of the same version
+//! and of the next ones, every message checked byte for byte. One test per
+//! source version; each backs up once and restores that snapshot onto every
+//! target it has (the same-version restore of the host's 3.10 is in
+//! `restore.rs`).
+
+use serde_json::{Value, json};
+
+use crate::harness::amqp::{drain, publish};
+use crate::harness::fixtures::{classic_messages, oro_messages, priority_order, topology};
+use crate::harness::rabbit::RabbitNode;
+use crate::harness::tool::Tool;
+use crate::harness::versions::Version;
+use crate::restore::assert_same_messages;
+
+/// A loaded node of `version`: the standard topology and messages (a
+/// classic queue, a priority queue, a quorum queue).
+fn loaded(version: Version) -> RabbitNode {
+    let node = RabbitNode::start_version(version);
+    node.import_definitions(&topology());
+    publish(&node, "/", "", &classic_messages("classic", 30));
+    publish(&node, "oro", "oro.default", &oro_messages(40));
+    publish(&node, "/", "", &classic_messages("quorum", 5));
+    node
+}
+
+/// Backs `source` up into a new local repository; returns it, the backup
+/// report, and the source's name. The source is stopped: the old host is gone.
+fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
+    let repo = tempfile::tempdir().unwrap();
+    let report = Tool::new()
+        .with(source.env())
+        .run(&["backup", "--repo", repo.path().to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["node"], source.name.as_str());
+    assert_eq!(report["messages"], 75, "{report}");
+    assert_eq!(report["covered_messages"], 70, "{report}");
+    let queue = |name: &str| {
+        report["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    // The manifest records each classic queue's directories and index
+    // version (version 2 from 4.0: `INDEX: v2` in `.queue_name`).
+    let index = source.version.default_index();
+    for name in ["classic", "oro.default"] {
+        let q = queue(name);
+        assert!(!q["dirs"].as_array().unwrap().is_empty(), "{name}: {q}");
+        assert_eq!(q["index_version"], index, "{name} on {}", source.version);
+        assert_eq!(q["capture"], "files");
+    }
+    assert!(queue("oro.default")["dirs"].as_array().unwrap().len() >= 2);
+    assert_eq!(queue("quorum")["capture"], "none");
+    let name = source.name.clone();
+    drop(source);
+    (repo, report, name)
+}
+
+/// Restores the snapshot onto a new node of `version` and checks every
+/// message, in order, with properties, headers and priorities; the quorum
+/// queue is reported with its count. Returns the restore report.
+fn restore_onto(version: Version, repo: &tempfile::TempDir, from: &str) -> Value {
+    let target = RabbitNode::start_version(version);
+    assert_ne!(target.name, from);
+    let what = format!("{from} onto {} ({version})", target.name);
+    let report = Tool::new()
+        .with(target.env())
+        .run(&[
+            "restore",
+            "latest",
+            "--from-node",
+            from,
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(report["node"], target.name.as_str(), "{what}");
+    for q in report["queues"].as_array().unwrap() {
+        assert_eq!(q["status"], "ok", "{what}: {q}");
+    }
+    // The quorum queue is named with its count; nothing else with messages.
+    let uncovered: Vec<&Value> = report["uncovered_queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["expected"] != 0)
+        .collect();
+    assert_eq!(uncovered.len(), 1, "{what}: {uncovered:?}");
+    assert_eq!(uncovered[0]["name"], "quorum");
+    assert_eq!(uncovered[0]["expected"], 5);
+    assert_same_messages(
+        &drain(&target, "/", "classic"),
+        &classic_messages("classic", 30),
+        &format!("{what}: classic"),
+    );
+    assert_same_messages(
+        &drain(&target, "oro", "oro.default"),
+        &priority_order(&oro_messages(40)),
+        &format!("{what}: oro.default (priority)"),
+    );
+    assert_eq!(target.counts("/")["quorum"], 0, "{what}");
+    report
+}
+
+#[test]
+fn from_3_8_onto_3_8_and_3_10() {
+    let (repo, _, from) = backup(loaded(Version::V3_8));
+    restore_onto(Version::V3_8, &repo, &from);
+    restore_onto(Version::V3_10, &repo, &from);
+}
+
+/// Keys 4.x rejects, as a 3.10 application may have declared them.
+fn legacy_definitions() -> Value {
+    json!({
+        "policies": [{"vhost": "/", "name": "ha-legacy", "pattern": "^legacy\\.", "apply-to": "queues",
+                      "definition": {"ha-mode": "all"}, "priority": 0}],
+        "queues": [
+            {"name": "legacy.v1", "vhost": "/", "durable": true, "auto_delete": false,
+             "arguments": {"x-queue-version": 1, "x-queue-master-locator": "min-masters"}},
+            {"name": "legacy.reply", "vhost": "/", "durable": false, "auto_delete": false, "arguments": {}}
+        ],
+        "bindings": [{"source": "amq.direct", "vhost": "/", "destination": "legacy.reply",
+                      "destination_type": "queue", "routing_key": "reply", "arguments": {}}]
+    })
+}
+
+fn names(defs: &Value, key: &str) -> Vec<String> {
+    defs[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn from_3_10_onto_4_0_and_refused_by_swap_onto_4_3() {
+    let source = loaded(Version::V3_10);
+    source.import_definitions(&legacy_definitions());
+    let (repo, _, from) = backup(source);
+
+    // 4.0 converts the version-1 index; mirroring keys leave the policies.
+    let report = restore_onto(Version::V4_0, &repo, &from);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("ha-legacy"), "{warnings}");
+
+    // 4.3 cannot read a version-1 index: refused before anything changes.
+    let target = RabbitNode::start_version(Version::V4_3);
+    let before = target.export_definitions();
+    let tool = Tool::new().with(target.env());
+    let repo_path = repo.path().to_str().unwrap();
+    let args = ["restore", "--from-node", &from, "--repo", repo_path];
+    let run = tool.run(&args);
+    run.expect_code(5);
+    for part in [
+        "\"classic\" in vhost \"/\" (30 messages)",
+        "\"oro.default\" in vhost \"oro\" (40 messages)",
+        "4.3.6",
+        "--method replay",
+    ] {
+        assert!(run.stderr.contains(part), "{part}: {}", run.stderr);
+    }
+    assert!(
+        !run.stderr.contains("legacy.v1\" in"),
+        "empty queues are no loss"
+    );
+    assert_eq!(target.export_definitions(), before, "nothing changed");
+    assert!(target.work_areas().is_empty(), "{:?}", target.work_areas());
+
+    // Its definitions alone import whole: what 4.3 rejects is adapted first.
+    let run = tool.run(&[&args[..], &["--definitions-only", "--json"]].concat());
+    let warnings = run.ok().json()["warnings"].to_string();
+    for part in [
+        "ha-legacy",
+        "x-queue-version 1 removed",
+        "queue-leader-locator",
+        "legacy.reply",
+    ] {
+        assert!(warnings.contains(part), "{part}: {warnings}");
+    }
+    let defs = target.export_definitions();
+    let queues = names(&defs, "queues");
+    for q in ["classic", "oro.default", "quorum", "legacy.v1"] {
+        assert!(queues.contains(&q.to_string()), "{q} in {queues:?}");
+    }
+    assert!(!queues.contains(&"legacy.reply".to_string()));
+    assert!(!names(&defs, "policies").contains(&"ha-legacy".to_string()));
+    assert!(names(&defs, "policies").contains(&"oro-limit".to_string()));
+    let legacy = defs["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "legacy.v1")
+        .unwrap();
+    assert_eq!(legacy["arguments"]["x-queue-leader-locator"], "balanced");
+    assert!(legacy["arguments"].get("x-queue-version").is_none());
+}
+
+#[test]
+fn from_4_0_onto_4_0_and_4_3() {
+    let (repo, _, from) = backup(loaded(Version::V4_0));
+    restore_onto(Version::V4_0, &repo, &from);
+    restore_onto(Version::V4_3, &repo, &from);
+}
+
+#[test]
+fn from_4_3_onto_4_3() {
+    let (repo, _, from) = backup(loaded(Version::V4_3));
+    restore_onto(Version::V4_3, &repo, &from);
+}
+
+#[test]
+fn a_restarted_node_keeps_its_name_directory_and_messages() {
+    let mut node = RabbitNode::start_version(Version::V4_3);
+    node.import_definitions(&topology());
+    publish(&node, "/", "", &classic_messages("classic", 3));
+    let (name, data_dir) = (node.name.clone(), node.data_dir());
+    node.restart();
+    assert_eq!((node.name.clone(), node.data_dir()), (name, data_dir));
+    assert_same_messages(
+        &drain(&node, "/", "classic"),
+        &classic_messages("classic", 3),
+        "after a restart",
+    );
+}
