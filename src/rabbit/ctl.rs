@@ -127,11 +127,13 @@ impl Ctl {
 
     /// Exact ready-message counts of quorum queues and streams, asked of the
     /// queues themselves: `list_queues` reports them from metrics that lag
-    /// by seconds. Names travel hex-encoded so any name parses safely.
+    /// by seconds. Names travel hex-encoded so any name parses safely (by
+    /// hand: `binary:encode_hex` needs OTP 24, RabbitMQ 3.8 runs on 23).
     pub async fn non_classic_counts(&self) -> anyhow::Result<Vec<(String, String, u64)>> {
-        const EXPR: &str = "lists:flatmap(fun(Q) -> case rabbit_amqqueue:stat(Q) of \
+        const EXPR: &str = "H = fun(B) -> list_to_binary([io_lib:format(\"~2.16.0B\", [X]) || <<X>> <= B]) end, \
+            lists:flatmap(fun(Q) -> case rabbit_amqqueue:stat(Q) of \
             {ok, M, _} -> {resource, V, queue, N} = amqqueue:get_name(Q), \
-            [{binary:encode_hex(V), binary:encode_hex(N), M}]; _ -> [] end end, \
+            [{H(V), H(N), M}]; _ -> [] end end, \
             [Q || Q <- rabbit_amqqueue:list(), amqqueue:get_type(Q) =/= rabbit_classic_queue]).";
         let out = self.run(&["eval", EXPR], QUERY).await?;
         parse_hex_counts(&out)

@@ -73,7 +73,7 @@ impl S3Storage {
         endpoint: Option<String>,
         options: &S3Options,
     ) -> anyhow::Result<S3Storage> {
-        let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+        let mut builder = aws_sdk_s3::config::Builder::from(sdk)
             // One retry policy for every backend: see `retry.rs`.
             .retry_config(RetryConfig::disabled())
             .timeout_config(

@@ -165,7 +165,8 @@ async fn objects_round_trip(b: &Backend) {
 async fn listings_span_pages(b: &Backend) {
     let keys: Vec<String> = (0..1010).map(|i| format!("pages/k{i:05}")).collect();
     let s = b.storage.as_ref();
-    try_join_all(keys.iter().map(|k| put(s, k, b"x", &Vec::new())))
+    let none: Tags = Vec::new();
+    try_join_all(keys.iter().map(|k| put(s, k, b"x", &none)))
         .await
         .unwrap();
     let listed: Vec<String> = s

@@ -35,6 +35,25 @@ fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
         .ok()
         .json();
     assert_eq!(report["node"], source.name.as_str());
+    let id = report["id"].as_str().unwrap();
+    let manifest = Tool::new()
+        .run(&[
+            "show",
+            id,
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        manifest["node"]["rabbitmq_version"],
+        source.version.number()
+    );
+    assert_eq!(
+        manifest["format"], 1,
+        "a plain snapshot stays readable by v1 tools"
+    );
     assert_eq!(report["messages"], 75, "{report}");
     assert_eq!(report["covered_messages"], 70, "{report}");
     let queue = |name: &str| {
@@ -215,6 +234,22 @@ fn from_4_0_onto_4_0_and_4_3() {
 fn from_4_3_onto_4_3() {
     let (repo, _, from) = backup(loaded(Version::V4_3));
     restore_onto(Version::V4_3, &repo, &from);
+}
+
+#[test]
+fn every_version_is_installed_from_its_debian_package() {
+    for version in Version::ALL {
+        match version.chroot() {
+            None => assert_eq!(version, Version::HOST),
+            Some(chroot) => {
+                let lib = chroot.join(format!(
+                    "usr/lib/rabbitmq/lib/rabbitmq_server-{}",
+                    version.number()
+                ));
+                assert!(lib.is_dir(), "{version}: no {}", lib.display());
+            }
+        }
+    }
 }
 
 #[test]
