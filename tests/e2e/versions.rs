@@ -25,25 +25,20 @@ fn loaded(version: Version) -> RabbitNode {
     node
 }
 
-/// Backs `source` up into a new local repository; returns it, the backup
-/// report, and the source's name. The source is stopped: the old host is gone.
-fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
-    let repo = tempfile::tempdir().unwrap();
+/// Backs `source` up into `repo` and checks what the manifest records:
+/// the node's version, the format, each classic queue's directories and
+/// index version (version 2 from 4.0: `INDEX: v2` in `.queue_name`).
+fn backup(source: &RabbitNode, repo: &tempfile::TempDir) -> Value {
+    let repo = repo.path().to_str().unwrap();
     let report = Tool::new()
         .with(source.env())
-        .run(&["backup", "--repo", repo.path().to_str().unwrap(), "--json"])
+        .run(&["backup", "--repo", repo, "--json"])
         .ok()
         .json();
     assert_eq!(report["node"], source.name.as_str());
     let id = report["id"].as_str().unwrap();
     let manifest = Tool::new()
-        .run(&[
-            "show",
-            id,
-            "--repo",
-            repo.path().to_str().unwrap(),
-            "--json",
-        ])
+        .run(&["show", id, "--repo", repo, "--json"])
         .ok()
         .json();
     assert_eq!(
@@ -54,10 +49,8 @@ fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
         manifest["format"], 1,
         "a plain snapshot stays readable by v1 tools"
     );
-    assert_eq!(report["messages"], 75, "{report}");
-    assert_eq!(report["covered_messages"], 70, "{report}");
     let queue = |name: &str| {
-        report["queues"]
+        manifest["queues"]
             .as_array()
             .unwrap()
             .iter()
@@ -65,8 +58,6 @@ fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
             .unwrap()
             .clone()
     };
-    // The manifest records each classic queue's directories and index
-    // version (version 2 from 4.0: `INDEX: v2` in `.queue_name`).
     let index = source.version.default_index();
     for name in ["classic", "oro.default"] {
         let q = queue(name);
@@ -76,9 +67,18 @@ fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
     }
     assert!(queue("oro.default")["dirs"].as_array().unwrap().len() >= 2);
     assert_eq!(queue("quorum")["capture"], "none");
-    let name = source.name.clone();
-    drop(source);
-    (repo, report, name)
+    report
+}
+
+/// A loaded node of `version` backed up into a new repository, then
+/// stopped (the old host is gone). Returns the repository and its name.
+fn backed_up(version: Version) -> (tempfile::TempDir, String) {
+    let source = loaded(version);
+    let repo = tempfile::tempdir().unwrap();
+    let report = backup(&source, &repo);
+    assert_eq!(report["messages"], 75, "{report}");
+    assert_eq!(report["covered_messages"], 70, "{report}");
+    (repo, source.name.clone())
 }
 
 /// Restores the snapshot onto a new node of `version` and checks every
@@ -86,6 +86,11 @@ fn backup(source: RabbitNode) -> (tempfile::TempDir, Value, String) {
 /// queue is reported with its count. Returns the restore report.
 fn restore_onto(version: Version, repo: &tempfile::TempDir, from: &str) -> Value {
     let target = RabbitNode::start_version(version);
+    restore_checked(&target, repo, from)
+}
+
+fn restore_checked(target: &RabbitNode, repo: &tempfile::TempDir, from: &str) -> Value {
+    let version = target.version;
     assert_ne!(target.name, from);
     let what = format!("{from} onto {} ({version})", target.name);
     let report = Tool::new()
@@ -116,12 +121,12 @@ fn restore_onto(version: Version, repo: &tempfile::TempDir, from: &str) -> Value
     assert_eq!(uncovered[0]["name"], "quorum");
     assert_eq!(uncovered[0]["expected"], 5);
     assert_same_messages(
-        &drain(&target, "/", "classic"),
+        &drain(target, "/", "classic"),
         &classic_messages("classic", 30),
         &format!("{what}: classic"),
     );
     assert_same_messages(
-        &drain(&target, "oro", "oro.default"),
+        &drain(target, "oro", "oro.default"),
         &priority_order(&oro_messages(40)),
         &format!("{what}: oro.default (priority)"),
     );
@@ -131,7 +136,7 @@ fn restore_onto(version: Version, repo: &tempfile::TempDir, from: &str) -> Value
 
 #[test]
 fn from_3_8_onto_3_8_and_3_10() {
-    let (repo, _, from) = backup(loaded(Version::V3_8));
+    let (repo, from) = backed_up(Version::V3_8);
     restore_onto(Version::V3_8, &repo, &from);
     restore_onto(Version::V3_10, &repo, &from);
 }
@@ -142,6 +147,8 @@ fn legacy_definitions() -> Value {
         "policies": [{"vhost": "/", "name": "ha-legacy", "pattern": "^legacy\\.", "apply-to": "queues",
                       "definition": {"ha-mode": "all"}, "priority": 0}],
         "queues": [
+            {"name": "cq2", "vhost": "/", "durable": true, "auto_delete": false,
+             "arguments": {"x-queue-version": 2}},
             {"name": "legacy.v1", "vhost": "/", "durable": true, "auto_delete": false,
              "arguments": {"x-queue-version": 1, "x-queue-master-locator": "min-masters"}},
             {"name": "legacy.reply", "vhost": "/", "durable": false, "auto_delete": false, "arguments": {}}
@@ -161,10 +168,21 @@ fn names(defs: &Value, key: &str) -> Vec<String> {
 }
 
 #[test]
-fn from_3_10_onto_4_0_and_refused_by_swap_onto_4_3() {
+fn from_3_10_onto_4_0_and_refused_by_swap_onto_4_3_unless_version_2() {
+    // Beside the standard queues, legacy keys and a version-2 queue (3.10
+    // has both index versions).
     let source = loaded(Version::V3_10);
     source.import_definitions(&legacy_definitions());
-    let (repo, _, from) = backup(source);
+    publish(&source, "/", "", &classic_messages("cq2", 20));
+    let from = source.name.clone();
+    let repo = tempfile::tempdir().unwrap();
+    let report = backup(&source, &repo);
+    let cq2 = report["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "cq2");
+    assert_eq!(cq2.unwrap()["index_version"], 2);
 
     // 4.0 converts the version-1 index; mirroring keys leave the policies.
     let report = restore_onto(Version::V4_0, &repo, &from);
@@ -187,10 +205,10 @@ fn from_3_10_onto_4_0_and_refused_by_swap_onto_4_3() {
     ] {
         assert!(run.stderr.contains(part), "{part}: {}", run.stderr);
     }
-    assert!(
-        !run.stderr.contains("legacy.v1\" in"),
-        "empty queues are no loss"
-    );
+    for readable in ["legacy.v1\" in", "cq2"] {
+        // An empty version-1 queue loses nothing; version 2 is read by 4.3.
+        assert!(!run.stderr.contains(readable), "{readable}: {}", run.stderr);
+    }
     assert_eq!(target.export_definitions(), before, "nothing changed");
     assert!(target.work_areas().is_empty(), "{:?}", target.work_areas());
 
@@ -221,18 +239,46 @@ fn from_3_10_onto_4_0_and_refused_by_swap_onto_4_3() {
         .unwrap();
     assert_eq!(legacy["arguments"]["x-queue-leader-locator"], "balanced");
     assert!(legacy["arguments"].get("x-queue-version").is_none());
+
+    // Once the version-1 queues hold nothing, a 3.10 snapshot swaps onto
+    // 4.3: it reads 3.10's message store and version-2 index.
+    drain(&source, "/", "classic");
+    drain(&source, "oro", "oro.default");
+    let repo = tempfile::tempdir().unwrap();
+    assert_eq!(backup(&source, &repo)["covered_messages"], 20);
+    drop(source);
+    let report = Tool::new()
+        .with(target.env())
+        .run(&[
+            "restore",
+            "--from-node",
+            &from,
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    for q in report["queues"].as_array().unwrap() {
+        assert_eq!(q["status"], "ok", "{q}");
+    }
+    assert_same_messages(
+        &drain(&target, "/", "cq2"),
+        &classic_messages("cq2", 20),
+        "version-2 queue from 3.10 onto 4.3",
+    );
 }
 
 #[test]
 fn from_4_0_onto_4_0_and_4_3() {
-    let (repo, _, from) = backup(loaded(Version::V4_0));
+    let (repo, from) = backed_up(Version::V4_0);
     restore_onto(Version::V4_0, &repo, &from);
     restore_onto(Version::V4_3, &repo, &from);
 }
 
 #[test]
 fn from_4_3_onto_4_3() {
-    let (repo, _, from) = backup(loaded(Version::V4_3));
+    let (repo, from) = backed_up(Version::V4_3);
     restore_onto(Version::V4_3, &repo, &from);
 }
 
