@@ -99,7 +99,7 @@ fn drop_mirroring(defs: &mut Value, key: &str, target: &str, changes: &mut Vec<S
         }
         let name = name_of(policy);
         if definition_is_empty(policy) {
-            emptied.push(policy["name"].clone());
+            emptied.push((policy["vhost"].clone(), policy["name"].clone()));
             changes.push(format!(
                 "{kind} {name} is left out: it only set classic queue mirroring ({}), which RabbitMQ {target} no longer has",
                 removed.join(", ")
@@ -112,7 +112,7 @@ fn drop_mirroring(defs: &mut Value, key: &str, target: &str, changes: &mut Vec<S
         }
     }
     if let Some(list) = defs.get_mut(key).and_then(Value::as_array_mut) {
-        list.retain(|p| !(definition_is_empty(p) && emptied.contains(&p["name"])));
+        list.retain(|p| !emptied.contains(&(p["vhost"].clone(), p["name"].clone())));
     }
 }
 
@@ -308,6 +308,16 @@ mod tests {
         let bytes = br#"{"queues":[{"name":"q","vhost":"/","durable":true,"arguments":{}}]}"#;
         let out = adapt(bytes, "4.3.6").unwrap();
         assert_eq!(out.bytes, bytes);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_mutated_definitions(pos in 0usize..4000, byte in proptest::prelude::any::<u8>()) {
+            let mut bytes = serde_json::to_vec(&from_3_10()).unwrap();
+            let i = pos % bytes.len();
+            bytes[i] = byte;
+            let _ = adapt(&bytes, "4.3.6");
+        }
     }
 
     #[test]
