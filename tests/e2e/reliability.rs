@@ -343,9 +343,9 @@ fn hostile_or_broken_archives_are_refused_before_anything_is_written() {
             "/etc/evil",
         ),
         (
-            tamper(&repo, &n, &real, |m, _| m["format"] = 2.into()),
+            tamper(&repo, &n, &real, |m, _| m["format"] = 3.into()),
             5,
-            "format version 2",
+            "format version 3",
         ),
         (
             tamper(&repo, &n, &real, |m, d| {
