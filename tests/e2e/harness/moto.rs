@@ -32,33 +32,64 @@ pub fn moto() -> &'static Moto {
     MOTO.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let port = free_port();
-            let bin = moto_bin();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: prctl in the child before exec.
-            unsafe {
-                cmd.pre_exec(set_parent_death_signal);
+            // A free port can be taken by another process before moto binds
+            // it: then moto exits, and another port is tried.
+            for _ in 0..3 {
+                let port = free_port();
+                let mut child = spawn(port);
+                if wait_ready(port, &mut child) {
+                    tx.send(Moto { port }).unwrap();
+                    let _ = child.wait();
+                    return;
+                }
             }
-            let mut child = cmd.spawn().unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} (run scripts/install-deps --tests): {e}",
-                    bin.display()
-                )
-            });
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "moto did not start");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            tx.send(Moto { port }).unwrap();
-            let _ = child.wait();
+            panic!("moto did not start on any of three ports");
         });
         rx.recv().unwrap()
     })
+}
+
+fn spawn(port: u16) -> std::process::Child {
+    let bin = moto_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl in the child before exec.
+    unsafe {
+        cmd.pre_exec(set_parent_death_signal);
+    }
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {} (run scripts/install-deps --tests): {e}",
+            bin.display()
+        )
+    })
+}
+
+/// True once moto itself answers on `port` (its own API, not just any
+/// listener); false if it exited.
+fn wait_ready(port: u16, child: &mut std::process::Child) -> bool {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let answered = client
+            .get(format!("http://127.0.0.1:{port}/moto-api/data.json"))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if answered {
+            return true;
+        }
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Moto {

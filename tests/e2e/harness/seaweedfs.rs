@@ -43,78 +43,95 @@ pub fn seaweedfs() -> &'static SeaweedFs {
                 .prefix("rmqb-seaweedfs-")
                 .tempdir()
                 .unwrap();
-            let d = dir.path();
-            std::fs::write(
-                d.join("s3.json"),
-                serde_json::json!({"identities": [{
-                    "name": "tests",
-                    "credentials": [{"accessKey": KEY_ID, "secretKey": SECRET}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]
-                }]})
-                .to_string(),
-            )
-            .unwrap();
-            let s3_port = free_port();
-            let port = |name: &str| format!("-{name}={}", free_port());
-            let bin = weed_bin();
-            let log = std::fs::File::create(d.join("server.log")).unwrap();
-            let mut cmd = Command::new(&bin);
-            cmd.current_dir(d)
-                .arg("server")
-                .arg(format!("-dir={}", d.display()))
-                .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-                .args([
-                    port("master.port"),
-                    port("master.port.grpc"),
-                    port("volume.port"),
-                    port("volume.port.grpc"),
-                    port("filer.port"),
-                    port("filer.port.grpc"),
-                    port("s3.port.grpc"),
-                ])
-                .args(["-filer", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0"])
-                .arg(format!("-s3.port={s3_port}"))
-                .arg(format!("-s3.config={}", d.join("s3.json").display()))
-                .args(["-master.volumeSizeLimitMB=64", "-volume.max=0"])
-                .arg(format!(
-                    "-filer.localSocket={}",
-                    d.join("filer.sock").display()
-                ))
-                .arg(format!("-s3.localSocket={}", d.join("s3.sock").display()))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            // SAFETY: prctl in the child before exec.
-            unsafe {
-                cmd.pre_exec(set_parent_death_signal);
-            }
-            let mut child = cmd.spawn().unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} (run scripts/install-deps --tests): {e}",
-                    bin.display()
-                )
-            });
-            let server = SeaweedFs { s3_port };
-            // Ready when the gateway lists buckets with the test key.
-            let client = server.client();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while super::amqp::rt()
-                .block_on(client.list_buckets().send())
-                .is_err()
-            {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(d.join("server.log")).unwrap_or_default();
-                    panic!("SeaweedFS exited ({status}):\n{log}");
+            // A free port can be taken by another process before the server
+            // binds it: then it exits, and other ports are tried.
+            for attempt in 0..3 {
+                let data = dir.path().join(attempt.to_string());
+                std::fs::create_dir_all(&data).unwrap();
+                let (server, mut child) = spawn(&data);
+                if wait_ready(&server, &mut child) {
+                    tx.send(server).unwrap();
+                    let _ = child.wait();
+                    return;
                 }
-                assert!(Instant::now() < deadline, "SeaweedFS did not start");
-                std::thread::sleep(Duration::from_millis(100));
             }
-            tx.send(server).unwrap();
-            let _ = child.wait();
-            drop(dir);
+            let log = std::fs::read_to_string(dir.path().join("2/server.log")).unwrap_or_default();
+            panic!("SeaweedFS did not start on three sets of ports:\n{log}");
         });
         rx.recv().unwrap()
     })
+}
+
+fn spawn(d: &std::path::Path) -> (SeaweedFs, std::process::Child) {
+    std::fs::write(
+        d.join("s3.json"),
+        serde_json::json!({"identities": [{
+            "name": "tests",
+            "credentials": [{"accessKey": KEY_ID, "secretKey": SECRET}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let s3_port = free_port();
+    let port = |name: &str| format!("-{name}={}", free_port());
+    let bin = weed_bin();
+    let log = std::fs::File::create(d.join("server.log")).unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(d)
+        .arg("server")
+        .arg(format!("-dir={}", d.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .args([
+            port("master.port"),
+            port("master.port.grpc"),
+            port("volume.port"),
+            port("volume.port.grpc"),
+            port("filer.port"),
+            port("filer.port.grpc"),
+            port("s3.port.grpc"),
+        ])
+        .args(["-filer", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .arg(format!("-s3.port={s3_port}"))
+        .arg(format!("-s3.config={}", d.join("s3.json").display()))
+        .args(["-master.volumeSizeLimitMB=64", "-volume.max=0"])
+        .arg(format!(
+            "-filer.localSocket={}",
+            d.join("filer.sock").display()
+        ))
+        .arg(format!("-s3.localSocket={}", d.join("s3.sock").display()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: prctl in the child before exec.
+    unsafe {
+        cmd.pre_exec(set_parent_death_signal);
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {} (run scripts/install-deps --tests): {e}",
+            bin.display()
+        )
+    });
+    (SeaweedFs { s3_port }, child)
+}
+
+/// True once the gateway lists buckets with the test key; false if the
+/// server exited.
+fn wait_ready(server: &SeaweedFs, child: &mut std::process::Child) -> bool {
+    let client = server.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while super::amqp::rt()
+        .block_on(client.list_buckets().send())
+        .is_err()
+    {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "SeaweedFS did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 impl SeaweedFs {
