@@ -57,6 +57,26 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `1 chunk`, `2 chunks`, `0 chunks`: a count with its noun, for every
+/// message that counts something. Nouns whose plural is not `+s` are listed.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let plural = match noun {
+        "entry" => "entries".to_string(),
+        "priority" => "priorities".to_string(),
+        "policy" => "policies".to_string(),
+        "this" => "these".to_string(),
+        _ if noun.ends_with('s') || noun.ends_with('x') || noun.ends_with("ch") => {
+            format!("{noun}es")
+        }
+        _ => format!("{noun}s"),
+    };
+    format!("{n} {plural}")
+}
+
 /// Renders rows as an aligned text table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -92,6 +112,18 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1u64, "chunk"), "1 chunk");
+        assert_eq!(count(0u64, "chunk"), "0 chunks");
+        assert_eq!(count(2u64, "consumer"), "2 consumers");
+        assert_eq!(count(1u64, "consumer"), "1 consumer");
+        assert_eq!(count(3u64, "policy"), "3 policies");
+        assert_eq!(count(2u64, "vhost"), "2 vhosts");
+        assert_eq!(count(2u64, "match"), "2 matches");
+        assert_eq!(count(1u32, "message"), "1 message");
     }
 
     #[test]

@@ -13,6 +13,16 @@ use sha2::{Digest, Sha256};
 use super::manifest::{FileEntry, Manifest};
 use super::paths::{DEFINITIONS, check_archive_path};
 use crate::error::integrity;
+use crate::output::count;
+
+/// The most `definitions.json` may hold, whatever a manifest or a tar header
+/// says: it is read into memory (the definitions of 100 000 queues take
+/// about 40 MiB).
+pub const MAX_DEFINITIONS_BYTES: u64 = 512 << 20;
+
+/// The most a GNU long-name entry may hold: paths in a snapshot are short,
+/// and the tar crate would read any size into memory.
+const MAX_LONG_NAME: u64 = 4096;
 
 /// Counts the bytes that pass through a reader.
 struct Counting<R> {
@@ -55,15 +65,30 @@ pub fn unpack(
     let mut definitions = None;
     // One copy buffer for every file: stores hold thousands of small ones.
     let mut buf = vec![0u8; 1 << 20];
+    let mut long_name: Option<Vec<u8>> = None;
 
     {
         let mut archive = tar::Archive::new(&mut counting);
         let entries = archive
             .entries()
-            .map_err(|e| integrity(format!("the archive is not a tar stream: {e}")))?;
+            .map_err(|e| integrity(format!("the archive is not a tar stream: {e}")))?
+            // Extension entries come to us, so that their sizes are checked
+            // before anything is read into memory.
+            .raw(true);
         for entry in entries {
             let mut entry = entry.map_err(|e| integrity(format!("the archive is damaged: {e}")))?;
-            let raw = entry.path_bytes().into_owned();
+            if entry.header().entry_type() == tar::EntryType::GNULongName {
+                if long_name.is_some() {
+                    return Err(integrity("the archive holds two long names for one entry"));
+                }
+                let size = entry.size();
+                long_name = Some(read_long_name(&mut entry, size)?);
+                continue;
+            }
+            let raw = match long_name.take() {
+                Some(name) => name,
+                None => entry.path_bytes().into_owned(),
+            };
             let path = String::from_utf8(raw)
                 .map_err(|_| integrity("the archive holds a path that is not UTF-8"))?;
             check_archive_path(&path).map_err(|e| integrity(e.to_string()))?;
@@ -90,14 +115,13 @@ pub fn unpack(
                     };
                     if entry.size() != expected.size {
                         return Err(integrity(format!(
-                            "{path} is {} bytes in the archive but {} in the manifest",
-                            entry.size(),
+                            "{path} is {} in the archive but {} in the manifest",
+                            count(entry.size(), "byte"),
                             expected.size
                         )));
                     }
                     if path == DEFINITIONS {
-                        let mut data = Vec::with_capacity(expected.size as usize);
-                        entry.read_to_end(&mut data)?;
+                        let data = read_definitions(&mut entry, expected.size)?;
                         let digest = Sha256::digest(&data);
                         check_digest(&path, &digest, &expected.sha256)?;
                         check_digest(&path, &digest, &manifest.definitions.sha256)?;
@@ -115,13 +139,19 @@ pub fn unpack(
             }
         }
     }
+    if long_name.is_some() {
+        return Err(integrity(
+            "the archive ends with a long name that names no entry",
+        ));
+    }
     // Whatever follows the tar end must still decompress: it is all verified bytes.
     io::copy(&mut counting, &mut io::sink())
         .map_err(|e| integrity(format!("the archive is damaged: {e}")))?;
     if counting.count != manifest.totals.tar_bytes {
         return Err(integrity(format!(
-            "the archive decompresses to {} bytes but the manifest says {}",
-            counting.count, manifest.totals.tar_bytes
+            "the archive decompresses to {} but the manifest says {}",
+            count(counting.count, "byte"),
+            manifest.totals.tar_bytes
         )));
     }
     if let Some(missing) = manifest.files.iter().find(|f| !seen.contains(&f.path)) {
@@ -139,9 +169,11 @@ pub fn definitions_only(stored: impl Read, manifest: &Manifest) -> anyhow::Resul
     let decoder = zstd::stream::read::Decoder::new(stored)
         .map_err(|e| integrity(format!("cannot start decompressing: {e}")))?;
     let mut archive = tar::Archive::new(decoder);
+    // Raw: an extension entry (long name, PAX) first is refused unread.
     let mut entries = archive
         .entries()
-        .map_err(|e| integrity(format!("the archive is not a tar stream: {e}")))?;
+        .map_err(|e| integrity(format!("the archive is not a tar stream: {e}")))?
+        .raw(true);
     let mut entry = entries
         .next()
         .ok_or_else(|| integrity("the archive is empty"))?
@@ -153,13 +185,72 @@ pub fn definitions_only(stored: impl Read, manifest: &Manifest) -> anyhow::Resul
             "the archive does not start with definitions.json",
         ));
     }
-    let mut data = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut data)?;
+    // The header's size is the archive's word; the manifest's is checked
+    // first, and neither may pass the cap.
+    let recorded = manifest
+        .files
+        .iter()
+        .find(|f| f.path == DEFINITIONS)
+        .ok_or_else(|| integrity("the manifest does not list definitions.json"))?;
+    if entry.size() != recorded.size {
+        return Err(integrity(format!(
+            "{DEFINITIONS} is {} in the archive but {} in the manifest",
+            count(entry.size(), "byte"),
+            recorded.size
+        )));
+    }
+    let data = read_definitions(&mut entry, recorded.size)?;
     check_digest(
         DEFINITIONS,
         &Sha256::digest(&data),
         &manifest.definitions.sha256,
     )?;
+    Ok(data)
+}
+
+/// Reads `definitions.json` (`size` bytes, as the manifest records) into
+/// memory: refused above [`MAX_DEFINITIONS_BYTES`], and the buffer grows
+/// with the bytes that really arrive, never to a size a header claims.
+fn read_definitions(entry: &mut impl Read, size: u64) -> anyhow::Result<Vec<u8>> {
+    if size > MAX_DEFINITIONS_BYTES {
+        return Err(integrity(format!(
+            "{DEFINITIONS} is said to hold {}, more than the {} any snapshot's definitions may: refusing the archive",
+            count(size, "byte"),
+            crate::output::bytes(MAX_DEFINITIONS_BYTES)
+        )));
+    }
+    read_exactly(entry, size, DEFINITIONS)
+}
+
+/// A GNU long-name entry's path (without its trailing NUL), bounded.
+fn read_long_name(entry: &mut impl Read, size: u64) -> anyhow::Result<Vec<u8>> {
+    if size > MAX_LONG_NAME {
+        return Err(integrity(format!(
+            "the archive holds a long name of {}: no path in a snapshot is longer than {MAX_LONG_NAME} bytes",
+            count(size, "byte")
+        )));
+    }
+    let mut name = read_exactly(entry, size, "a long name")?;
+    if name.last() == Some(&0) {
+        name.pop();
+    }
+    Ok(name)
+}
+
+/// Exactly `size` bytes of `entry`; fewer is damage. The caller has bounded `size`.
+fn read_exactly(entry: &mut impl Read, size: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+    entry
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| integrity(format!("the archive is damaged while reading {what}: {e}")))?;
+    if data.len() as u64 != size {
+        return Err(integrity(format!(
+            "the archive ends inside {what}: {} of {} read",
+            data.len(),
+            count(size, "byte")
+        )));
+    }
     Ok(data)
 }
 
@@ -313,6 +404,134 @@ mod tests {
             err.to_string().contains("lacks msg_stores/vhosts/V/extra"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn long_paths_round_trip() {
+        let src = tempfile::tempdir().unwrap();
+        let long = "Q".repeat(150);
+        let dir = src.path().join("msg_stores/vhosts/V/queues").join(&long);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("0.idx"), b"index").unwrap();
+        let defs = b"{}";
+        let mut stored = Vec::new();
+        let sink = ChunkWriter::new(
+            ChunkOptions {
+                chunk_size: 1 << 20,
+                level: 1,
+                workers: 0,
+            },
+            |c| {
+                stored.extend_from_slice(&c.data);
+                Ok(())
+            },
+        );
+        let selected = ["msg_stores/vhosts/V".to_string()].into();
+        let (sink, written) =
+            write_archive(sink, defs, src.path(), false, &selected, |_| {}).unwrap();
+        let mut m = sample();
+        m.definitions.sha256 = hex::encode(Sha256::digest(defs));
+        m.files = written.files;
+        m.dirs = written.dirs;
+        m.totals = Totals {
+            tar_bytes: sink.finish().unwrap(),
+            ..Default::default()
+        };
+        let dest = tempfile::tempdir().unwrap();
+        unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap();
+        let path = format!("msg_stores/vhosts/V/queues/{long}/0.idx");
+        assert_eq!(fs::read(dest.path().join(path)).unwrap(), b"index");
+    }
+
+    /// A tar stream whose first entry claims `claimed` bytes but carries
+    /// `actual` (zeros), compressed.
+    fn lying_archive(kind: tar::EntryType, path: &str, claimed: u64, actual: usize) -> Vec<u8> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(0o600);
+        header.set_size(claimed);
+        let name = &mut header.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        let mut tar = header.as_bytes().to_vec();
+        tar.extend(std::iter::repeat_n(0u8, actual));
+        zstd::encode_all(&tar[..], 1).unwrap()
+    }
+
+    /// A manifest that records `definitions.json` at `size` bytes.
+    fn recording(size: u64) -> Manifest {
+        let mut m = sample();
+        m.files = vec![FileEntry {
+            path: DEFINITIONS.into(),
+            size,
+            sha256: "0".repeat(64),
+            mode: 0o600,
+        }];
+        m
+    }
+
+    #[test]
+    fn huge_definitions_are_refused_before_any_allocation() {
+        // 1 TiB claimed by header and manifest alike: refused by the cap.
+        let stored = lying_archive(tar::EntryType::Regular, DEFINITIONS, 1 << 40, 512);
+        let m = recording(1 << 40);
+        for err in [
+            definitions_only(&stored[..], &m).unwrap_err(),
+            unpack(&stored[..], &m, None, |_| {}).unwrap_err(),
+        ] {
+            assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
+            assert!(err.to_string().contains("more than"), "{err}");
+        }
+        // A header that disagrees with the manifest is refused unread.
+        let stored = lying_archive(tar::EntryType::Regular, DEFINITIONS, 1 << 40, 512);
+        let err = definitions_only(&stored[..], &recording(13)).unwrap_err();
+        assert!(err.to_string().contains("in the manifest"), "{err}");
+    }
+
+    #[test]
+    fn a_long_name_bomb_is_refused_unread() {
+        // 64 MiB of zeros as a "path": a few KiB compressed.
+        let stored = lying_archive(
+            tar::EntryType::GNULongName,
+            "././@LongLink",
+            64 << 20,
+            64 << 20,
+        );
+        assert!(stored.len() < 64 << 10);
+        let err = unpack(&stored[..], &sample(), None, |_| {}).unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
+        assert!(err.to_string().contains("long name"), "{err}");
+        let err = definitions_only(&stored[..], &sample()).unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever sizes a hostile header and manifest claim, reading gives
+        /// a clear integrity error: never a panic, never an allocation of
+        /// the claimed size.
+        #[test]
+        fn hostile_sizes_give_clear_errors(
+            claimed in proptest::prop_oneof![0u64..4096, 0u64..u64::MAX >> 1, proptest::strategy::Just(u64::MAX >> 1)],
+            recorded in proptest::prop_oneof![0u64..4096, 0u64..u64::MAX],
+            actual in 0usize..2048,
+            long_name in proptest::bool::ANY,
+        ) {
+            let (kind, path) = if long_name {
+                (tar::EntryType::GNULongName, "././@LongLink")
+            } else {
+                (tar::EntryType::Regular, DEFINITIONS)
+            };
+            let stored = lying_archive(kind, path, claimed, actual);
+            let m = recording(recorded);
+            for result in [
+                definitions_only(&stored[..], &m),
+                unpack(&stored[..], &m, None, |_| {}),
+            ] {
+                // The digest never matches: every outcome is an error.
+                let err = result.unwrap_err();
+                proptest::prop_assert_eq!(kind_of(&err), Kind::Integrity, "{}", err);
+            }
+        }
     }
 
     fn hostile_archive(kind: tar::EntryType, path: &str, link: Option<&str>) -> Vec<u8> {
