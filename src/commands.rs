@@ -20,8 +20,23 @@ use crate::repo::storage::Storage;
 use crate::repo::url::RepoUrl;
 use crate::settings::Settings;
 
-/// Opens the configured repository (no request is sent yet).
+/// Opens the configured repository for a command that reads it: a local
+/// directory must exist, so that a mistyped or unmounted path is an error
+/// rather than "no snapshots" (no request is sent to S3 yet).
 pub async fn open_repository(settings: &Settings) -> anyhow::Result<Repository> {
+    if let RepoUrl::Local { path } = &settings.repo {
+        crate::repo::local::require_directory(path)?;
+    }
+    open_any(settings).await
+}
+
+/// Opens the configured repository for `backup`, which creates a missing
+/// local directory later (see [`crate::repo::local::plan_creation`]).
+pub async fn open_repository_for_backup(settings: &Settings) -> anyhow::Result<Repository> {
+    open_any(settings).await
+}
+
+async fn open_any(settings: &Settings) -> anyhow::Result<Repository> {
     let (storage, prefix): (Arc<dyn Storage>, &str) = match &settings.repo {
         RepoUrl::S3 { bucket, prefix } => {
             let s3 = S3Storage::open(&S3Options {

@@ -7,6 +7,7 @@
 
 pub mod lifecycle;
 pub mod local;
+pub mod orphans;
 pub mod retry;
 pub mod s3;
 pub mod snapshot_id;
@@ -110,6 +111,33 @@ impl Repository {
     /// The key prefix of one snapshot, ending in `/`.
     fn snapshot_prefix(&self, node: &str, id: &str) -> String {
         format!("{}{node}/{id}/", self.snapshots_prefix())
+    }
+
+    /// Where the repository is, spelled out: the absolute directory, or the
+    /// bucket, key prefix and endpoint.
+    pub fn describe(&self) -> String {
+        match &self.url {
+            RepoUrl::Local { path } => local::absolute(path).display().to_string(),
+            RepoUrl::S3 { .. } if self.prefix.is_empty() => self.storage.location(),
+            RepoUrl::S3 { .. } => format!(
+                "{}, key prefix {}",
+                self.storage.location(),
+                self.prefix.trim_end_matches('/')
+            ),
+        }
+    }
+
+    /// Where one snapshot's objects are, spelled out: its absolute
+    /// directory, or its bucket, key prefix and endpoint.
+    pub fn snapshot_location(&self, node: &str, id: &str) -> String {
+        let key = self.snapshot_prefix(node, id);
+        match &self.url {
+            RepoUrl::Local { path } => local::absolute(path)
+                .join(key.trim_end_matches('/'))
+                .display()
+                .to_string(),
+            RepoUrl::S3 { .. } => format!("{}, key prefix {key}", self.storage.location()),
+        }
     }
 
     /// The key of a chunk object.
@@ -257,13 +285,26 @@ impl Repository {
     pub async fn resolve(&self, spec: &str, node: Option<&str>) -> anyhow::Result<SnapshotRef> {
         let snapshots = self.list(node).await?;
         let scope = match node {
-            Some(n) => format!("node {n} in {}", self.url),
-            None => format!("{}", self.url),
+            Some(n) => format!("node {n} in {}", self.describe()),
+            None => self.describe(),
         };
         if spec == "latest" {
-            return snapshots.last().cloned().ok_or_else(|| {
-                anyhow::anyhow!("there are no snapshots of {scope}; run `rabbitmq-backup list` to see which nodes have snapshots, and pass --from-node")
-            });
+            if let Some(latest) = snapshots.last() {
+                return Ok(latest.clone());
+            }
+            let mut others: Vec<String> =
+                self.list(None).await?.into_iter().map(|s| s.node).collect();
+            others.sort();
+            others.dedup();
+            let hint = if others.is_empty() {
+                "the repository holds no snapshots at all: check --repo".to_string()
+            } else {
+                format!(
+                    "the repository holds snapshots of {}: pass --from-node NAME",
+                    others.join(", ")
+                )
+            };
+            return Err(anyhow::anyhow!("there are no snapshots of {scope}; {hint}"));
         }
         let matches: Vec<&SnapshotRef> = snapshots
             .iter()

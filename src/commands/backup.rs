@@ -16,13 +16,14 @@ use crate::archive::manifest::{
 };
 use crate::archive::writer::write_archive;
 use crate::error::refused;
-use crate::output::{Output, bytes};
+use crate::output::{Output, bytes, count};
 use crate::progress::Progress;
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::QueueStatus;
 use crate::rabbit::datadir::{self, QueueDir};
 use crate::rabbit::definitions::Definitions;
-use crate::repo::{Repository, snapshot_id};
+use crate::repo::url::RepoUrl;
+use crate::repo::{Repository, local, snapshot_id};
 use crate::retention::tier_for;
 use crate::settings::{BackupSettings, Settings};
 use crate::staging::{NodeLock, Staging};
@@ -43,7 +44,13 @@ pub async fn run(
 ) -> anyhow::Result<BackupReport> {
     let started = Instant::now();
     let created = OffsetDateTime::now_utc();
-    let repo = super::open_repository(settings).await?;
+    let repo = super::open_repository_for_backup(settings).await?;
+    // A missing local repository whose parent is missing too is a typo or an
+    // unmounted filesystem: refused before the node is asked anything.
+    let creation = match settings.repo {
+        RepoUrl::Local { ref path } => Some(local::plan_creation(path)?),
+        RepoUrl::S3 { .. } => None,
+    };
     let broker = Broker::connect(settings).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     repo.storage()
@@ -54,12 +61,14 @@ pub async fn run(
     for stale in crate::staging::remove_stale(&data_dir, "backup", |_| Ok(false))? {
         tracing::warn!("removed {}, left by an interrupted backup", stale.display());
     }
+    // The id is announced only once the snapshot is being written (after
+    // the safety checks): a refused backup names no snapshot.
     let id = snapshot_id::new_id(created);
     tracing::info!(
-        "backing up node {} (RabbitMQ {}) into {} as snapshot {id}",
+        "backing up node {} (RabbitMQ {}) into {}",
         broker.identity.name,
         broker.identity.rabbitmq_version,
-        repo.url()
+        repo.describe()
     );
 
     let mut report = hooks::around(
@@ -69,7 +78,18 @@ pub async fn run(
         &broker.identity.name,
         &repo.url().to_string(),
         "was written and is usable",
-        capture(&broker, &repo, &data_dir, args, &id, created, started),
+        capture(
+            &broker,
+            &repo,
+            &data_dir,
+            args,
+            Start {
+                id: &id,
+                creation: creation.as_ref(),
+                created,
+                started,
+            },
+        ),
     )
     .await?;
     report.repository_warnings = retention_warnings(&repo).await;
@@ -78,26 +98,48 @@ pub async fn run(
     }
     for q in &report.uncovered_queues {
         tracing::warn!(
-            "queue {:?} in vhost {:?} ({}, {} messages): its messages are NOT in the snapshot",
+            "queue {:?} in vhost {:?} ({}, {}): its messages are NOT in the snapshot",
             q.name,
             q.vhost,
             q.queue_type,
-            q.messages
+            count(q.messages, "message")
         );
     }
     tracing::info!(
-        "snapshot {} done in {:.1} s: {} files, {} stored in {} chunks, {} of {} messages covered, broker paused {} ms",
+        "snapshot {} done in {:.1} s: {}, {} stored in {}, {} of {} covered, broker paused {} ms",
         report.id,
         report.duration_ms as f64 / 1000.0,
-        report.files,
+        count(report.files, "file"),
         bytes(report.stored_bytes),
-        report.chunks,
+        count(report.chunks, "chunk"),
         report.covered_messages,
-        report.messages,
+        count(report.messages, "message"),
         report.pause_ms
     );
+    tracing::info!("snapshot {} is in {}", report.id, report.location);
     out.result(&report, || report.id.clone())?;
     Ok(report)
+}
+
+/// What a backup starts from: the snapshot's id and times, and the local
+/// repository directory to create once writing begins.
+struct Start<'a> {
+    id: &'a str,
+    creation: Option<&'a local::Creation>,
+    created: OffsetDateTime,
+    started: Instant,
+}
+
+impl Start<'_> {
+    /// Writing begins (the safety checks passed): the repository directory
+    /// is made if needed, and only now is the snapshot's id announced.
+    fn begin_writing(&self) -> anyhow::Result<()> {
+        if let Some(creation) = self.creation {
+            local::create(creation)?;
+        }
+        tracing::info!("writing snapshot {}", self.id);
+        Ok(())
+    }
 }
 
 /// Refuses what the procedure forbids: consumers connected, and (for a stop)
@@ -121,8 +163,10 @@ fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Resul
             }
             if !q.durable {
                 return Some(format!(
-                    "non-durable queue {:?} in vhost {:?} ({} messages)",
-                    q.name, q.vhost, q.messages
+                    "non-durable queue {:?} in vhost {:?} ({})",
+                    q.name,
+                    q.vhost,
+                    count(q.messages, "message")
                 ));
             }
             let transient = q
@@ -150,10 +194,9 @@ async fn capture(
     repo: &Repository,
     data_dir: &Path,
     args: &BackupSettings,
-    id: &str,
-    created: OffsetDateTime,
-    started: Instant,
+    start: Start<'_>,
 ) -> anyhow::Result<BackupReport> {
+    let (id, created, started) = (start.id, start.created, start.started);
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
     let check_queues = || async {
@@ -194,6 +237,9 @@ async fn capture(
     let tier = tier_for(created, &earlier);
     signals::check()?;
 
+    if !args.live {
+        start.begin_writing()?;
+    }
     let (source, _staging, pause_ms, consistency) = if args.live {
         warnings.push(
             "live capture: files were read from the running node and may be inconsistent".into(),
@@ -242,6 +288,10 @@ async fn capture(
         let result = match early_queues {
             Some(queues) => Ok(queues),
             None => check_queues().await,
+        };
+        let result = match result {
+            Ok(queues) if args.live => start.begin_writing().map(|()| queues),
+            other => other,
         };
         let _ = gate_tx.send(result.is_ok());
         result
@@ -347,6 +397,7 @@ async fn capture(
         .collect();
     Ok(BackupReport {
         id: id.to_string(),
+        location: repo.snapshot_location(&node, id),
         node,
         repository: repo.url().to_string(),
         consistency: consistency.as_str(),

@@ -4,7 +4,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::archive::manifest::Manifest;
-use crate::output::{Output, bytes, table};
+use crate::output::{Output, bytes, count, table};
 use crate::repo::{Repository, SnapshotRef};
 use crate::settings::Settings;
 
@@ -177,15 +177,20 @@ pub fn describe(m: &Manifest) -> String {
     s.push_str(&format!("tier         {}\n", m.tier));
     let d = &m.definitions;
     s.push_str(&format!(
-        "definitions  {} vhosts, {} queues, {} exchanges, {} bindings, {} users, {} policies\n",
-        d.vhosts, d.queues, d.exchanges, d.bindings, d.users, d.policies
+        "definitions  {}, {}, {}, {}, {}, {}\n",
+        count(d.vhosts, "vhost"),
+        count(d.queues, "queue"),
+        count(d.exchanges, "exchange"),
+        count(d.bindings, "binding"),
+        count(d.users, "user"),
+        count(d.policies, "policy")
     ));
     s.push_str(&format!(
-        "data         {} files, {} ({} stored in {} chunks)\n",
-        m.totals.files,
+        "data         {}, {} ({} stored in {})\n",
+        count(m.totals.files, "file"),
         bytes(m.totals.file_bytes),
         bytes(m.totals.stored_bytes),
-        m.totals.chunks
+        count(m.totals.chunks, "chunk")
     ));
     s.push_str(&format!(
         "messages     {} of {} covered\n\n",

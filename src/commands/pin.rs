@@ -78,8 +78,8 @@ pub async fn run(
             report.node,
             if report.objects_tagged > 0 {
                 format!(
-                    " ({} objects tagged {TIER_TAG}=keep)",
-                    report.objects_tagged
+                    " ({} tagged {TIER_TAG}=keep)",
+                    crate::output::count(report.objects_tagged as u64, "object")
                 )
             } else {
                 String::new()

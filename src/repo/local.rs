@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::lifecycle::Rule;
 use super::storage::{ObjectMeta, Storage, StorageError, StorageErrorKind, Tags};
+use crate::error::usage;
 
 /// Suffix of in-progress writes; never listed.
 const TMP_MARK: &str = ".tmp-";
@@ -38,6 +39,92 @@ impl LocalStorage {
         }
         Ok(self.root.join(key))
     }
+}
+
+/// The path made absolute (without resolving links), for messages.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Refuses a local repository that does not exist or is not a directory
+/// (usage error, exit 2): reading commands must not report "no snapshots"
+/// for a mistyped or unmounted path.
+pub fn require_directory(path: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(usage(format!(
+            "the repository {} is not a directory: check --repo (RABBITMQ_BACKUP_REPO, or `repo` in the config file)",
+            absolute(path).display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(usage(format!(
+            "the repository directory {} does not exist: check --repo (RABBITMQ_BACKUP_REPO, or `repo` in the config file) and that its filesystem is mounted; `backup` creates it",
+            absolute(path).display()
+        ))),
+        Err(e) => Err(io_error(
+            e,
+            format!("cannot access the repository {}", absolute(path).display()),
+        )),
+    }
+}
+
+/// What `backup` does about its local repository directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creation {
+    /// It exists.
+    Exists,
+    /// It is missing but its parent exists: [`create`] makes it.
+    Create(PathBuf),
+}
+
+/// Checks, before anything else happens, that `backup` may use `path`: it
+/// exists, or its parent does (the directory alone is created; a missing
+/// parent means a typo or an unmounted filesystem, never `mkdir -p`).
+pub fn plan_creation(path: &Path) -> anyhow::Result<Creation> {
+    let abs = absolute(path);
+    match std::fs::metadata(&abs) {
+        Ok(meta) if meta.is_dir() => return Ok(Creation::Exists),
+        Ok(_) => {
+            return Err(usage(format!(
+                "the repository {} is not a directory: check --repo",
+                abs.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(io_error(
+                e,
+                format!("cannot access the repository {}", abs.display()),
+            ));
+        }
+    }
+    let parent = abs.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        return Err(usage(format!(
+            "neither the repository directory {} nor its parent {} exists: check --repo (RABBITMQ_BACKUP_REPO, or `repo` in the config file) and that the filesystem is mounted, or create it first (mkdir -p)",
+            abs.display(),
+            parent.display()
+        )));
+    }
+    Ok(Creation::Create(abs))
+}
+
+/// Carries out a [`Creation`]: makes the directory (its parent only was
+/// checked to exist) and says so.
+pub fn create(plan: &Creation) -> anyhow::Result<()> {
+    if let Creation::Create(path) = plan {
+        match std::fs::create_dir(path) {
+            Ok(()) => tracing::info!("created the repository directory {}", path.display()),
+            // Another backup made it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => {
+                return Err(io_error(
+                    e,
+                    format!("cannot create the repository directory {}", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn not_found(what: &str) -> anyhow::Error {

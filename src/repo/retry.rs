@@ -72,9 +72,10 @@ impl Retrying {
                     };
                     if !retryable || attempt >= self.policy.attempts {
                         if retryable {
-                            return Err(
-                                err.context(format!("{what} failed after {attempt} attempts"))
-                            );
+                            return Err(err.context(format!(
+                                "{what} failed after {}",
+                                crate::output::count(attempt, "attempt")
+                            )));
                         }
                         return Err(err);
                     }

@@ -48,6 +48,7 @@ pub struct S3Storage {
     client: Client,
     bucket: String,
     endpoint: Option<String>,
+    region: Option<String>,
 }
 
 /// The custom endpoint from the standard AWS variables, if any.
@@ -92,6 +93,7 @@ impl S3Storage {
             // We send our own SHA-256 and verify downloads ourselves.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let region = sdk.region().map(|r| r.to_string());
         if sdk.region().is_none() {
             if endpoint.is_none() {
                 anyhow::bail!(
@@ -111,6 +113,7 @@ impl S3Storage {
             client: Client::from_conf(builder.build()),
             bucket: options.bucket.clone(),
             endpoint,
+            region,
         })
     }
 
@@ -230,7 +233,11 @@ fn urlencoding(s: &str) -> String {
 #[async_trait]
 impl Storage for S3Storage {
     fn location(&self) -> String {
-        format!("s3://{}", self.bucket)
+        match (&self.endpoint, &self.region) {
+            (Some(endpoint), _) => format!("bucket {} at endpoint {endpoint}", self.bucket),
+            (None, Some(region)) => format!("bucket {} in AWS region {region}", self.bucket),
+            (None, None) => format!("bucket {} on AWS", self.bucket),
+        }
     }
 
     async fn check(&self) -> anyhow::Result<()> {

@@ -25,8 +25,11 @@ pub struct BackupReport {
     pub id: String,
     /// Source node.
     pub node: String,
-    /// Repository location.
+    /// Repository location, as given.
     pub repository: String,
+    /// Where the snapshot is: its absolute directory, or its bucket, key
+    /// prefix and endpoint.
+    pub location: String,
     /// `stop-app` or `live`.
     pub consistency: &'static str,
     /// How long the broker was stopped, in milliseconds.

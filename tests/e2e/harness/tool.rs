@@ -75,6 +75,20 @@ impl Tool {
         }
     }
 
+    /// Runs with arguments in the working directory `dir` and waits.
+    pub fn run_in(&self, dir: &std::path::Path, args: &[&str]) -> Run {
+        let out = self
+            .command(args)
+            .current_dir(dir)
+            .output()
+            .expect("run rabbitmq-backup");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The command, for tests that need to control the process.
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rabbitmq-backup"));
