@@ -112,6 +112,20 @@ pub fn data_dir(message: impl Into<String>) -> anyhow::Error {
     classified(Kind::DataDir, message)
 }
 
+/// The one message for credentials a server rejected, whichever server
+/// (management API or AMQP) and command: exit code 1, like every failure
+/// of a service to let us in. `in_url` says the user came from a URL.
+pub fn rejected_credentials(service: &str, user: &str, in_url: Option<&str>) -> anyhow::Error {
+    let fix = match in_url {
+        Some(flag) => format!("correct the user and password in {flag}"),
+        None => "set --username/--password (RABBITMQ_USERNAME, RABBITMQ_PASSWORD or RABBITMQ_PASSWORD_FILE)".to_string(),
+    };
+    classified(
+        Kind::Failure,
+        format!("{service} rejected the credentials of user {user:?}: {fix}"),
+    )
+}
+
 /// The kind of the outermost classified error (`Failure` if none).
 pub fn kind_of(err: &anyhow::Error) -> Kind {
     // anyhow's downcast sees context values; chain() sees wrapped sources.

@@ -3,10 +3,15 @@
 //! `<name>.reached` into `RABBITMQ_BACKUP_FAILPOINT_DIR` and hang there so a
 //! test can kill it at an exact stage. Unset, a failpoint costs one lookup.
 //!
+//! `<name>=fail-on-node` makes a node-side step fail on the node itself
+//! (see [`on_node`]).
+//!
 //! Points: `backup:after-stop-app`, `upload:after-first-chunk`,
 //! `backup:before-manifest`, `restore:staged`, `restore:after-import`,
 //! `restore:after-stop-app`, `restore:mid-swap`, `restore:after-swap`,
-//! `restore:after-start`, `exclude:before-ack`, `exclude:after-batch`.
+//! `restore:after-start`, `exclude:before-ack`, `exclude:after-batch`;
+//! on the node: `ctl:stop-app` (the stop fails after the management
+//! agent's handler was removed).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,6 +24,12 @@ fn configured() -> Option<&'static (String, String)> {
         Some((name.to_string(), action.to_string()))
     })
     .as_ref()
+}
+
+/// Whether the node-side failpoint `name` is set (`<name>=fail-on-node`):
+/// the caller then sends the node a step that fails there.
+pub fn on_node(name: &str) -> bool {
+    configured().is_some_and(|(point, action)| point == name && action == "fail-on-node")
 }
 
 /// Triggers the failpoint `name` if it is configured.

@@ -26,11 +26,17 @@ pub fn init(format: LogFormat, verbosity: Verbosity) {
     let level = match verbosity {
         Verbosity::Quiet => "warn",
         Verbosity::Normal => "info",
-        Verbosity::Verbose => "debug,aws=info,hyper=info,reqwest=info,rustls=info,lapin=info",
+        Verbosity::Verbose => "debug,aws=info,hyper=info,reqwest=info,rustls=info",
         Verbosity::Debug => "debug",
     };
+    // lapin logs the broker's refusals itself, raw; the tool reports them
+    // in its own words (one message per cause), so they show only at -vv.
+    let lapin = match verbosity {
+        Verbosity::Debug => "warn",
+        _ => "off",
+    };
     let default =
-        format!("{level},aws_config=warn,aws_smithy_runtime=warn,lapin=warn,amq_protocol=warn");
+        format!("{level},aws_config=warn,aws_smithy_runtime=warn,lapin={lapin},amq_protocol=warn");
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,6 +60,9 @@ impl Broker {
                 }
                 tracing::warn!("{e:#}; using rabbitmqctl instead");
                 let (name, rabbitmq_version, erlang_version) = ctl.identity().await.map_err(|ctl_err| {
+                    if ctl::is_cookie_mismatch(&ctl_err) {
+                        return ctl_err.context(format!("the management API did not answer ({e:#})"));
+                    }
                     anyhow::anyhow!(
                         "cannot reach the RabbitMQ node: {e:#}; and {ctl_err:#}. Check that the node is running, and --management-url, --node and --rabbitmqctl"
                     )
@@ -124,6 +127,10 @@ impl Broker {
             (Some(d), _) => d.to_path_buf(),
             (None, Some(d)) => d,
             (None, None) => self.ctl.data_dir().await.map_err(|e| {
+                // --data-dir does not help a CLI that cannot authenticate.
+                if ctl::is_cookie_mismatch(&e) {
+                    return e;
+                }
                 data_dir_error(format!(
                     "cannot ask node {} for its data directory: {e:#}; pass --data-dir (RABBITMQ_DATA_DIR)",
                     self.identity.name

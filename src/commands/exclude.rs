@@ -4,7 +4,7 @@ use crate::archive::manifest::Manifest;
 use crate::cli::ExcludeArgs;
 use crate::exclude::Matcher;
 use crate::exclude::mover::{self, AmqpConfig, Destination, Outcome};
-use crate::output::Output;
+use crate::output::{Output, count};
 use crate::settings::Settings;
 
 /// The AMQP settings of the command line.
@@ -38,12 +38,18 @@ pub async fn run(settings: &Settings, args: &ExcludeArgs, out: Output) -> anyhow
     .await?;
     out.result(&outcome, || match &outcome.to_queue {
         Some(to) => format!(
-            "queue {:?} in vhost {:?}: moved {} messages to {to:?}, kept {}\n",
-            outcome.queue, outcome.vhost, outcome.excluded, outcome.kept
+            "queue {:?} in vhost {:?}: moved {} to {to:?}, kept {}\n",
+            outcome.queue,
+            outcome.vhost,
+            count(outcome.excluded, "message"),
+            outcome.kept
         ),
         None => format!(
-            "queue {:?} in vhost {:?}: dropped {} messages, kept {}\n",
-            outcome.queue, outcome.vhost, outcome.excluded, outcome.kept
+            "queue {:?} in vhost {:?}: dropped {}, kept {}\n",
+            outcome.queue,
+            outcome.vhost,
+            count(outcome.excluded, "message"),
+            outcome.kept
         ),
     })?;
     Ok(outcome)

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::Matcher;
 use crate::error::{refused, usage};
+use crate::output::count;
 use crate::settings::{Secret, redact_url};
 
 /// Messages handled per confirm round trip.
@@ -79,11 +80,7 @@ fn uri_for(config: &AmqpConfig, vhost: &str) -> anyhow::Result<AMQPUri> {
         ))
     })?;
     uri.vhost = vhost.to_string();
-    if config
-        .url
-        .rfind('@')
-        .is_none_or(|at| at < config.url.find("://").unwrap_or(0))
-    {
+    if !has_userinfo(&config.url) {
         uri.authority.userinfo = AMQPUserInfo {
             username: config.username.clone(),
             password: config.password.expose().to_string(),
@@ -92,23 +89,32 @@ fn uri_for(config: &AmqpConfig, vhost: &str) -> anyhow::Result<AMQPUri> {
     Ok(uri)
 }
 
+/// Whether an AMQP URL carries `user[:password]@`.
+fn has_userinfo(url: &str) -> bool {
+    url.rfind('@')
+        .is_some_and(|at| at > url.find("://").unwrap_or(0))
+}
+
 /// Opens an AMQP connection to `vhost`, turning the broker's refusals into
 /// messages that name the vhost or the user.
 async fn connect(config: &AmqpConfig, vhost: &str) -> anyhow::Result<Connection> {
     let uri = uri_for(config, vhost)?;
     let user = uri.authority.userinfo.username.clone();
     let endpoint = format!("{}:{}", uri.authority.host, uri.authority.port);
+    let user_in_url = has_userinfo(&config.url).then_some("--amqp-url (RABBITMQ_AMQP_URL)");
     Connection::connect_uri(uri, ConnectionProperties::default())
         .await
         .map_err(|e| {
             let text = e.to_string();
-            if text.contains("NOT_ALLOWED") || text.contains("vhost") {
+            if text.contains("ACCESS_REFUSED") || text.contains("auth") {
+                crate::error::rejected_credentials(
+                    &format!("the AMQP listener at {endpoint}"),
+                    &user,
+                    user_in_url,
+                )
+            } else if text.contains("NOT_ALLOWED") || text.contains("vhost") {
                 usage(format!(
                     "vhost {vhost:?} does not exist on {endpoint}, or user {user:?} may not use it ({text})"
-                ))
-            } else if text.contains("ACCESS_REFUSED") || text.contains("auth") {
-                usage(format!(
-                    "{endpoint} refused the AMQP login of user {user:?}: set --username/--password or --amqp-url ({text})"
                 ))
             } else {
                 anyhow::anyhow!("cannot open an AMQP connection to {endpoint} (vhost {vhost:?}): {text}; set --amqp-url")
@@ -234,7 +240,8 @@ async fn run(
     let (present, consumers) = inspect(&channel, vhost, queue).await?;
     if consumers > 0 {
         return Err(refused(format!(
-            "queue {queue:?} in vhost {vhost:?} has {consumers} consumers: stop them first, or they would take messages while the queue is filtered"
+            "queue {queue:?} in vhost {vhost:?} has {}: stop them first, or they would take messages while the queue is filtered",
+            count(consumers, "consumer")
         )));
     }
     let to_queue = match destination {
@@ -248,7 +255,8 @@ async fn run(
     // empty `.excluded` companion.
     let mut move_exchange: Option<String> = None;
     tracing::info!(
-        "filtering {present} messages of queue {queue:?} in vhost {vhost:?} by routing keys {:?}",
+        "filtering {} of queue {queue:?} in vhost {vhost:?} by routing keys {:?}",
+        count(present, "message"),
         matcher.patterns()
     );
     let mut outcome = Outcome {
@@ -341,8 +349,8 @@ async fn run(
     }
     let _ = channel.close(200, "done".into()).await;
     tracing::info!(
-        "queue {queue:?} in vhost {vhost:?}: {} messages {}, {} kept",
-        outcome.excluded,
+        "queue {queue:?} in vhost {vhost:?}: {} {}, {} kept",
+        count(outcome.excluded, "message"),
         match &to_queue {
             Some(to) => format!("moved to {to:?}"),
             None => "dropped".into(),

@@ -2,6 +2,7 @@
 //! asks queues for exact message counts, but every call starts an Erlang VM
 //! (about a second), so callers keep calls few and run them in parallel.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -35,8 +36,10 @@ pub fn with_consumers(queues: &[QueueStatus]) -> Vec<String> {
         .filter(|q| q.consumers > 0)
         .map(|q| {
             format!(
-                "{:?} in vhost {:?} ({} consumers)",
-                q.name, q.vhost, q.consumers
+                "{:?} in vhost {:?} ({})",
+                q.name,
+                q.vhost,
+                crate::output::count(q.consumers, "consumer")
             )
         })
         .collect()
@@ -147,7 +150,9 @@ impl Ctl {
     /// removed during the stop instead, its cleanup waits on processes that
     /// are themselves stopping and stalls the stop for 5 s (RabbitMQ 3.10).
     /// The agent adds it back when the application starts. Where there is no
-    /// such handler the removal is a harmless no-op.
+    /// such handler the removal is a harmless no-op. If the stop fails and
+    /// the broker still runs, the handler is put back at once, on the node
+    /// (removing it also turned statistics off): the broker is left as found.
     ///
     /// With `watchdog`, a process left on the node starts the application
     /// again if it hears nothing for that long ([`Ctl::pet_watchdog`],
@@ -166,13 +171,30 @@ impl Ctl {
             ),
             None => String::new(),
         };
+        let stop = if crate::failpoint::on_node("ctl:stop-app") {
+            "erlang:error(rabbitmq_backup_failpoint)"
+        } else {
+            "rabbit:stop()"
+        };
         let expr = format!(
-            "_ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
-             ok = rabbit:stop(), {guard}ok."
+            "HadMgmtHandler = (catch lists:member(rabbit_mgmt_db_handler, gen_event:which_handlers(rabbit_event))) =:= true, \
+             _ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
+             case (catch {stop}) of \
+                 ok -> {guard}ok; \
+                 StopFailed -> \
+                     _ = case HadMgmtHandler andalso rabbit:is_running() of \
+                         true -> (catch rabbit_mgmt_db_handler:add_handler()); \
+                         false -> ok \
+                     end, \
+                     {{stop_failed, StopFailed}} \
+             end."
         );
         let out = self.run(&["eval", &expr], SLOW).await?;
         if out.trim() != "ok" {
-            anyhow::bail!("stopping the broker returned {:?}", out.trim());
+            let answer: String = out.trim().chars().take(400).collect();
+            anyhow::bail!(
+                "stopping the broker failed (the management agent's event handler was put back): {answer}"
+            );
         }
         Ok(())
     }
@@ -259,6 +281,9 @@ async fn run_tool(
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
+    if is_cookie_failure(&stderr) || is_cookie_failure(&stdout) {
+        return Err(anyhow::Error::new(CookieMismatch::new(node)));
+    }
     anyhow::bail!(
         "`{shown}` failed ({}): {}",
         output.status,
@@ -268,6 +293,58 @@ async fn run_tool(
             &stderr
         })
     )
+}
+
+/// rabbitmqctl reached the node but could not authenticate to it: the
+/// Erlang cookie it used is not the node's.
+#[derive(Debug)]
+pub struct CookieMismatch {
+    message: String,
+}
+
+impl CookieMismatch {
+    /// Names the node and where rabbitmqctl looks for the cookie, as this
+    /// process's environment sets it (never the cookie itself).
+    fn new(node: Option<&str>) -> CookieMismatch {
+        let node = node.map_or("the node".to_string(), |n| format!("node {n}"));
+        let home = std::env::var("HOME").map_or_else(
+            |_| "$HOME/.erlang.cookie (HOME is not set)".to_string(),
+            |h| format!("{}/.erlang.cookie", h.trim_end_matches('/')),
+        );
+        let env = if std::env::var_os("RABBITMQ_ERLANG_COOKIE").is_some() {
+            "RABBITMQ_ERLANG_COOKIE, which is set and overrides the file"
+        } else {
+            "RABBITMQ_ERLANG_COOKIE (not set)"
+        };
+        CookieMismatch {
+            message: format!(
+                "rabbitmqctl reached {node} but could not authenticate to it: its Erlang cookie is not the node's. \
+                 rabbitmqctl reads the cookie from {home} or from {env}; \
+                 copy the node's cookie there (Debian: /var/lib/rabbitmq/.erlang.cookie, mode 0400) or run as the user the broker runs as"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for CookieMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CookieMismatch {}
+
+/// Whether an error is (or wraps) a [`CookieMismatch`].
+pub fn is_cookie_mismatch(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<CookieMismatch>())
+}
+
+/// The CLI's diagnosis when the node answered on TCP but the Erlang
+/// distribution handshake failed, which a wrong cookie causes.
+fn is_cookie_failure(text: &str) -> bool {
+    text.contains("Erlang distribution failed")
+        || text.contains("Invalid challenge reply")
+        || text.contains("Authentication failed")
 }
 
 /// The first error line of a RabbitMQ CLI failure plus the epmd diagnosis,
@@ -423,6 +500,25 @@ mod tests {
             s.contains("epmd reports: node 'x' not running at all"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_failed_distribution_handshake_is_a_cookie_mismatch() {
+        // rabbitmqctl 3.10.8 with a wrong cookie (abridged).
+        let text = "Error: unable to perform an operation on node 'x@h'. Please see diagnostics information and suggestions below.\n\n * epmd reports node 'x' uses port 25672 for inter-node and CLI tool traffic\n  * TCP connection succeeded but Erlang distribution failed\n  * suggestion: check if the Erlang cookie is identical for all server nodes and CLI tools\n";
+        assert!(is_cookie_failure(text));
+        assert!(!is_cookie_failure(
+            " * epmd reports: node 'x' not running at all"
+        ));
+        let err = anyhow::Error::new(CookieMismatch::new(Some("x@h")))
+            .context("cannot ask node x@h for its data directory");
+        assert!(is_cookie_mismatch(&err));
+        let text = crate::error::render(&err);
+        assert!(
+            text.contains("node x@h") && text.contains(".erlang.cookie"),
+            "{text}"
+        );
+        assert!(text.contains("RABBITMQ_ERLANG_COOKIE"), "{text}");
     }
 
     #[test]

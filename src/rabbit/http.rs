@@ -103,10 +103,12 @@ impl Management {
         let (kind, detail) = match &err {
             ApiError::ClientErrorResponse { status_code, .. } if status_code.as_u16() == 401 => (
                 HttpFailureKind::Unauthorized,
-                format!(
-                    "the management API at {} rejected the credentials of user {:?}: set --username/--password (RABBITMQ_USERNAME, RABBITMQ_PASSWORD or RABBITMQ_PASSWORD_FILE)",
-                    self.base, self.username
-                ),
+                crate::error::rejected_credentials(
+                    &format!("the management API at {}", self.base),
+                    &self.username,
+                    None,
+                )
+                .to_string(),
             ),
             ApiError::ClientErrorResponse { status_code, .. } if status_code.as_u16() == 403 => (
                 HttpFailureKind::Unauthorized,
