@@ -1,12 +1,19 @@
 //! `prune`: apply a keep-last/daily/weekly/monthly policy to each node's
-//! snapshots (for local repositories and buckets without lifecycle rules).
+//! snapshots (for local repositories and buckets without lifecycle rules),
+//! and remove the incomplete snapshots a killed backup left in a local
+//! repository once no backup can still be writing them ([`orphans`]). In a
+//! bucket those are left to its lifecycle rules: their chunks carry the
+//! tier tag like any other, so the tier's expiry removes them.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::cli::PruneArgs;
-use crate::output::{Output, table};
+use crate::output::{Output, bytes, count, table};
+use crate::repo::orphans::{self, Orphan};
+use crate::repo::url::RepoUrl;
 use crate::repo::{SnapshotRef, snapshot_id};
 use crate::retention::check::Support;
 use crate::retention::policy::{Candidate, Policy, Verdict, decide};
@@ -35,6 +42,9 @@ pub struct PruneReport {
     pub policy: Policy,
     /// Per node.
     pub nodes: Vec<NodePrune>,
+    /// Incomplete snapshots (no manifest) of a local repository; those
+    /// `removable` were removed (unless `dry_run`).
+    pub incomplete: Vec<Orphan>,
 }
 
 /// Runs `prune`.
@@ -83,6 +93,7 @@ pub async fn run(
         dry_run: args.dry_run,
         policy,
         nodes: Vec::new(),
+        incomplete: Vec::new(),
     };
     for (node, candidates) in by_node {
         let verdicts = decide(&candidates, &policy);
@@ -105,6 +116,31 @@ pub async fn run(
             objects_deleted,
         });
     }
+    if let RepoUrl::Local { path } = repo.url() {
+        report.incomplete = orphans::find(path, args.from_node.as_deref(), SystemTime::now())?;
+        for o in &report.incomplete {
+            let what = format!(
+                "incomplete snapshot {} of {} ({}, {}, nothing written for {} h)",
+                o.id,
+                o.node,
+                count(o.files, "file"),
+                bytes(o.bytes),
+                o.idle_hours
+            );
+            if !o.removable {
+                tracing::info!(
+                    "kept {what}: younger than {} h, a backup may still be writing it",
+                    orphans::GRACE.as_secs() / 3600
+                );
+            } else if args.dry_run {
+                tracing::info!("would remove {what}");
+            } else {
+                orphans::remove(o)?;
+                tracing::info!("removed {what}");
+            }
+        }
+    }
+    let bucket = matches!(repo.url(), RepoUrl::S3 { .. });
     out.result(&report, || {
         let mut s = String::new();
         let verb = if report.dry_run {
@@ -129,6 +165,27 @@ pub async fn run(
         }
         if report.nodes.is_empty() {
             s.push_str("no snapshots\n");
+        }
+        if !report.incomplete.is_empty() {
+            s.push_str(
+                "incomplete snapshots (no manifest, left by a backup that did not finish):\n",
+            );
+            let rows: Vec<Vec<String>> = report
+                .incomplete
+                .iter()
+                .map(|o| {
+                    let action = match (o.removable, report.dry_run) {
+                        (false, _) => "keep: a backup may still be writing it",
+                        (true, true) => "would remove",
+                        (true, false) => "removed",
+                    };
+                    vec![o.id.clone(), o.node.clone(), bytes(o.bytes), action.into()]
+                })
+                .collect();
+            s.push_str(&table(&["ID", "NODE", "SIZE", "ACTION"], &rows));
+        }
+        if bucket {
+            s.push_str("incomplete snapshots in a bucket are left to its lifecycle rules\n");
         }
         s
     })?;

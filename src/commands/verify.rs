@@ -3,6 +3,9 @@
 //! Without `--read-data`: every chunk exists with the recorded size and,
 //! where the server keeps one, the recorded SHA-256 checksum (no download).
 //! With it: every chunk is downloaded and every chunk and file digest checked.
+//!
+//! Damage (exit 3) and storage that cannot be read (exit 1) are told apart:
+//! a manifest that cannot be fetched says nothing about the snapshot.
 
 use std::sync::Arc;
 
@@ -12,7 +15,8 @@ use serde::Serialize;
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
 use crate::error::integrity;
-use crate::output::Output;
+use crate::output::{Output, count};
+use crate::repo::url::RepoUrl;
 use crate::repo::{Repository, SnapshotRef};
 use crate::settings::Settings;
 use crate::transfer::{self, DownloadSource};
@@ -30,8 +34,23 @@ pub struct Verdict {
     pub checksums_compared: usize,
     /// Whether the data was downloaded and every digest checked.
     pub read_data: bool,
+    /// What was compared: `data` (every digest), `sizes-and-checksums`,
+    /// or `sizes` (the storage keeps no checksums; nothing else compared).
+    pub checked: Checked,
     /// What is wrong; empty when the snapshot is intact.
     pub problems: Vec<String>,
+}
+
+/// How far a verdict goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checked {
+    /// Every chunk downloaded, every chunk and file digest checked.
+    Data,
+    /// Every chunk's size and the server's SHA-256 checksum compared.
+    SizesAndChecksums,
+    /// Sizes only: the storage keeps no checksum for some or all chunks.
+    Sizes,
 }
 
 /// `verify --json` schema.
@@ -60,18 +79,30 @@ pub async fn run(
         (false, Some(spec)) => vec![super::list::resolve(settings, &repo, spec, from_node).await?],
         (false, None) => return Err(crate::error::usage("name a snapshot or pass --all")),
     };
+    let local = matches!(repo.url(), RepoUrl::Local { .. });
     let mut verdicts = Vec::new();
     for snapshot in &snapshots {
         let verdict = match repo.manifest(snapshot).await {
             Ok(manifest) => check(&repo, snapshot, &manifest, read_data).await?,
-            Err(e) => Verdict {
+            // A manifest that is missing, does not parse or belongs elsewhere.
+            Err(e) if is_damage(&e) => Verdict {
                 id: snapshot.id.clone(),
                 node: snapshot.node.clone(),
                 chunks: 0,
                 checksums_compared: 0,
                 read_data,
+                checked: Checked::Sizes,
                 problems: vec![crate::error::render(&e)],
             },
+            // The storage did not answer: nothing is known about the snapshot.
+            Err(e) => {
+                return Err(e.context(format!(
+                    "could not verify snapshot {} of {}: its manifest could not be read from {} (a storage failure, not damage to the snapshot)",
+                    snapshot.id,
+                    snapshot.node,
+                    repo.describe()
+                )));
+            }
         };
         if verdict.problems.is_empty() {
             tracing::info!("snapshot {} of {} is intact", verdict.id, verdict.node);
@@ -90,16 +121,25 @@ pub async fn run(
     out.result(&report, || {
         let mut s = String::new();
         for v in &report.snapshots {
-            let how = if v.read_data {
-                "every chunk and file digest checked".to_string()
-            } else {
-                format!(
-                    "{} chunks present, {} server checksums compared",
-                    v.chunks, v.checksums_compared
-                )
+            let chunks = count(v.chunks as u64, "chunk");
+            let line = match v.checked {
+                Checked::Data => "ok, every chunk and file digest checked".to_string(),
+                Checked::SizesAndChecksums => {
+                    format!("ok, {chunks} present, sizes and server checksums match")
+                }
+                Checked::Sizes if local => format!(
+                    "ok, {chunks} present with their recorded sizes (a local directory keeps no checksums: --read-data checks every digest)"
+                ),
+                Checked::Sizes if v.checksums_compared == 0 => format!(
+                    "{chunks} present with their recorded sizes, but their checksums could NOT be compared: the server keeps none; run verify --read-data to check the data"
+                ),
+                Checked::Sizes => format!(
+                    "{chunks} present with their recorded sizes, but only {} of {} server checksums could be compared (the server keeps none for the others); run verify --read-data to check the data",
+                    v.checksums_compared, v.chunks
+                ),
             };
             if v.problems.is_empty() {
-                s.push_str(&format!("{} ({}): ok, {how}\n", v.id, v.node));
+                s.push_str(&format!("{} ({}): {line}\n", v.id, v.node));
             } else {
                 s.push_str(&format!("{} ({}): DAMAGED\n", v.id, v.node));
                 for p in &v.problems {
@@ -121,8 +161,8 @@ pub async fn run(
             .filter(|v| !v.problems.is_empty())
             .count();
         Err(integrity(format!(
-            "{damaged} of {} snapshots failed verification",
-            report.snapshots.len()
+            "{damaged} of {} failed verification",
+            count(report.snapshots.len() as u64, "snapshot")
         )))
     }
 }
@@ -140,6 +180,11 @@ async fn check(
         chunks: manifest.chunks.len(),
         checksums_compared: 0,
         read_data,
+        checked: if read_data {
+            Checked::Data
+        } else {
+            Checked::SizesAndChecksums
+        },
         problems: Vec::new(),
     };
     if read_data {
@@ -172,8 +217,9 @@ async fn check(
         match head? {
             None => verdict.problems.push(format!("chunk {key} is missing")),
             Some(meta) if meta.size != chunk.size => verdict.problems.push(format!(
-                "chunk {key} is {} bytes but the manifest says {}",
-                meta.size, chunk.size
+                "chunk {key} is {} but the manifest says {}",
+                count(meta.size, "byte"),
+                chunk.size
             )),
             Some(meta) => {
                 if let Some(sha) = meta.sha256 {
@@ -189,5 +235,17 @@ async fn check(
             }
         }
     }
+    if verdict.checksums_compared < verdict.chunks {
+        verdict.checked = Checked::Sizes;
+    }
     Ok(verdict)
+}
+
+/// Whether a failure to read a manifest says the snapshot is damaged (or
+/// unusable), rather than that the storage could not be read.
+fn is_damage(err: &anyhow::Error) -> bool {
+    matches!(
+        crate::error::kind_of(err),
+        crate::error::Kind::Integrity | crate::error::Kind::Incompatible
+    )
 }

@@ -5,6 +5,8 @@ mod harness;
 
 mod backup;
 mod exclude;
+mod hardening;
+mod mistakes;
 mod operator;
 mod reliability;
 mod restore;

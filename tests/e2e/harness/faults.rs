@@ -27,6 +27,9 @@ pub enum Fault {
     Corrupt,
     /// Hold the request this long, then close without answering.
     Stall(Duration),
+    /// Forward, but remove the `x-amz-checksum-*` response headers: a
+    /// server that keeps no checksums.
+    StripChecksums,
 }
 
 /// Which requests a fault applies to.
@@ -242,6 +245,14 @@ async fn handle(
             for b in response[body_start..body_start + 64].iter_mut() {
                 *b ^= 0x5a;
             }
+        }
+        Some(Fault::StripChecksums) => {
+            let head = String::from_utf8_lossy(&response[..body_start]).to_string();
+            let kept: String = head
+                .split_inclusive("\r\n")
+                .filter(|line| !line.to_ascii_lowercase().starts_with("x-amz-checksum-"))
+                .collect();
+            response.splice(..body_start, kept.into_bytes());
         }
         _ => {}
     }
