@@ -13,7 +13,7 @@ use crate::repo::s3::Addressing;
 /// storage or a local directory, and restore it onto the same node or a new
 /// host.
 #[derive(Debug, Parser)]
-#[command(name = "rabbitmq-backup", version, max_term_width = 100)]
+#[command(name = "rabbitmq-backup", version = env!("RABBITMQ_BACKUP_VERSION"), max_term_width = 100)]
 #[command(after_help = "Examples:
   rabbitmq-backup backup --repo s3://backups/prod
   rabbitmq-backup list --repo s3://backups/prod
@@ -195,9 +195,18 @@ pub enum Command {
   rabbitmq-backup verify --all --read-data")]
     Verify(VerifyArgs),
     /// Move messages whose routing key matches out of a queue (on a running node)
-    #[command(after_help = "Examples:
+    #[command(
+        after_help = "Kept messages stay in place, in order, with their properties, but they are
+delivered to the tool and requeued: afterwards each is marked redelivered, and on
+a quorum queue its delivery count (x-delivery-count) is one higher (RabbitMQ 4.0+
+dead-letters or drops a message after 20 by default). This cannot be avoided on a
+running queue. When restoring, exclude in flight with a replay restore
+(restore --method replay --exclude-routing-key GLOB), which touches nothing it keeps.
+
+Examples:
   rabbitmq-backup exclude --vhost / --queue oro.default --routing-key 'oro.email.*'
-  rabbitmq-backup exclude --vhost / --queue oro.default --routing-key 'oro.integration.*' --drop")]
+  rabbitmq-backup exclude --vhost / --queue oro.default --routing-key 'oro.integration.*' --drop"
+    )]
     Exclude(ExcludeArgs),
     /// Delete old snapshots by a keep-last/daily/weekly/monthly policy
     #[command(after_help = "Examples:
