@@ -121,6 +121,9 @@ fn completions_and_man_page_come_from_the_command_definitions() {
 fn flags_beat_environment_beat_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let repo = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    for name in ["from-file", "from-env", "from-flag"] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+    }
     let config = dir.path().join("rabbitmq-backup.toml");
     std::fs::write(
         &config,
@@ -364,11 +367,157 @@ fn the_systemd_units_pass_systemd_analyze() {
     );
 }
 
+/// The `value:` of each `- name: X` env entry of a YAML document.
+fn env_values(doc: &str) -> std::collections::BTreeMap<String, String> {
+    let lines: Vec<&str> = doc.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter_map(|w| {
+            let name = w[0].strip_prefix("- name: ")?;
+            let value = w[1].strip_prefix("value: ")?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// The text after `key: ` on the first line that has it.
+fn field<'a>(doc: &'a str, key: &str) -> &'a str {
+    doc.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in\n{doc}"))
+}
+
 #[test]
-fn the_kubernetes_example_and_the_sample_config_parse() {
+fn the_kubernetes_examples_back_up_each_node_beside_it_and_the_sample_config_parses() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contrib");
     let config = std::fs::read_to_string(root.join("rabbitmq-backup.toml")).unwrap();
     rabbitmq_backup::config::parse(&config).expect("the sample config is valid");
     let yaml = std::fs::read_to_string(root.join("kubernetes/cronjob.yaml")).unwrap();
     assert!(yaml.contains("kind: CronJob") && yaml.contains("concurrencyPolicy: Forbid"));
+    assert!(!yaml.contains('\t'), "YAML is indented with spaces");
+
+    // One CronJob per node, each pointed at one pod only: its management
+    // API by the pod's stable DNS name, its node name, its data directory
+    // and claim, and scheduled beside that pod.
+    let docs: Vec<&str> = yaml.split("\n---\n").collect();
+    assert!(docs.len() >= 3, "one CronJob per node of a 3-node cluster");
+    let mut pods = std::collections::BTreeSet::new();
+    for doc in &docs {
+        assert_eq!(field(doc, "kind"), "CronJob");
+        assert_eq!(field(doc, "concurrencyPolicy"), "Forbid");
+        let env = env_values(doc);
+        let pod = field(doc, "statefulset.kubernetes.io/pod-name");
+        let ordinal = pod.rsplit('-').next().unwrap();
+        let url = &env["RABBITMQ_MANAGEMENT_URL"];
+        let host = url
+            .strip_prefix("http://")
+            .and_then(|h| h.split(':').next())
+            .unwrap();
+        assert!(host.starts_with(&format!("{pod}.")), "{pod}: {url}");
+        let node = &env["RABBITMQ_NODENAME"];
+        assert_eq!(
+            node,
+            &format!("rabbit@{}", host.trim_end_matches(".svc")),
+            "{pod}"
+        );
+        assert!(
+            env["RABBITMQ_DATA_DIR"].ends_with(&format!("/{node}")),
+            "{pod}"
+        );
+        assert!(
+            field(doc, "claimName").ends_with(&format!("-{ordinal}")),
+            "{pod}"
+        );
+        assert_eq!(field(doc, "topologyKey"), "kubernetes.io/hostname");
+        assert!(pods.insert(pod.to_string()), "{pod} twice");
+    }
+
+    // The sidecar: the pod's own broker, node name and volume.
+    let sidecar = std::fs::read_to_string(root.join("kubernetes/sidecar.yaml")).unwrap();
+    let env = env_values(&sidecar);
+    assert!(env["RABBITMQ_MANAGEMENT_URL"].starts_with("http://127.0.0.1:"));
+    assert!(env["RABBITMQ_NODENAME"].contains("$(POD_NAME)"));
+    assert!(env["RABBITMQ_DATA_DIR"].ends_with(&format!("/{}", env["RABBITMQ_NODENAME"])));
+    // No literal `$(` in the schedule loop that Kubernetes would expand.
+    for line in sidecar.lines().filter(|l| l.contains("$(")) {
+        assert!(
+            line.contains("$(POD_") || !line.replace("$$(", "").contains("$("),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn install_deps_installs_python3_venv_on_a_fresh_debian() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/install-deps");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("apt.log");
+    let stub = |name: &str, body: &str| {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    // apt-get records what it is asked; sudo runs the command; garage is there.
+    stub("apt-get", &format!("echo \"$*\" >> {}", log.display()));
+    stub("sudo", "exec \"$@\"");
+    stub("garage", "exit 0");
+    // moto's virtualenv is already there at the pinned version.
+    let cache = dir.path().join("cache");
+    let venv = cache.join("rabbitmq-backup/moto-venv");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join(".installed"), "").unwrap();
+    let pinned = std::fs::read_to_string(&script)
+        .unwrap()
+        .split("moto[server]==")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        venv.join("bin/python"),
+        format!("#!/bin/sh\necho {pinned}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        venv.join("bin/python"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = |ensurepip: bool| -> String {
+        // python3 without (or with) ensurepip, as Debian ships it without python3-venv.
+        stub(
+            "python3",
+            &format!(
+                "case \"$*\" in *ensurepip*) exit {};; esac\nexec /usr/bin/python3 \"$@\"",
+                if ensurepip { 0 } else { 1 }
+            ),
+        );
+        let _ = std::fs::remove_file(&log);
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("--tests")
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("HOME", dir.path())
+            .env("XDG_CACHE_HOME", &cache)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let asked = run(false);
+    assert!(
+        asked
+            .lines()
+            .any(|l| l.contains("install") && l.contains("python3-venv")),
+        "{asked}"
+    );
+    assert!(!run(true).contains("python3-venv"));
 }
