@@ -41,8 +41,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags accepted before or after the command name.
+/// Flags accepted before or after the command name. Listed after each
+/// command's own flags, under their own heading.
 #[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository: s3://BUCKET[/PREFIX], file:///ABS/PATH or a directory [default: ./rabbitmq-backups]
     #[arg(long, global = true, env = "RABBITMQ_BACKUP_REPO", value_name = "URL")]
@@ -80,7 +82,7 @@ pub struct GlobalArgs {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: amqp://127.0.0.1:5672/]
+    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: amqp://<host of --management-url>:5672/]
     #[arg(
         long,
         global = true,
@@ -407,4 +409,74 @@ pub struct PinArgs {
 pub struct CompletionsArgs {
     /// Shell to generate completions for
     pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command's help lists its own flags first and the global ones
+    /// under their own heading; an option that the environment can set is
+    /// never required, so usage lines never show it as such.
+    #[test]
+    fn help_puts_own_flags_first_and_never_requires_what_the_environment_sets() {
+        let mut top = Cli::command();
+        top.build();
+        let globals: Vec<String> = top
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(globals.len() > 10, "{globals:?}");
+        for cmd in top.get_subcommands_mut() {
+            let name = cmd.get_name().to_string();
+            let usage = cmd.render_usage().to_string();
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().to_string();
+                let heading = arg.get_help_heading();
+                if globals.contains(&id) {
+                    assert_eq!(heading, Some("Global options"), "{name} --{id}");
+                } else {
+                    assert_eq!(
+                        heading, None,
+                        "{name} --{id} belongs with the command's own"
+                    );
+                }
+                if arg.get_env().is_some() {
+                    assert!(!arg.is_required_set(), "{name} --{id}");
+                    if let Some(long) = arg.get_long() {
+                        assert!(!usage.contains(&format!("--{long} ")), "{name}: {usage}");
+                    }
+                }
+            }
+            let help = cmd.render_long_help().to_string();
+            if let (Some(own), Some(global)) = (help.find("Options:"), help.find("Global options:"))
+            {
+                assert!(own < global, "{name}:\n{help}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_amqp_default_shown_is_the_one_used() {
+        let mut top = Cli::command();
+        top.build();
+        let help = top
+            .find_subcommand_mut("exclude")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            help.contains("[default: amqp://<host of --management-url>:5672/]"),
+            "{help}"
+        );
+        let args = GlobalArgs {
+            management_url: Some("http://10.1.2.3:15672".into()),
+            ..Default::default()
+        };
+        let s = crate::settings::Settings::new(&args, Default::default()).unwrap();
+        assert_eq!(s.amqp_url, "amqp://10.1.2.3:5672/");
+    }
 }
