@@ -464,28 +464,54 @@ fn install_deps_installs_python3_venv_on_a_fresh_debian() {
     stub("apt-get", &format!("echo \"$*\" >> {}", log.display()));
     stub("sudo", "exec \"$@\"");
     stub("garage", "exit 0");
-    // moto's virtualenv is already there at the pinned version.
+    // Every virtualenv is already there at its pinned version, and every
+    // chroot is built: only the Debian packages are in question.
+    let text = std::fs::read_to_string(&script).unwrap();
     let cache = dir.path().join("cache");
-    let venv = cache.join("rabbitmq-backup/moto-venv");
-    std::fs::create_dir_all(venv.join("bin")).unwrap();
-    std::fs::write(venv.join(".installed"), "").unwrap();
-    let pinned = std::fs::read_to_string(&script)
-        .unwrap()
-        .split("moto[server]==")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        venv.join("bin/python"),
-        format!("#!/bin/sh\necho {pinned}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        venv.join("bin/python"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    for line in text.lines().filter(|l| l.contains("ensure_venv \"$venvs/")) {
+        let name = line
+            .split("$venvs/")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let version = line
+            .rsplit("==")
+            .next()
+            .unwrap()
+            .split('\'')
+            .next()
+            .unwrap();
+        let venv = cache.join("rabbitmq-backup").join(name);
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::fs::write(venv.join(".installed"), "").unwrap();
+        std::fs::write(
+            venv.join("bin/python"),
+            format!("#!/bin/sh\necho {version}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            venv.join("bin/python"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.trim().starts_with("ensure_chroots "))
+    {
+        for suite in line.split_whitespace().skip(2) {
+            let root = cache.join("rabbitmq-backup/chroots").join(suite);
+            let server = root.join("usr/lib/rabbitmq/bin/rabbitmq-server");
+            std::fs::create_dir_all(server.parent().unwrap()).unwrap();
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+            std::fs::write(&server, "").unwrap();
+            std::fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+    }
     let run = |ensurepip: bool| -> String {
         // python3 without (or with) ensurepip, as Debian ships it without python3-venv.
         stub(
