@@ -240,7 +240,7 @@ async fn run(
     let (present, consumers) = inspect(&channel, vhost, queue).await?;
     if consumers > 0 {
         return Err(refused(format!(
-            "queue {queue:?} in vhost {vhost:?} has {}: stop them first, or they would take messages while the queue is filtered",
+            "queue {queue:?} in vhost {vhost:?} has {}: stop the consumers first, or they would take messages while the queue is filtered",
             count(consumers, "consumer")
         )));
     }
