@@ -152,7 +152,20 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    garage.cli(&["layout", "assign", "-z", "dc1", "-c", "10G", &node_id]);
+    // `node id` reads the key from disk (Garage 2): the RPC server may not
+    // listen yet, so the first RPC command is retried until it answers.
+    loop {
+        let out = garage.cli_output(&["layout", "assign", "-z", "dc1", "-c", "10G", &node_id]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "garage did not answer over RPC: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     garage.cli(&["layout", "apply", "--version", "1"]);
     let key = garage.cli(&["key", "create", "rabbitmq-backup-tests"]);
     let field = |label: &str| {
