@@ -194,8 +194,14 @@ pub enum Command {
     /// Check that a snapshot's objects are present and intact
     #[command(after_help = "Examples:
   rabbitmq-backup verify latest
-  rabbitmq-backup verify --all --read-data")]
+  rabbitmq-backup verify --all --read-data
+  rabbitmq-backup verify latest --from-node rabbit@old-host --deep")]
     Verify(VerifyArgs),
+    /// Print a snapshot's messages as JSON lines, decoded without a broker
+    #[command(after_help = "Examples:
+  rabbitmq-backup messages latest --from-node rabbit@old-host --limit 10
+  rabbitmq-backup messages 20261121T0515 --vhost / --queue oro.default --bodies | jq .routing_key")]
+    Messages(MessagesArgs),
     /// Move messages whose routing key matches out of a queue (on a running node)
     #[command(
         after_help = "Kept messages stay in place, in order, with their properties, but they are
@@ -346,9 +352,35 @@ pub struct VerifyArgs {
     /// Download every chunk and check every digest
     #[arg(long)]
     pub read_data: bool,
+    /// Also decode every message of every classic queue and compare each
+    /// queue's count with the manifest (implies --read-data)
+    #[arg(long)]
+    pub deep: bool,
     /// Node whose snapshots to search
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+}
+
+/// `messages` flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct MessagesArgs {
+    /// Snapshot id, unambiguous prefix, or `latest`
+    pub snapshot: String,
+    /// Node whose snapshots to search (required for `latest` unless it is this node)
+    #[arg(long, value_name = "NAME")]
+    pub from_node: Option<String>,
+    /// Only this vhost (repeatable)
+    #[arg(long, value_name = "VHOST")]
+    pub vhost: Vec<String>,
+    /// Only this queue (repeatable)
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Vec<String>,
+    /// At most N messages of each queue
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Include each message's body (a string if it is UTF-8, else base64)
+    #[arg(long)]
+    pub bodies: bool,
 }
 
 /// `exclude` flags.

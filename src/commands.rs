@@ -2,8 +2,11 @@
 
 pub mod backup;
 pub mod check_repo;
+pub mod decode;
+pub mod deep;
 pub mod exclude;
 pub mod list;
+pub mod messages;
 pub mod pin;
 pub mod prune;
 pub mod restore;

@@ -13,6 +13,7 @@ pub mod exclude;
 pub mod failpoint;
 pub mod hooks;
 pub mod logging;
+pub mod message;
 pub mod metrics;
 pub mod output;
 pub mod progress;
@@ -22,6 +23,7 @@ pub mod retention;
 pub mod settings;
 pub mod signals;
 pub mod staging;
+pub mod store;
 pub mod swap;
 pub mod transfer;
 
@@ -29,7 +31,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command};
 use output::Output;
-use settings::{BackupSettings, RestoreSettings, Settings};
+use settings::{BackupSettings, MessagesSettings, RestoreSettings, Settings};
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> u8 {
@@ -132,16 +134,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     .map(drop)
             }
             Command::Exclude(args) => commands::exclude::run(&settings, args, out).await.map(drop),
-            Command::Verify(args) => {
-                commands::verify::run(
-                    &settings,
-                    args.snapshot.as_deref(),
-                    args.all,
-                    args.read_data,
-                    args.from_node.as_deref(),
-                    out,
-                )
-                .await
+            Command::Verify(args) => commands::verify::run(&settings, args, out).await,
+            Command::Messages(args) => {
+                let args = MessagesSettings::new(args)?;
+                commands::messages::run(&settings, &args).await
             }
             Command::Prune(args) => commands::prune::run(&settings, args, out).await.map(drop),
             Command::Pin(args) => {

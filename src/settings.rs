@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::cli::{BackupArgs, GlobalArgs, LogFormat, RestoreArgs};
+use crate::cli::{BackupArgs, GlobalArgs, LogFormat, MessagesArgs, RestoreArgs};
 use crate::config::FileConfig;
 use crate::error::usage;
 use crate::repo::retry::RetryPolicy;
@@ -382,10 +382,82 @@ impl RestoreSettings {
     }
 }
 
+/// Validated `messages` settings.
+#[derive(Debug, Clone)]
+pub struct MessagesSettings {
+    /// Snapshot spec (`latest`, id or prefix).
+    pub snapshot: String,
+    /// Source node name.
+    pub from_node: Option<String>,
+    /// Only these vhosts (all if empty).
+    pub vhosts: Vec<String>,
+    /// Only these queues (all if empty).
+    pub queues: Vec<String>,
+    /// At most this many messages per queue.
+    pub limit: Option<u64>,
+    /// Print bodies.
+    pub bodies: bool,
+}
+
+impl MessagesSettings {
+    /// Validates `messages` flags.
+    pub fn new(args: &MessagesArgs) -> anyhow::Result<MessagesSettings> {
+        if let Some(node) = &args.from_node {
+            crate::repo::check_node_name(node)?;
+        }
+        if args.limit == Some(0) {
+            return Err(usage("--limit must be at least 1"));
+        }
+        if let Some(q) = args.queue.iter().find(|q| q.is_empty() || q.len() > 255) {
+            return Err(usage(format!(
+                "--queue {q:?} is not a queue name (1 to 255 bytes)"
+            )));
+        }
+        Ok(MessagesSettings {
+            snapshot: args.snapshot.clone(),
+            from_node: args.from_node.clone(),
+            vhosts: args.vhost.clone(),
+            queues: args.queue.clone(),
+            limit: args.limit,
+            bodies: args.bodies,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::{Kind, kind_of};
+
+    #[test]
+    fn messages_bounds() {
+        let ok = MessagesSettings::new(&MessagesArgs {
+            snapshot: "latest".into(),
+            limit: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.limit, Some(5));
+        for args in [
+            MessagesArgs {
+                limit: Some(0),
+                ..Default::default()
+            },
+            MessagesArgs {
+                queue: vec![String::new()],
+                ..Default::default()
+            },
+            MessagesArgs {
+                from_node: Some("a/b".into()),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                kind_of(&MessagesSettings::new(&args).unwrap_err()),
+                Kind::Usage
+            );
+        }
+    }
 
     #[test]
     fn defaults() {

@@ -47,6 +47,18 @@ pub fn unpack(
     stored: impl Read,
     manifest: &Manifest,
     dest: Option<&Path>,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<Vec<u8>> {
+    unpack_selected(stored, manifest, dest, |_| true, progress)
+}
+
+/// [`unpack`], writing only the files and directories `keep` accepts (every
+/// file is still checked against the manifest).
+pub fn unpack_selected(
+    stored: impl Read,
+    manifest: &Manifest,
+    dest: Option<&Path>,
+    keep: impl Fn(&str) -> bool,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Vec<u8>> {
     let decoder = zstd::stream::read::Decoder::new(stored)
@@ -92,7 +104,7 @@ pub fn unpack(
             let path = String::from_utf8(raw)
                 .map_err(|_| integrity("the archive holds a path that is not UTF-8"))?;
             check_archive_path(&path).map_err(|e| integrity(e.to_string()))?;
-            let target = dest.map(|d| d.join(&path));
+            let target = dest.filter(|_| keep(&path)).map(|d| d.join(&path));
             if !seen.insert(path.clone()) {
                 return Err(integrity(format!("the archive holds {path} twice")));
             }

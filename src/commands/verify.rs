@@ -3,17 +3,25 @@
 //! Without `--read-data`: every chunk exists with the recorded size and,
 //! where the server keeps one, the recorded SHA-256 checksum (no download).
 //! With it: every chunk is downloaded and every chunk and file digest checked.
+<<<<<<< HEAD
 //!
 //! Damage (exit 3) and storage that cannot be read (exit 1) are told apart:
 //! a manifest that cannot be fetched says nothing about the snapshot.
+=======
+//! With `--deep`: that, and every message of every covered classic queue is
+//! decoded and each queue's count compared with the manifest (a restore
+//! rehearsal without a broker).
+>>>>>>> 4b8f2b8 (store reader: term, v1/v2 index, shared store and message decoding; domain Message with a lossless property codec and logical records; messages and verify --deep (WIP: fixtures, tests))
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::deep::{self, DeepReport};
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
+use crate::cli::VerifyArgs;
 use crate::error::integrity;
 use crate::output::{Output, count};
 use crate::repo::url::RepoUrl;
@@ -39,6 +47,9 @@ pub struct Verdict {
     pub checked: Checked,
     /// What is wrong; empty when the snapshot is intact.
     pub problems: Vec<String>,
+    /// With `--deep`: each classic queue's decoded count against the manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<DeepReport>,
 }
 
 /// How far a verdict goes.
@@ -65,14 +76,16 @@ pub struct VerifyReport {
 }
 
 /// Runs `verify`.
-pub async fn run(
-    settings: &Settings,
-    spec: Option<&str>,
-    all: bool,
-    read_data: bool,
-    from_node: Option<&str>,
-    out: Output,
-) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow::Result<()> {
+    if let Some(node) = &args.from_node {
+        crate::repo::check_node_name(node)?;
+    }
+    let (spec, all, from_node) = (
+        args.snapshot.as_deref(),
+        args.all,
+        args.from_node.as_deref(),
+    );
+    let read_data = args.read_data || args.deep;
     let repo = super::open_repository(settings).await?;
     let snapshots = match (all, spec) {
         (true, _) => repo.list(from_node).await?,
@@ -83,6 +96,7 @@ pub async fn run(
     let mut verdicts = Vec::new();
     for snapshot in &snapshots {
         let verdict = match repo.manifest(snapshot).await {
+            Ok(manifest) if args.deep => deep::check(&repo, snapshot, &manifest).await?,
             Ok(manifest) => check(&repo, snapshot, &manifest, read_data).await?,
             // A manifest that is missing, does not parse or belongs elsewhere.
             Err(e) if is_damage(&e) => Verdict {
@@ -93,6 +107,7 @@ pub async fn run(
                 read_data,
                 checked: Checked::Sizes,
                 problems: vec![crate::error::render(&e)],
+                deep: None,
             },
             // The storage did not answer: nothing is known about the snapshot.
             Err(e) => {
@@ -121,6 +136,7 @@ pub async fn run(
     out.result(&report, || {
         let mut s = String::new();
         for v in &report.snapshots {
+<<<<<<< HEAD
             let chunks = count(v.chunks as u64, "chunk");
             let line = match v.checked {
                 Checked::Data => "ok, every chunk and file digest checked".to_string(),
@@ -137,6 +153,17 @@ pub async fn run(
                     "{chunks} present with their recorded sizes, but only {} of {} server checksums could be compared (the server keeps none for the others); run verify --read-data to check the data",
                     v.checksums_compared, v.chunks
                 ),
+=======
+            let how = if let Some(d) = &v.deep {
+                d.summary()
+            } else if v.read_data {
+                "every chunk and file digest checked".to_string()
+            } else {
+                format!(
+                    "{} chunks present, {} server checksums compared",
+                    v.chunks, v.checksums_compared
+                )
+>>>>>>> 4b8f2b8 (store reader: term, v1/v2 index, shared store and message decoding; domain Message with a lossless property codec and logical records; messages and verify --deep (WIP: fixtures, tests))
             };
             if v.problems.is_empty() {
                 s.push_str(&format!("{} ({}): {line}\n", v.id, v.node));
@@ -144,6 +171,11 @@ pub async fn run(
                 s.push_str(&format!("{} ({}): DAMAGED\n", v.id, v.node));
                 for p in &v.problems {
                     s.push_str(&format!("  {p}\n"));
+                }
+            }
+            if let Some(d) = &v.deep {
+                for q in d.queues.iter().filter(|q| q.status != deep::Status::Ok) {
+                    s.push_str(&format!("  {}\n", q.describe()));
                 }
             }
         }
@@ -167,7 +199,8 @@ pub async fn run(
     }
 }
 
-async fn check(
+/// `--read-data` or a plain presence check of one snapshot.
+pub async fn check(
     repo: &Repository,
     snapshot: &SnapshotRef,
     manifest: &Manifest,
@@ -186,6 +219,7 @@ async fn check(
             Checked::SizesAndChecksums
         },
         problems: Vec::new(),
+        deep: None,
     };
     if read_data {
         let source = DownloadSource {

@@ -15,7 +15,18 @@ pub fn vhost_dir(vhost: &str) -> String {
 
 /// The base-36 (upper case) MD5 of the vhost name, as RabbitMQ computes it.
 fn vhost_dir_name(vhost: &str) -> String {
-    let digest = Md5::digest(vhost.as_bytes());
+    base36_md5(vhost.as_bytes())
+}
+
+/// A queue's directory name: the base-36 MD5 of `"queue"`, the vhost and
+/// the queue name (with its priority suffix, for a priority level).
+pub fn queue_dir_name(vhost: &str, queue: &[u8]) -> String {
+    base36_md5(&[b"queue", vhost.as_bytes(), queue].concat())
+}
+
+/// The base-36 (upper case) MD5 of `data`, as RabbitMQ names directories.
+pub fn base36_md5(data: &[u8]) -> String {
+    let digest = Md5::digest(data);
     let mut n = u128::from_be_bytes(digest.into());
     if n == 0 {
         return "0".into();

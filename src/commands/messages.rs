@@ -1,0 +1,168 @@
+//! `messages`: a snapshot's messages, decoded without a broker, as JSON
+//! lines on standard output (README "Message lines").
+
+use std::io::{self, BufWriter, Write};
+
+use serde_json::{Map, Value, json};
+
+use super::decode::{self, Staged};
+use crate::archive::manifest::Manifest;
+use crate::message;
+use crate::settings::{MessagesSettings, Settings};
+use crate::store::{QueueDirs, QueueItem, QueueSummary};
+
+/// Runs `messages`.
+pub async fn run(settings: &Settings, args: &MessagesSettings) -> anyhow::Result<()> {
+    let repo = super::open_repository(settings).await?;
+    let snapshot =
+        super::list::resolve(settings, &repo, &args.snapshot, args.from_node.as_deref()).await?;
+    let manifest = repo.manifest(&snapshot).await?;
+    check_selection(&manifest, args)?;
+    for q in manifest
+        .queues
+        .iter()
+        .filter(|q| !q.covered && selected(args, &q.vhost, &q.name))
+    {
+        tracing::warn!(
+            "queue {:?} in vhost {:?} ({}, {} messages): its messages are not in the snapshot",
+            q.name,
+            q.vhost,
+            q.queue_type,
+            q.messages
+        );
+    }
+    let staged = decode::stage(&repo, &snapshot, &manifest, &args.vhosts, 4).await?;
+    let args = args.clone();
+    tokio::task::spawn_blocking(move || print(&staged, &args)).await?
+}
+
+fn selected(args: &MessagesSettings, vhost: &str, queue: &str) -> bool {
+    (args.vhosts.is_empty() || args.vhosts.iter().any(|v| v == vhost))
+        && (args.queues.is_empty() || args.queues.iter().any(|q| q == queue))
+}
+
+/// Refuses vhosts and queues the snapshot does not have (exit 2).
+fn check_selection(manifest: &Manifest, args: &MessagesSettings) -> anyhow::Result<()> {
+    for v in &args.vhosts {
+        if !manifest.queues.iter().any(|q| &q.vhost == v)
+            && !manifest.vhosts.iter().any(|x| &x.name == v)
+        {
+            return Err(crate::error::usage(format!(
+                "snapshot {} has no vhost {v:?}: `rabbitmq-backup show {}` lists its queues",
+                manifest.id, manifest.id
+            )));
+        }
+    }
+    for name in &args.queues {
+        if !manifest
+            .queues
+            .iter()
+            .any(|q| &q.name == name && selected(args, &q.vhost, name))
+        {
+            return Err(crate::error::usage(format!(
+                "snapshot {} has no queue {name:?}{}: `rabbitmq-backup show {}` lists its queues",
+                manifest.id,
+                if args.vhosts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in vhost {:?}", args.vhosts)
+                },
+                manifest.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One message line.
+pub fn line(queue: &QueueDirs, item: &QueueItem, bodies: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("vhost".into(), json!(queue.vhost));
+    m.insert("queue".into(), json!(queue.name));
+    m.insert("position".into(), json!(item.position));
+    if let Some(p) = item.facts.priority_level {
+        m.insert("priority_level".into(), json!(p));
+    }
+    message::json::message(&item.message, bodies, &mut m);
+    if let Some(e) = item.facts.expires_at_ms {
+        m.insert("expires_at_ms".into(), json!(e));
+    }
+    m.insert("delivered".into(), json!(item.facts.delivered));
+    if !item.notes.is_empty() {
+        m.insert("notes".into(), json!(item.notes));
+    }
+    Value::Object(m)
+}
+
+fn print(staged: &Staged, args: &MessagesSettings) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let work = staged.work();
+    for vhost in staged.store.vhosts() {
+        let queues: Vec<&QueueDirs> = vhost
+            .queues
+            .iter()
+            .filter(|q| selected(args, &q.vhost, &q.name))
+            .collect();
+        if queues.is_empty() {
+            continue;
+        }
+        let reader = staged
+            .store
+            .vhost(&vhost.name, &work)
+            .map_err(|e| e.into_anyhow())?;
+        for queue in queues {
+            let mut messages = reader.queue(queue);
+            let mut shown = 0u64;
+            while args.limit.is_none_or(|limit| shown < limit) {
+                let Some(item) = messages.next() else { break };
+                let item = item.map_err(|e| e.into_anyhow())?;
+                let written = serde_json::to_writer(&mut out, &line(queue, &item, args.bodies))
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                if let Err(e) = written {
+                    // A reader that stopped (`| head`) is not a failure.
+                    return if e.kind() == io::ErrorKind::BrokenPipe {
+                        Ok(())
+                    } else {
+                        Err(e.into())
+                    };
+                }
+                shown += 1;
+            }
+            log_summary(
+                queue,
+                messages.summary(),
+                args.limit.is_some_and(|l| shown >= l),
+            );
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn log_summary(queue: &QueueDirs, s: &QueueSummary, limited: bool) {
+    let more = if limited { " (stopped at --limit)" } else { "" };
+    let transient = if s.transient_skipped > 0 {
+        format!(
+            ", {} transient skipped (RabbitMQ discards them at boot)",
+            s.transient_skipped
+        )
+    } else {
+        String::new()
+    };
+    tracing::info!(
+        "queue {:?} in vhost {:?}: {} messages{more}{transient}",
+        queue.name,
+        queue.vhost,
+        s.messages
+    );
+    for d in &s.dropped {
+        tracing::warn!("queue {:?} in vhost {:?}: {d}", queue.name, queue.vhost);
+    }
+    for w in &s.warnings {
+        tracing::warn!("{w}");
+    }
+}
