@@ -149,17 +149,22 @@ impl VhostReader {
             }
         }
         numbers.sort_unstable();
-        let mut buf = vec![0u8; WINDOW];
+        let mut buf = Vec::new();
         for n in numbers {
             self.scan_file(n, &mut buf)?;
         }
         Ok(())
     }
 
-    fn scan_file(&mut self, number: u32, buf: &mut [u8]) -> Result<(), StoreError> {
+    fn scan_file(&mut self, number: u32, buf: &mut Vec<u8>) -> Result<(), StoreError> {
         let rel = format!("{}/{number}.rdq", self.store_dir());
         let file = File::open(self.root.join(&rel)).map_err(|e| StoreError::io(&rel, e))?;
         let len = file.metadata().map_err(|e| StoreError::io(&rel, e))?.len();
+        // The window: the file's real size at most, never what it claims.
+        let wanted = (len.min(WINDOW as u64)) as usize;
+        if buf.len() < wanted {
+            buf.resize(wanted, 0);
+        }
         self.scanned_bytes += len;
         let (mut start, mut filled) = (0u64, 0usize);
         let mut pos = 0u64;
@@ -173,7 +178,7 @@ impl VhostReader {
             let i = (pos - start) as usize;
             let size = u64::from_be_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
             let marker_at = (size >= 16)
-                .then(|| pos.checked_add(8 + size))
+                .then(|| size.checked_add(8).and_then(|n| pos.checked_add(n)))
                 .flatten()
                 .filter(|&m| m < len);
             if let Some(m) = marker_at {
