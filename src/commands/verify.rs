@@ -174,7 +174,12 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
                 }
             }
             if let Some(d) = &v.deep {
-                for q in d.queues.iter().filter(|q| q.status != deep::Status::Ok) {
+                // Mismatches are among the problems already.
+                for q in d
+                    .queues
+                    .iter()
+                    .filter(|q| q.status == deep::Status::Explained)
+                {
                     s.push_str(&format!("  {}\n", q.describe()));
                 }
             }

@@ -7,6 +7,7 @@ mod backup;
 mod exclude;
 mod hardening;
 mod mistakes;
+mod messages;
 mod operator;
 mod reliability;
 mod restore;

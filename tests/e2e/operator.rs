@@ -50,20 +50,22 @@ fn shape(v: &Value) -> Value {
     }
 }
 
+/// Compares the shape of a `--json` output with its snapshot.
 #[track_caller]
-fn assert_schema(name: &str, output: &Value) {
+pub fn assert_schema(name: &str, output: &Value) {
     assert_snapshot(
         &format!("json/{name}.json"),
         &(serde_json::to_string_pretty(&shape(output)).unwrap() + "\n"),
     );
 }
 
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 12] = [
     "backup",
     "restore",
     "list",
     "show",
     "verify",
+    "messages",
     "exclude",
     "prune",
     "pin",
