@@ -13,6 +13,7 @@ use anyhow::Context;
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
 use crate::error::refused;
+use crate::message::record::RecordReader;
 use crate::output::bytes;
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::Store;
@@ -22,7 +23,47 @@ use crate::transfer::{self, DownloadSource};
 pub struct Staged {
     /// The reader's view of the copy.
     pub store: Store,
+    /// The logical record files (quorum queues, streams), by vhost and queue.
+    pub logical: Vec<LogicalFile>,
     dir: tempfile::TempDir,
+}
+
+/// One queue's logical record file in the copy.
+#[derive(Debug, Clone)]
+pub struct LogicalFile {
+    /// The vhost its header names.
+    pub vhost: String,
+    /// The queue its header names.
+    pub queue: String,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+impl LogicalFile {
+    /// A reader at its first record.
+    pub fn open(&self) -> anyhow::Result<RecordReader<std::io::BufReader<std::fs::File>>> {
+        open_records(&self.path, &self.display())
+    }
+
+    /// Its path in the archive.
+    pub fn display(&self) -> String {
+        self.path
+            .iter()
+            .skip_while(|c| *c != "logical")
+            .collect::<PathBuf>()
+            .display()
+            .to_string()
+    }
+}
+
+fn open_records(
+    path: &Path,
+    name: &str,
+) -> anyhow::Result<RecordReader<std::io::BufReader<std::fs::File>>> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    RecordReader::new(std::io::BufReader::new(file), len)
+        .map_err(|e| crate::error::integrity(format!("the logical records {name} are damaged {e}")))
 }
 
 impl Staged {
@@ -40,13 +81,17 @@ impl Staged {
 /// The archive paths worth unpacking for `vhost_dirs`: never the transient
 /// store (the broker wipes it at boot).
 fn wanted(path: &str, vhost_dirs: &BTreeSet<String>) -> bool {
-    vhost_dirs.iter().any(|dir| {
-        path.strip_prefix(dir.as_str()).is_some_and(|rest| {
-            (rest.is_empty() || rest.starts_with('/')) && !rest.starts_with("/msg_store_transient")
+    path == "logical"
+        || path.starts_with("logical/")
+        || vhost_dirs.iter().any(|dir| {
+            path.strip_prefix(dir.as_str()).is_some_and(|rest| {
+                (rest.is_empty() || rest.starts_with('/'))
+                    && !rest.starts_with("/msg_store_transient")
+            })
         })
-    }) || vhost_dirs
-        .iter()
-        .any(|dir| dir.starts_with(&format!("{path}/")))
+        || vhost_dirs
+            .iter()
+            .any(|dir| dir.starts_with(&format!("{path}/")))
 }
 
 /// Downloads the snapshot, verifies every chunk and file, and keeps the
@@ -96,13 +141,50 @@ pub async fn stage(
     .await
     .with_context(|| format!("snapshot {} failed verification", manifest.id))?;
     let root = dir.path().to_path_buf();
-    let store = tokio::task::spawn_blocking(move || Store::open(&root))
-        .await?
-        .map_err(|e| e.into_anyhow())?;
+    let (store, logical) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let store = Store::open(&root).map_err(|e| e.into_anyhow())?;
+        Ok((store, find_logical(&root)?))
+    })
+    .await??;
     for note in &store.notes {
         tracing::warn!("{note}");
     }
-    Ok(Staged { store, dir })
+    Ok(Staged {
+        store,
+        logical,
+        dir,
+    })
+}
+
+/// Every logical record file under `root/logical`, by vhost and queue.
+fn find_logical(root: &Path) -> anyhow::Result<Vec<LogicalFile>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("logical")];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let mut file = LogicalFile {
+                vhost: String::new(),
+                queue: String::new(),
+                path,
+            };
+            let reader = file.open()?;
+            file.vhost = reader.vhost().to_string();
+            file.queue = reader.queue().to_string();
+            out.push(file);
+        }
+    }
+    out.sort_by(|a, b| (&a.vhost, &a.queue).cmp(&(&b.vhost, &b.queue)));
+    Ok(out)
 }
 
 fn check_free_space(dir: &Path, needed: u64) -> anyhow::Result<()> {
@@ -144,5 +226,6 @@ mod tests {
         ));
         assert!(!wanted("msg_stores/vhosts/AB/queues/Q/0.idx", &dirs));
         assert!(!wanted("definitions.json", &dirs));
+        assert!(wanted("logical/V/q.rblr", &dirs));
     }
 }

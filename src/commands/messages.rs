@@ -5,9 +5,9 @@ use std::io::{self, BufWriter, Write};
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{self, Staged};
+use super::decode::{self, LogicalFile, Staged};
 use crate::archive::manifest::Manifest;
-use crate::message;
+use crate::message::{self, Message};
 use crate::settings::{MessagesSettings, Settings};
 use crate::store::{QueueDirs, QueueItem, QueueSummary};
 
@@ -74,7 +74,7 @@ fn check_selection(manifest: &Manifest, args: &MessagesSettings) -> anyhow::Resu
     Ok(())
 }
 
-/// One message line.
+/// One message line of a classic queue.
 pub fn line(queue: &QueueDirs, item: &QueueItem, bodies: bool) -> Value {
     let mut m = Map::new();
     m.insert("vhost".into(), json!(queue.vhost));
@@ -92,6 +92,28 @@ pub fn line(queue: &QueueDirs, item: &QueueItem, bodies: bool) -> Value {
         m.insert("notes".into(), json!(item.notes));
     }
     Value::Object(m)
+}
+
+/// One message line of a queue captured as logical records.
+pub fn logical_line(file: &LogicalFile, position: u64, message: &Message, bodies: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("vhost".into(), json!(file.vhost));
+    m.insert("queue".into(), json!(file.queue));
+    m.insert("position".into(), json!(position));
+    message::json::message(message, bodies, &mut m);
+    Value::Object(m)
+}
+
+/// Writes one line; `false` when the reader went away (`| head`).
+fn emit(out: &mut impl Write, line: &Value) -> anyhow::Result<bool> {
+    let written = serde_json::to_writer(&mut *out, line)
+        .map_err(io::Error::from)
+        .and_then(|()| out.write_all(b"\n"));
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn print(staged: &Staged, args: &MessagesSettings) -> anyhow::Result<()> {
@@ -117,16 +139,9 @@ fn print(staged: &Staged, args: &MessagesSettings) -> anyhow::Result<()> {
             while args.limit.is_none_or(|limit| shown < limit) {
                 let Some(item) = messages.next() else { break };
                 let item = item.map_err(|e| e.into_anyhow())?;
-                let written = serde_json::to_writer(&mut out, &line(queue, &item, args.bodies))
-                    .map_err(io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"));
-                if let Err(e) = written {
-                    // A reader that stopped (`| head`) is not a failure.
-                    return if e.kind() == io::ErrorKind::BrokenPipe {
-                        Ok(())
-                    } else {
-                        Err(e.into())
-                    };
+                // A reader that stopped (`| head`) is not a failure.
+                if !emit(&mut out, &line(queue, &item, args.bodies))? {
+                    return Ok(());
                 }
                 shown += 1;
             }
@@ -136,6 +151,32 @@ fn print(staged: &Staged, args: &MessagesSettings) -> anyhow::Result<()> {
                 args.limit.is_some_and(|l| shown >= l),
             );
         }
+    }
+    for file in staged
+        .logical
+        .iter()
+        .filter(|f| selected(args, &f.vhost, &f.queue))
+    {
+        let mut records = file.open()?;
+        let mut shown = 0u64;
+        while args.limit.is_none_or(|limit| shown < limit) {
+            let next = records.next_message().map_err(|e| {
+                crate::error::integrity(format!(
+                    "the logical records {} are damaged {e}",
+                    file.display()
+                ))
+            })?;
+            let Some(message) = next else { break };
+            if !emit(&mut out, &logical_line(file, shown, &message, args.bodies))? {
+                return Ok(());
+            }
+            shown += 1;
+        }
+        tracing::info!(
+            "queue {:?} in vhost {:?}: {shown} messages (logical records)",
+            file.queue,
+            file.vhost
+        );
     }
     match out.flush() {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -3,7 +3,9 @@
 //! way, §12). Format version 1, all integers big-endian:
 //!
 //! ```text
-//! file    = magic "RBLR" | version u8 (1) | 3 zero bytes | record*
+//! file    = magic "RBLR" | version u8 (1) | 3 zero bytes
+//!         | vhost: length u8, bytes (UTF-8) | queue: length u8, bytes (UTF-8)
+//!         | record*
 //! record  = length u32 (of what follows, at most 1 GiB)
 //!         | flags u8 (0; other values are refused)
 //!         | exchange: length u8, bytes (UTF-8)
@@ -40,13 +42,16 @@ pub struct RecordWriter<W: Write> {
 }
 
 impl<W: Write> RecordWriter<W> {
-    /// Starts a file (writes the header).
-    pub fn new(mut out: W) -> io::Result<RecordWriter<W>> {
-        out.write_all(MAGIC)?;
-        out.write_all(&[VERSION, 0, 0, 0])?;
+    /// Starts the file of queue `queue` in `vhost` (writes the header).
+    pub fn new(mut out: W, vhost: &str, queue: &str) -> io::Result<RecordWriter<W>> {
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&[VERSION, 0, 0, 0]);
+        short(&mut header, "the vhost name", vhost).map_err(io::Error::other)?;
+        short(&mut header, "the queue name", queue).map_err(io::Error::other)?;
+        out.write_all(&header)?;
         Ok(RecordWriter {
             out,
-            written: HEADER as u64,
+            written: header.len() as u64,
         })
     }
 
@@ -161,6 +166,8 @@ pub struct RecordReader<R: Read> {
     /// Bytes of the file not yet read.
     left: u64,
     offset: u64,
+    vhost: String,
+    queue: String,
 }
 
 impl<R: Read> RecordReader<R> {
@@ -191,11 +198,52 @@ impl<R: Read> RecordReader<R> {
                 problem: "the reserved header bytes are not zero".into(),
             });
         }
-        Ok(RecordReader {
+        let mut reader = RecordReader {
             input,
             left: len - HEADER as u64,
             offset: HEADER as u64,
-        })
+            vhost: String::new(),
+            queue: String::new(),
+        };
+        reader.vhost = reader.name("the vhost name")?;
+        reader.queue = reader.name("the queue name")?;
+        Ok(reader)
+    }
+
+    /// The vhost of the queue.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
+    /// The queue whose messages these are.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn name(&mut self, what: &str) -> Result<String, WireError> {
+        let at = self.offset;
+        let bad = |problem: String| WireError {
+            offset: at,
+            problem,
+        };
+        let mut len = [0u8; 1];
+        if self.left < 1 {
+            return Err(bad(format!("the file ends before {what}")));
+        }
+        self.input
+            .read_exact(&mut len)
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        let n = u64::from(len[0]);
+        if n > self.left - 1 {
+            return Err(bad(format!("the file ends inside {what}")));
+        }
+        let mut bytes = vec![0u8; n as usize];
+        self.input
+            .read_exact(&mut bytes)
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        self.left -= 1 + n;
+        self.offset += 1 + n;
+        String::from_utf8(bytes).map_err(|_| bad(format!("{what} is not UTF-8")))
     }
 
     /// The next message, or `None` at the end of the file.
@@ -263,7 +311,7 @@ mod tests {
     }
 
     fn file(messages: &[Message]) -> Vec<u8> {
-        let mut w = RecordWriter::new(Vec::new()).unwrap();
+        let mut w = RecordWriter::new(Vec::new(), "/", "orders.quorum").unwrap();
         for m in messages {
             w.write(m).unwrap();
         }
@@ -287,6 +335,8 @@ mod tests {
         let bytes = file(&[sample(), second.clone()]);
         assert_eq!(&bytes[..5], b"RBLR\x01");
         assert_eq!(read_all(&bytes).unwrap(), vec![sample(), second]);
+        let r = RecordReader::new(&bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!((r.vhost(), r.queue()), ("/", "orders.quorum"));
     }
 
     #[test]
@@ -300,10 +350,12 @@ mod tests {
     #[test]
     fn a_truncated_file_names_the_record() {
         let bytes = file(&[sample(), sample()]);
-        let first_len = 4 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as u64;
+        let header = 8 + 2 + "/".len() + "orders.quorum".len();
+        let first_len =
+            4 + u32::from_be_bytes(bytes[header..header + 4].try_into().unwrap()) as usize;
         let cut = &bytes[..bytes.len() - 3];
         let err = read_all(cut).unwrap_err();
-        assert_eq!(err.offset, 8 + first_len, "{err}");
+        assert_eq!(err.offset, (header + first_len) as u64, "{err}");
     }
 
     proptest! {
@@ -311,7 +363,7 @@ mod tests {
 
         #[test]
         fn hostile_files_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let mut input = b"RBLR\x01\0\0\0".to_vec();
+            let mut input = b"RBLR\x01\0\0\0\x01/\x01q".to_vec();
             input.extend_from_slice(&bytes);
             let _ = read_all(&input);
         }
