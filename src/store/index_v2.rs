@@ -184,23 +184,28 @@ fn check_header(h: &[u8], magic: &[u8; 4], rel: &str) -> Result<(u64, u64), Stor
     ))
 }
 
-/// Reads the term bytes of a message in a per-queue store `rel` (`N.qs`).
+/// Checks the header of a per-queue store `rel` (`N.qs`) of `len` bytes.
+pub fn check_queue_store(file: &File, len: u64, rel: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt;
+    if len < HEADER {
+        return Err(StoreError::at(rel, 0, "shorter than a segment header"));
+    }
+    let mut header = [0u8; HEADER as usize];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|e| StoreError::io(rel, e))?;
+    check_header(&header, QS_MAGIC, rel).map(drop)
+}
+
+/// Reads the term bytes of the message at `offset` of a per-queue store
+/// whose header was checked.
 pub fn read_queue_store(
-    root: &Path,
+    file: &File,
+    len: u64,
     rel: &str,
     offset: u64,
     size: u32,
 ) -> Result<Vec<u8>, StoreError> {
     use std::os::unix::fs::FileExt;
-    let file = File::open(root.join(rel)).map_err(|e| StoreError::io(rel, e))?;
-    let len = file.metadata().map_err(|e| StoreError::io(rel, e))?.len();
-    let mut header = [0u8; HEADER as usize];
-    if len < HEADER {
-        return Err(StoreError::at(rel, 0, "shorter than a segment header"));
-    }
-    file.read_exact_at(&mut header, 0)
-        .map_err(|e| StoreError::io(rel, e))?;
-    check_header(&header, QS_MAGIC, rel)?;
     let end = offset.checked_add(8 + u64::from(size));
     if offset < HEADER || end.is_none_or(|end| end > len) {
         return Err(StoreError::at(
@@ -209,10 +214,10 @@ pub fn read_queue_store(
             format!("the index places a {size}-byte message here, beyond the file's {len} bytes"),
         ));
     }
-    let mut entry_header = [0u8; 8];
-    file.read_exact_at(&mut entry_header, offset)
+    let mut data = vec![0u8; 8 + size as usize];
+    file.read_exact_at(&mut data, offset)
         .map_err(|e| StoreError::io(rel, e))?;
-    let stored = u32::from_be_bytes(entry_header[..4].try_into().expect("4 bytes"));
+    let stored = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
     if stored != size {
         return Err(StoreError::at(
             rel,
@@ -220,12 +225,9 @@ pub fn read_queue_store(
             format!("the message here is {stored} bytes, the index says {size}"),
         ));
     }
-    let mut data = vec![0u8; size as usize];
-    file.read_exact_at(&mut data, offset + 8)
-        .map_err(|e| StoreError::io(rel, e))?;
-    if entry_header[4] & 1 == 1 {
-        let expected = u16::from_be_bytes([entry_header[5], entry_header[6]]);
-        if crc32fast::hash(&data) as u16 != expected {
+    if data[4] & 1 == 1 {
+        let expected = u16::from_be_bytes([data[5], data[6]]);
+        if crc32fast::hash(&data[8..]) as u16 != expected {
             return Err(StoreError::at(
                 rel,
                 offset,

@@ -27,6 +27,12 @@ const WINDOW: usize = 4 << 20;
 /// The smallest record: size, id, an empty term, marker.
 const MIN_RECORD: u64 = 8 + 16 + 1;
 
+struct OpenFile {
+    rel: String,
+    file: File,
+    len: u64,
+}
+
 /// One vhost, ready to read its queues.
 pub struct VhostReader {
     root: PathBuf,
@@ -34,7 +40,8 @@ pub struct VhostReader {
     locator: Locator,
     /// Index directories that failed while collecting references.
     failed: HashMap<String, StoreError>,
-    open: RefCell<Option<(u32, File)>>,
+    /// The file read last (messages of a queue mostly sit in the same one).
+    open: RefCell<Option<OpenFile>>,
     /// Records found in the shared store.
     pub records: u64,
     /// Bytes of the shared store scanned.
@@ -219,19 +226,33 @@ impl VhostReader {
         &self,
         entry: &super::queue::IndexEntry,
     ) -> Result<Option<(Message, Vec<String>)>, StoreError> {
-        let (bytes, range, file, offset) = match &entry.body {
+        // The bytes read, where the term is in them, and its file and offset.
+        let (bytes, term, file, offset) = match &entry.body {
             Body::Embedded { file, offset, len } => {
-                let f = File::open(self.root.join(file)).map_err(|e| StoreError::io(file, e))?;
-                let mut data = vec![0u8; *len as usize];
-                f.read_exact_at(&mut data, *offset)
-                    .map_err(|e| StoreError::io(file, e))?;
+                let data = self.with_file(file, |f| {
+                    let end = offset.checked_add(u64::from(*len)).filter(|&e| e <= f.len);
+                    if end.is_none() {
+                        return Err(StoreError::at(
+                            file,
+                            *offset,
+                            "an embedded message runs past the end of the file",
+                        ));
+                    }
+                    let mut data = vec![0u8; *len as usize];
+                    f.file
+                        .read_exact_at(&mut data, *offset)
+                        .map_err(|e| StoreError::io(file, e))?;
+                    Ok(data)
+                })?;
                 let all = 0..data.len();
                 (data, all, file.clone(), *offset)
             }
             Body::QueueStore { file, offset, size } => {
-                let data = index_v2::read_queue_store(&self.root, file, *offset, *size)?;
-                let all = 0..data.len();
-                (data, all, file.clone(), offset + 8)
+                let data = self.with_file(file, |f| {
+                    index_v2::read_queue_store(&f.file, f.len, file, *offset, *size)
+                })?;
+                let term = 8..data.len();
+                (data, term, file.clone(), offset + 8)
             }
             Body::Shared(id) => {
                 let Some(at) = self.locator.get(id).map_err(|e| {
@@ -250,10 +271,32 @@ impl VhostReader {
                 (data, term, rel, at.offset + 24)
             }
         };
-        let (message, extra) = content::decode(&bytes[range]).map_err(|p| {
+        let (message, extra) = content::decode(&bytes[term]).map_err(|p| {
             StoreError::at(&file, offset, format!("sequence id {}: {p}", entry.seq_id))
         })?;
         Ok(Some((message, extra.notes)))
+    }
+
+    /// Runs `read` on the file `rel`, opening it unless it was the last one.
+    fn with_file<T>(
+        &self,
+        rel: &str,
+        read: impl FnOnce(&OpenFile) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut open = self.open.borrow_mut();
+        if open.as_ref().is_none_or(|o| o.rel != rel) {
+            let file = File::open(self.root.join(rel)).map_err(|e| StoreError::io(rel, e))?;
+            let len = file.metadata().map_err(|e| StoreError::io(rel, e))?.len();
+            if rel.ends_with(".qs") {
+                index_v2::check_queue_store(&file, len, rel)?;
+            }
+            *open = Some(OpenFile {
+                rel: rel.to_string(),
+                file,
+                len,
+            });
+        }
+        read(open.as_ref().expect("opened above"))
     }
 
     fn read_record(&self, rel: &str, at: Location, id: &[u8; 16]) -> Result<Vec<u8>, StoreError> {
@@ -267,23 +310,20 @@ impl VhostReader {
                 ),
             ));
         }
-        let mut open = self.open.borrow_mut();
-        if open.as_ref().is_none_or(|(n, _)| *n != at.file) {
-            let f = File::open(self.root.join(rel)).map_err(|e| StoreError::io(rel, e))?;
-            *open = Some((at.file, f));
-        }
-        let (_, f) = open.as_ref().expect("opened above");
-        let mut data = vec![0u8; at.total as usize];
-        f.read_exact_at(&mut data, at.offset)
-            .map_err(|e| StoreError::io(rel, e))?;
-        // The scan checked these; the file may have changed since.
-        if data[8..24] != id[..] || data[data.len() - 1] != 255 {
-            return Err(StoreError::at(
-                rel,
-                at.offset,
-                "the record changed while it was being read",
-            ));
-        }
-        Ok(data)
+        self.with_file(rel, |f| {
+            let mut data = vec![0u8; at.total as usize];
+            f.file
+                .read_exact_at(&mut data, at.offset)
+                .map_err(|e| StoreError::io(rel, e))?;
+            // The scan checked these; the file may have changed since.
+            if data[8..24] != id[..] || data[data.len() - 1] != 255 {
+                return Err(StoreError::at(
+                    rel,
+                    at.offset,
+                    "the record changed while it was being read",
+                ));
+            }
+            Ok(data)
+        })
     }
 }
