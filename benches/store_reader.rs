@@ -21,6 +21,7 @@ mod harness {
     pub mod fixtures;
     pub mod process;
     pub mod rabbit;
+    pub mod versions;
     pub use process::{free_port, set_parent_death_signal};
 }
 

@@ -48,7 +48,7 @@ fn rich_headers(i: usize) -> Table {
                 FieldValue::Table(Table(vec![(b"in".to_vec(), FieldValue::Bool(true))])),
             ]),
         ),
-        (b"x-bool".to_vec(), FieldValue::Bool(i % 2 == 0)),
+        (b"x-bool".to_vec(), FieldValue::Bool(i.is_multiple_of(2))),
         (
             b"x-bytes".to_vec(),
             FieldValue::Bytes(vec![0, 159, 146, 150, 255]),
@@ -122,7 +122,7 @@ fn queues(version: &str) -> Vec<Queue> {
     let v3 = version.starts_with('3');
     let v2_capable = !version.starts_with("3.8");
     let mut classic = Vec::new();
-    for i in 0..12 {
+    for i in 0..12usize {
         // Two bodies above the 4 KiB embedding threshold go to the shared store.
         let size = match i {
             4 => 6_000,
@@ -133,7 +133,7 @@ fn queues(version: &str) -> Vec<Queue> {
             content_type: s("text/plain"),
             content_encoding: s("identity"),
             // Every header type on a few messages keeps the fixtures small.
-            headers: Some(if i % 5 == 0 {
+            headers: Some(if i.is_multiple_of(5) {
                 rich_headers(i)
             } else {
                 Table(vec![(b"x-i".to_vec(), FieldValue::I64(i as i64))])

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::decode::{self, LogicalFile};
 use super::verify::Verdict;
-use crate::archive::manifest::{Consistency, Manifest, QueueEntry};
+use crate::archive::manifest::{Capture, Consistency, Manifest, QueueEntry};
 use crate::error::{Kind, kind_of, render};
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::{QueueDirs, Store};
@@ -134,7 +134,7 @@ pub fn count_all(store: &Store, work: &std::path::Path, manifest: &Manifest) -> 
     let covered: Vec<&QueueEntry> = manifest
         .queues
         .iter()
-        .filter(|q| q.covered && q.queue_type == "classic")
+        .filter(|q| q.captured_as() == Capture::Files)
         .collect();
     let mut vhosts: Vec<&str> = covered.iter().map(|q| q.vhost.as_str()).collect();
     vhosts.dedup();
@@ -164,15 +164,25 @@ pub fn count_all(store: &Store, work: &std::path::Path, manifest: &Manifest) -> 
     report
 }
 
-/// Counts the records of every covered queue that is not classic (quorum
-/// queues and streams, captured as logical records).
+/// Counts the records of every queue captured as logical records (quorum
+/// queues and streams) against the number the manifest says were written.
 pub fn count_logical(files: &[LogicalFile], manifest: &Manifest, report: &mut DeepReport) {
     let live = manifest.consistency == Consistency::Live;
-    for entry in manifest
+    for queue in manifest
         .queues
         .iter()
-        .filter(|q| q.covered && q.queue_type != "classic")
+        .filter(|q| q.captured_as() == Capture::Logical)
     {
+        // The records written are exact; the queue's count was taken before.
+        let mut entry = queue.clone();
+        if let Some(l) = manifest
+            .logical
+            .iter()
+            .find(|l| l.vhost == queue.vhost && l.queue == queue.name)
+        {
+            entry.messages = l.messages;
+        }
+        let entry = &entry;
         let Some(file) = files
             .iter()
             .find(|f| f.vhost == entry.vhost && f.queue == entry.name)
@@ -314,6 +324,8 @@ mod tests {
             messages,
             covered: true,
             dirs: Vec::new(),
+            capture: Some(Capture::Logical),
+            index_version: None,
         }
     }
 

@@ -193,7 +193,7 @@ fn scan_queues(
     Ok(by_name
         .into_iter()
         .map(|((name, _), mut levels)| {
-            levels.sort_by(|a, b| b.priority.cmp(&a.priority));
+            levels.sort_by_key(|l| std::cmp::Reverse(l.priority));
             QueueDirs {
                 vhost: vhost.to_string(),
                 name,

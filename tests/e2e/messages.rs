@@ -168,3 +168,45 @@ fn messages_and_verify_deep_agree_with_the_manifest_and_the_broker() {
         run.stdout
     );
 }
+
+/// `verify --deep` and `messages` on a snapshot just taken: every covered
+/// classic queue decodes to its manifest count, and the lines of the
+/// standard `classic` queue are the messages published to it, in order.
+/// (Called by the version tests, on a backup of each RabbitMQ version.)
+pub fn decodes_as_the_manifest_says(repo: &str, id: &str, node: &str) {
+    let from = ["--repo", repo, "--from-node", node];
+    let tool = Tool::new();
+    let report = tool
+        .run(&[&["verify", id, "--deep", "--json"][..], &from].concat())
+        .ok()
+        .json();
+    let deep = &report["snapshots"][0]["deep"];
+    for q in deep["queues"].as_array().unwrap() {
+        assert_eq!(q["status"], "ok", "{node}: {q}");
+    }
+    let run = tool.run(&[&["messages", id, "--bodies"][..], &from].concat());
+    let lines: Vec<Value> = run
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        deep["messages"].as_u64().unwrap(),
+        "{node}"
+    );
+    let classic = lines_of(&lines, "/", "classic");
+    let expected = deep["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["vhost"] == "/" && q["name"] == "classic")
+        .map_or(0, |q| q["expected"].as_u64().unwrap());
+    // The queue is full (30), or was drained before this backup.
+    let published = crate::harness::fixtures::classic_messages("classic", expected as usize);
+    assert_eq!(classic.len(), published.len(), "{node}");
+    for (i, (line, m)) in classic.iter().zip(&published).enumerate() {
+        assert_line_is(line, m, &format!("{node}: classic message {i}"));
+    }
+}

@@ -67,6 +67,8 @@ fn backup(source: &RabbitNode, repo: &tempfile::TempDir) -> Value {
     }
     assert!(queue("oro.default")["dirs"].as_array().unwrap().len() >= 2);
     assert_eq!(queue("quorum")["capture"], "none");
+    // Decoded offline, the snapshot holds what the manifest counts.
+    crate::messages::decodes_as_the_manifest_says(repo, id, &source.name);
     report
 }
 
