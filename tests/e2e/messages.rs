@@ -133,6 +133,23 @@ fn messages_and_verify_deep_agree_with_the_manifest_and_the_broker() {
     );
     assert_eq!(limited[1]["body_size"], 9000);
 
+    // A reader that stops early (`| head -1`) is not a failure (the bodies
+    // make the output far larger than a pipe holds).
+    let mut child = tool
+        .command(&[&["messages", &id, "--bodies"][..], &from].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    assert!(child.wait().unwrap().success(), "messages | head -1 fails");
+
     // A queue the snapshot does not have is a usage error, before any download.
     let run = tool.run(&[&["messages", &id, "--queue", "nope"][..], &from].concat());
     run.expect_code(2);
