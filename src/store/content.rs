@@ -26,14 +26,15 @@ pub struct Extra {
     pub notes: Vec<String>,
 }
 
-/// Decodes a message term (`term_to_binary` output, trailing bytes allowed).
-pub fn decode(bytes: &[u8]) -> Result<(Message, Extra), String> {
+/// Decodes a message term (`term_to_binary` output, trailing bytes
+/// allowed); a body in one fragment is shared with `bytes`, not copied.
+pub fn decode(bytes: &Bytes) -> Result<(Message, Extra), String> {
     let (t, _) = term::decode(bytes).map_err(|e| e.to_string())?;
     if let Some(f) = t.record("basic_message") {
-        return basic_message(f);
+        return basic_message(f, bytes);
     }
     if let Some(f) = t.record("mc") {
-        return container(f);
+        return container(f, bytes);
     }
     Err("neither a #basic_message{} nor an #mc{} term".into())
 }
@@ -62,7 +63,7 @@ fn routing_keys(t: &Term<'_>) -> Result<Vec<String>, String> {
     list.iter().map(|k| text(k, "a routing key")).collect()
 }
 
-fn basic_message(f: &[Term<'_>]) -> Result<(Message, Extra), String> {
+fn basic_message(f: &[Term<'_>], buf: &Bytes) -> Result<(Message, Extra), String> {
     let [exchange, keys, content, ..] = f else {
         return Err("a #basic_message{} with too few fields".into());
     };
@@ -72,7 +73,7 @@ fn basic_message(f: &[Term<'_>]) -> Result<(Message, Extra), String> {
     let [_vhost, _kind, name, ..] = resource else {
         return Err("a #resource{} with too few fields".into());
     };
-    let (properties, body) = self::content(content)?;
+    let (properties, body) = self::content(content, buf)?;
     Ok((
         Message {
             exchange: text(name, "the exchange name")?,
@@ -84,7 +85,7 @@ fn basic_message(f: &[Term<'_>]) -> Result<(Message, Extra), String> {
     ))
 }
 
-fn container(f: &[Term<'_>]) -> Result<(Message, Extra), String> {
+fn container(f: &[Term<'_>], buf: &Bytes) -> Result<(Message, Extra), String> {
     let [protocol, data, annotations, ..] = f else {
         return Err("an #mc{} with too few fields".into());
     };
@@ -113,7 +114,7 @@ fn container(f: &[Term<'_>]) -> Result<(Message, Extra), String> {
         Some(rk) => routing_keys(rk)?,
         None => return Err("no routing keys annotation (rk)".into()),
     };
-    let (properties, body) = self::content(data)?;
+    let (properties, body) = self::content(data, buf)?;
     let mut extra = Extra::default();
     // The broker turns these into headers only as it delivers (mc_amqpl:protocol_state/2).
     if anns
@@ -140,7 +141,7 @@ fn container(f: &[Term<'_>]) -> Result<(Message, Extra), String> {
     ))
 }
 
-fn content(t: &Term<'_>) -> Result<(Properties, Bytes), String> {
+fn content(t: &Term<'_>, buf: &Bytes) -> Result<(Properties, Bytes), String> {
     let f = t
         .record("content")
         .ok_or("the content is not a #content{}")?;
@@ -160,11 +161,22 @@ fn content(t: &Term<'_>) -> Result<(Properties, Bytes), String> {
     let fragments = fragments
         .list()
         .ok_or("the payload fragments are not a list")?;
-    let mut body = BytesMut::new();
-    for f in fragments.iter().rev() {
-        body.extend_from_slice(f.binary().ok_or("a payload fragment is not a binary")?);
-    }
-    Ok((properties, body.freeze()))
+    let parts: Vec<&[u8]> = fragments
+        .iter()
+        .rev()
+        .map(|f| f.binary().ok_or("a payload fragment is not a binary"))
+        .collect::<Result<_, _>>()?;
+    let body = match parts[..] {
+        [] => Bytes::new(),
+        // The common case: the body is a slice of what was read.
+        [one] => buf.slice_ref(one),
+        _ => {
+            let mut body = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+            parts.iter().for_each(|p| body.extend_from_slice(p));
+            body.freeze()
+        }
+    };
+    Ok((properties, body))
 }
 
 /// Properties the broker holds decoded only (after it rewrote them).

@@ -271,7 +271,8 @@ impl VhostReader {
                 (data, term, rel, at.offset + 24)
             }
         };
-        let (message, extra) = content::decode(&bytes[term]).map_err(|p| {
+        let bytes = bytes::Bytes::from(bytes).slice(term);
+        let (message, extra) = content::decode(&bytes).map_err(|p| {
             StoreError::at(&file, offset, format!("sequence id {}: {p}", entry.seq_id))
         })?;
         Ok(Some((message, extra.notes)))
