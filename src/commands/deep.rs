@@ -94,6 +94,7 @@ pub async fn check(
         chunks: manifest.chunks.len(),
         checksums_compared: 0,
         read_data: true,
+        checked: super::verify::Checked::Data,
         problems: Vec::new(),
         deep: None,
     };

@@ -3,15 +3,9 @@
 //! Without `--read-data`: every chunk exists with the recorded size and,
 //! where the server keeps one, the recorded SHA-256 checksum (no download).
 //! With it: every chunk is downloaded and every chunk and file digest checked.
-<<<<<<< HEAD
 //!
 //! Damage (exit 3) and storage that cannot be read (exit 1) are told apart:
 //! a manifest that cannot be fetched says nothing about the snapshot.
-=======
-//! With `--deep`: that, and every message of every covered classic queue is
-//! decoded and each queue's count compared with the manifest (a restore
-//! rehearsal without a broker).
->>>>>>> 4b8f2b8 (store reader: term, v1/v2 index, shared store and message decoding; domain Message with a lossless property codec and logical records; messages and verify --deep (WIP: fixtures, tests))
 
 use std::sync::Arc;
 
@@ -136,9 +130,11 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
     out.result(&report, || {
         let mut s = String::new();
         for v in &report.snapshots {
-<<<<<<< HEAD
             let chunks = count(v.chunks as u64, "chunk");
             let line = match v.checked {
+                _ if v.deep.is_some() => {
+                    format!("ok, {}", v.deep.as_ref().map(|d| d.summary()).unwrap_or_default())
+                }
                 Checked::Data => "ok, every chunk and file digest checked".to_string(),
                 Checked::SizesAndChecksums => {
                     format!("ok, {chunks} present, sizes and server checksums match")
@@ -153,17 +149,6 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
                     "{chunks} present with their recorded sizes, but only {} of {} server checksums could be compared (the server keeps none for the others); run verify --read-data to check the data",
                     v.checksums_compared, v.chunks
                 ),
-=======
-            let how = if let Some(d) = &v.deep {
-                d.summary()
-            } else if v.read_data {
-                "every chunk and file digest checked".to_string()
-            } else {
-                format!(
-                    "{} chunks present, {} server checksums compared",
-                    v.chunks, v.checksums_compared
-                )
->>>>>>> 4b8f2b8 (store reader: term, v1/v2 index, shared store and message decoding; domain Message with a lossless property codec and logical records; messages and verify --deep (WIP: fixtures, tests))
             };
             if v.problems.is_empty() {
                 s.push_str(&format!("{} ({}): {line}\n", v.id, v.node));
