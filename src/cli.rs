@@ -104,6 +104,26 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "RABBITMQ_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Encrypt backups to this age recipient (age1…, from age-keygen); repeatable.
+    /// The environment variable takes several, separated by commas or whitespace
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_RECIPIENTS",
+        value_name = "RECIPIENT"
+    )]
+    pub encrypt_to: Vec<String>,
+
+    /// age identity file (AGE-SECRET-KEY-1… lines) to read encrypted snapshots:
+    /// restore, verify --read-data
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_IDENTITY_FILE",
+        value_name = "FILE"
+    )]
+    pub identity: Option<PathBuf>,
+
     /// S3 URL style: path-style is used with a custom endpoint unless told otherwise
     #[arg(
         long,

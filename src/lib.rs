@@ -8,6 +8,7 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crypt;
 pub mod error;
 pub mod exclude;
 pub mod failpoint;

@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::cli::{BackupArgs, GlobalArgs, LogFormat, RestoreArgs};
 use crate::config::FileConfig;
+use crate::crypt::{Identities, Recipients};
 use crate::error::usage;
 use crate::repo::retry::RetryPolicy;
 use crate::repo::s3::Addressing;
@@ -71,6 +73,10 @@ pub struct Settings {
     pub rabbitmqctl: PathBuf,
     /// Data directory override.
     pub data_dir: Option<PathBuf>,
+    /// Whom backups are encrypted to; `None`: plain backups.
+    pub encrypt_to: Option<Arc<Recipients>>,
+    /// The identity that reads encrypted snapshots (never printed).
+    pub identity: Option<Arc<Identities>>,
     /// Result as JSON.
     pub json: bool,
     /// Log line format.
@@ -144,6 +150,17 @@ impl Settings {
                 "--s3-timeout must be 1 to 3600 seconds, not {s3_timeout}"
             )));
         }
+        // Flags and environment (one clap value list) beat the file.
+        let recipients = if args.encrypt_to.is_empty() {
+            file.encrypt_to.clone().unwrap_or_default()
+        } else {
+            args.encrypt_to.clone()
+        };
+        let encrypt_to = Recipients::parse(&recipients)?.map(Arc::new);
+        let identity = match args.identity.as_ref().or(file.identity.as_ref()) {
+            Some(path) => Some(Arc::new(Identities::load(path)?)),
+            None => None,
+        };
         let verbosity = match (args.quiet, args.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, 0) => Verbosity::Normal,
@@ -169,6 +186,8 @@ impl Settings {
                 "rabbitmqctl".into(),
             ),
             data_dir: args.data_dir.clone().or(file.data_dir.clone()),
+            encrypt_to,
+            identity,
             json: args.json,
             log_format: pick(args.log_format, file.log_format, LogFormat::Text),
             verbosity,
@@ -421,6 +440,47 @@ mod tests {
         let s = Settings::new(&args, FileConfig::default()).unwrap();
         assert_eq!(s.password.expose(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn recipients_and_identity_come_from_flags_or_the_file_and_are_checked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public, secret) = crate::crypt::tests::keypair(dir.path(), "key.txt");
+        let (_, other, _) = crate::crypt::tests::keypair(dir.path(), "other.txt");
+        let file = crate::config::parse(&format!(
+            "encrypt_to = [\"{other}\"]\nidentity = \"{}\"",
+            key.display()
+        ))
+        .unwrap();
+        let s = Settings::new(&GlobalArgs::default(), file.clone()).unwrap();
+        assert_eq!(
+            s.encrypt_to.as_ref().unwrap().names(),
+            std::slice::from_ref(&other)
+        );
+        assert_eq!(
+            s.identity.as_ref().unwrap().public_keys(),
+            std::slice::from_ref(&public)
+        );
+        assert!(!format!("{s:?}").contains(&secret));
+        let args = GlobalArgs {
+            encrypt_to: vec![format!("{public},{other}")],
+            ..Default::default()
+        };
+        let s = Settings::new(&args, file).unwrap();
+        assert_eq!(s.encrypt_to.unwrap().names(), [public, other]);
+        for args in [
+            GlobalArgs {
+                encrypt_to: vec!["age1wrong".into()],
+                ..Default::default()
+            },
+            GlobalArgs {
+                identity: Some(dir.path().join("nonexistent")),
+                ..Default::default()
+            },
+        ] {
+            let err = Settings::new(&args, FileConfig::default()).unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Usage, "{err}");
+        }
     }
 
     #[test]

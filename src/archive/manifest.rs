@@ -116,10 +116,14 @@ pub struct LogicalEntry {
     pub sha256: String,
 }
 
+/// The one encryption scheme this version reads and writes: each chunk is
+/// one binary age file to X25519 recipients.
+pub const AGE: &str = "age";
+
 /// How the chunks are encrypted (format 2; DESIGN §14). No secret here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Encryption {
-    /// The scheme, e.g. `age`.
+    /// The scheme: [`AGE`].
     pub scheme: String,
     /// The recipients' public keys.
     pub recipients: Vec<String>,
@@ -324,6 +328,18 @@ impl Manifest {
                 )));
             }
         }
+        // An unknown scheme comes from a newer tool: say so, not "malformed".
+        if let Some(scheme) = value
+            .get("encryption")
+            .and_then(|e| e.get("scheme"))
+            .and_then(|s| s.as_str())
+            && scheme != AGE
+        {
+            return Err(incompatible(format!(
+                "the manifest {origin} says its chunks are encrypted with {scheme:?}, which this rabbitmq-backup {} cannot read: use a newer rabbitmq-backup",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
         let manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| integrity(format!("the manifest {origin} is malformed: {e}")))?;
         manifest.validate(origin)?;
@@ -389,6 +405,14 @@ impl Manifest {
                 "it says format {} but holds logical records, encryption or a cluster, which need format {FORMAT_V2}",
                 self.format
             )));
+        }
+        if let Some(encryption) = &self.encryption {
+            if encryption.recipients.is_empty() {
+                return Err(bad("it is encrypted to no recipient".into()));
+            }
+            for r in &encryption.recipients {
+                crate::crypt::parse_recipient(r).map_err(|why| bad(format!("recipient {why}")))?;
+            }
         }
         for entry in &self.logical {
             super::paths::check_archive_path(&entry.path).map_err(|e| bad(e.to_string()))?;
@@ -520,10 +544,30 @@ pub(crate) mod tests {
             sha256: "b".repeat(64),
         });
         m.encryption = Some(Encryption {
-            scheme: "age".into(),
-            recipients: vec!["age1example".into()],
+            scheme: AGE.into(),
+            recipients: vec![RECIPIENT.into()],
         });
         m
+    }
+
+    /// A recipient for tests (public: age's documentation example).
+    const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    #[test]
+    fn inconsistent_or_unknown_encryption_is_refused() {
+        let mut none = sample_v2();
+        none.encryption.as_mut().unwrap().recipients.clear();
+        let mut bad = sample_v2();
+        bad.encryption.as_mut().unwrap().recipients[0] = "age1nope".into();
+        for m in [none, bad] {
+            let err = Manifest::from_json(&m.to_json(), "m").unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&sample_v2().to_json()).unwrap();
+        v["encryption"]["scheme"] = "quantum".into();
+        let err = Manifest::from_json(v.to_string().as_bytes(), "m").unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Incompatible, "{err}");
+        assert!(err.to_string().contains("quantum"), "{err}");
     }
 
     #[test]

@@ -326,6 +326,7 @@ mod tests {
             chunk_size: 8192,
             level: 3,
             workers: 0,
+            encrypt_to: None,
         };
         let sink = ChunkWriter::new(options, |c| {
             stored.extend_from_slice(&c.data);

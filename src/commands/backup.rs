@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use crate::archive::manifest::{
     Capture, Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
 };
 use crate::archive::writer::write_archive;
+use crate::crypt::Recipients;
 use crate::error::refused;
 use crate::output::{Output, bytes, count};
 use crate::progress::Progress;
@@ -70,6 +72,12 @@ pub async fn run(
         broker.identity.rabbitmq_version,
         repo.describe()
     );
+    if let Some(recipients) = &settings.encrypt_to {
+        tracing::info!(
+            "encrypting every chunk (age) to {}",
+            recipients.names().join(", ")
+        );
+    }
 
     let mut report = hooks::around(
         args.before.as_deref(),
@@ -83,6 +91,7 @@ pub async fn run(
             &repo,
             &data_dir,
             args,
+            settings.encrypt_to.clone(),
             Start {
                 id: &id,
                 creation: creation.as_ref(),
@@ -189,11 +198,13 @@ fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Resul
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn capture(
     broker: &Broker,
     repo: &Repository,
     data_dir: &Path,
     args: &BackupSettings,
+    encrypt_to: Option<Arc<Recipients>>,
     start: Start<'_>,
 ) -> anyhow::Result<BackupReport> {
     let (id, created, started) = (start.id, start.created, start.started);
@@ -278,10 +289,12 @@ async fn capture(
         concurrency: args.upload_concurrency,
         on_uploaded: Box::new(|_| {}),
     };
+    let encryption = encrypt_to.as_ref().map(|r| r.encryption());
     let options = ChunkOptions {
         chunk_size: args.chunk_size,
         level: args.level,
         workers: args.threads,
+        encrypt_to,
     };
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<bool>();
     let checked = async {
@@ -369,8 +382,10 @@ async fn capture(
             level: args.level,
         },
         logical: Vec::new(),
-        encryption: None,
+        encryption,
     };
+    // Encrypted (or other format-2 content): format 2, which a version-1
+    // tool refuses instead of restoring it wrongly.
     manifest.format = manifest.required_format();
     let body = manifest.to_json();
     let digest: [u8; 32] = Sha256::digest(&body).into();
@@ -412,6 +427,11 @@ async fn capture(
         covered_messages: manifest.totals.covered_messages,
         queues: manifest.queues,
         uncovered_queues,
+        encrypted_to: manifest
+            .encryption
+            .as_ref()
+            .map(|e| e.recipients.clone())
+            .unwrap_or_default(),
         warnings,
         repository_warnings: Vec::new(),
     })

@@ -17,6 +17,7 @@ use crate::rabbit::upgrade;
 use crate::settings::{RestoreSettings, Settings};
 use crate::staging::{NodeLock, Staging};
 use crate::swap::{self, Journal, Phase, Swapper};
+use crate::transfer::{self, DownloadSource};
 use crate::{hooks, signals};
 
 mod fetch;
@@ -79,6 +80,23 @@ pub async fn run(
     };
     let manifest = repo.manifest(&snapshot).await?;
     check_compatibility(&manifest, &broker, args)?;
+    // An encrypted snapshot: the identity must open its first chunk before
+    // anything is written beside the node's data.
+    let source = DownloadSource::for_snapshot(
+        &repo,
+        &snapshot,
+        &manifest,
+        settings.identity.as_ref(),
+        args.download_concurrency,
+    )?;
+    transfer::probe(&source, &manifest.chunks)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot decrypt snapshot {}; the node was not touched",
+                manifest.id
+            )
+        })?;
     tracing::info!(
         "restoring snapshot {} of {} ({}, {}) onto {node}",
         manifest.id,
@@ -101,17 +119,10 @@ pub async fn run(
     // Steps 1-2: everything downloaded and verified before the node changes.
     let mut staging = Staging::create(&data_dir, "restore", &manifest.id)?;
     let definitions = if args.definitions_only {
-        fetch_definitions(&repo, &snapshot, &manifest, args).await?
+        fetch_definitions(source, &manifest).await?
     } else {
         check_free_space(staging.path(), &manifest)?;
-        fetch_all(
-            &repo,
-            &snapshot,
-            &manifest,
-            args,
-            &staging.path().join("new"),
-        )
-        .await?
+        fetch_all(source, &manifest, &staging.path().join("new")).await?
     };
     let definitions = Definitions::parse(definitions)?;
     // What the target would reject is adapted now, so the import cannot

@@ -4,6 +4,7 @@
 mod harness;
 
 mod backup;
+mod encryption;
 mod exclude;
 mod hardening;
 mod mistakes;

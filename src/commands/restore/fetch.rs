@@ -11,8 +11,6 @@ use crate::archive::reader;
 use crate::error::refused;
 use crate::output::bytes;
 use crate::progress::Progress;
-use crate::repo::{Repository, SnapshotRef};
-use crate::settings::RestoreSettings;
 use crate::transfer::{self, DownloadSource};
 
 /// Refuses when the work area's filesystem cannot hold the snapshot.
@@ -36,25 +34,11 @@ pub fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn download_source(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
-    concurrency: usize,
-) -> DownloadSource {
-    DownloadSource {
-        storage: repo.storage().clone(),
-        key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
-        concurrency,
-    }
-}
-
 /// Downloads, verifies and unpacks every chunk into `dest`; returns the
 /// definitions. The staged data is synced to disk before this returns.
 pub async fn fetch_all(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
+    source: DownloadSource,
     manifest: &Manifest,
-    args: &RestoreSettings,
     dest: &Path,
 ) -> anyhow::Result<Vec<u8>> {
     tracing::info!(
@@ -67,11 +51,9 @@ pub async fn fetch_all(
     let progress = Progress::new("restoring", manifest.totals.file_bytes);
     let unpacking = progress.clone();
     let (m, d) = (Arc::new(manifest.clone()), dest.to_path_buf());
-    let defs = transfer::download(
-        download_source(repo, snapshot, args.download_concurrency),
-        manifest.chunks.clone(),
-        move |reader| reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n)),
-    )
+    let defs = transfer::download(source, manifest.chunks.clone(), move |reader| {
+        reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n))
+    })
     .await
     .with_context(|| {
         format!(
@@ -88,10 +70,8 @@ pub async fn fetch_all(
 
 /// Downloads only the chunks holding `definitions.json` and returns it.
 pub async fn fetch_definitions(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
+    source: DownloadSource,
     manifest: &Manifest,
-    args: &RestoreSettings,
 ) -> anyhow::Result<Vec<u8>> {
     let m = Arc::new(manifest.clone());
     // definitions.json leads the stream: fetch the chunks that hold it (its
@@ -108,11 +88,7 @@ pub async fn fetch_definitions(
         })
         .cloned()
         .collect();
-    transfer::download(
-        download_source(repo, snapshot, args.download_concurrency),
-        first,
-        move |r| reader::definitions_only(r, &m),
-    )
-    .await
-    .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
+    transfer::download(source, first, move |r| reader::definitions_only(r, &m))
+        .await
+        .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
 }
