@@ -114,8 +114,8 @@ pub struct GlobalArgs {
     )]
     pub encrypt_to: Vec<String>,
 
-    /// age identity file (AGE-SECRET-KEY-1… lines) to read encrypted snapshots:
-    /// restore, verify --read-data
+    /// Identity file (age-keygen's AGE-SECRET-KEY-1… lines) that reads encrypted
+    /// snapshots, for restore and verify --read-data
     #[arg(
         long,
         global = true,
