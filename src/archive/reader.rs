@@ -421,6 +421,7 @@ mod tests {
                 chunk_size: 1 << 20,
                 level: 1,
                 workers: 0,
+                encrypt_to: None,
             },
             |c| {
                 stored.extend_from_slice(&c.data);
