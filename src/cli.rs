@@ -82,7 +82,7 @@ pub struct GlobalArgs {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: amqp://<host of --management-url>:5672/]
+    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: the node's AMQP listener, asked of the management API]
     #[arg(
         long,
         global = true,
@@ -294,9 +294,8 @@ pub struct BackupArgs {
 /// `restore` flags.
 #[derive(Debug, Args, Default, Clone)]
 pub struct RestoreArgs {
-    /// Snapshot id, unambiguous id prefix, or `latest`
-    #[arg(default_value = "latest")]
-    pub snapshot: String,
+    /// Snapshot id, unambiguous id prefix, or `latest` [default: latest]
+    pub snapshot: Option<String>,
     /// Node whose snapshots to use [default: this node's name]
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
@@ -331,7 +330,8 @@ pub struct RestoreArgs {
     /// Chunks downloaded at once [default: 4]
     #[arg(long, value_name = "N")]
     pub download_concurrency: Option<usize>,
-    /// Finish or undo a restore that was interrupted after the broker was stopped
+    /// Finish or undo a restore that was interrupted after the broker was stopped,
+    /// with the options it was started with (with --dry-run: say what it would do)
     #[arg(long)]
     pub resume: bool,
 }
@@ -489,14 +489,17 @@ mod tests {
             .to_string();
         let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            help.contains("[default: amqp://<host of --management-url>:5672/]"),
+            help.contains("[default: the node's AMQP listener, asked of the management API]"),
             "{help}"
         );
+        // Unset, the node is asked (crate::rabbit::Broker::amqp_url); a
+        // listener on every address is reached at the management host.
         let args = GlobalArgs {
             management_url: Some("http://10.1.2.3:15672".into()),
             ..Default::default()
         };
         let s = crate::settings::Settings::new(&args, Default::default()).unwrap();
-        assert_eq!(s.amqp_url, "amqp://10.1.2.3:5672/");
+        assert_eq!(s.amqp_url, None);
+        assert_eq!(s.management_host, "10.1.2.3");
     }
 }

@@ -7,7 +7,6 @@ pub mod list;
 pub mod pin;
 pub mod prune;
 pub mod restore;
-pub mod resume;
 pub mod verify;
 
 use std::sync::Arc;

@@ -19,11 +19,11 @@ pub mod output;
 pub mod progress;
 pub mod rabbit;
 pub mod repo;
+pub mod restore;
 pub mod retention;
 pub mod settings;
 pub mod signals;
 pub mod staging;
-pub mod swap;
 pub mod transfer;
 
 use clap::{CommandFactory, Parser};

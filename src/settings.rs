@@ -65,8 +65,11 @@ pub struct Settings {
     pub username: String,
     /// Management API password.
     pub password: Secret,
-    /// AMQP URL without credentials, for `exclude`.
-    pub amqp_url: String,
+    /// AMQP URL without credentials, for `exclude`, if given; otherwise the
+    /// node is asked for its listener.
+    pub amqp_url: Option<String>,
+    /// The management URL's host (where a listener on every address is reached).
+    pub management_host: String,
     /// Node name for rabbitmqctl, if given.
     pub node: Option<String>,
     /// The rabbitmqctl program.
@@ -124,15 +127,13 @@ impl Settings {
             (None, None, None, None) => "guest".into(),
         };
 
-        let amqp_url = pick(
-            args.amqp_url.clone(),
-            file.amqp_url.clone(),
-            format!("amqp://{host}:5672/"),
-        );
-        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+        let amqp_url = args.amqp_url.clone().or(file.amqp_url.clone());
+        if let Some(url) = &amqp_url
+            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        {
             return Err(usage(format!(
                 "--amqp-url must start with amqp:// or amqps://, not {:?}",
-                redact_url(&amqp_url)
+                redact_url(url)
             )));
         }
 
@@ -179,6 +180,7 @@ impl Settings {
             username,
             password: Secret::new(password),
             amqp_url,
+            management_host: host,
             node,
             rabbitmqctl: pick(
                 args.rabbitmqctl.clone(),
@@ -329,8 +331,8 @@ impl BackupSettings {
 /// Validated `restore` settings.
 #[derive(Debug, Clone)]
 pub struct RestoreSettings {
-    /// Snapshot spec (`latest`, id or prefix).
-    pub snapshot: String,
+    /// Snapshot spec (`latest`, id or prefix), if given.
+    pub snapshot: Option<String>,
     /// Source node name.
     pub from_node: Option<String>,
     /// Routing-key globs to exclude after the restore.
@@ -378,6 +380,31 @@ impl RestoreSettings {
         if args.drop_excluded && args.exclude_routing_key.is_empty() {
             return Err(usage("--drop-excluded needs --exclude-routing-key"));
         }
+        if args.resume {
+            // The journal holds the interrupted restore's options: refuse
+            // flags --resume would otherwise ignore.
+            let ignored = [
+                (args.from_node.is_some(), "--from-node"),
+                (
+                    !args.exclude_routing_key.is_empty(),
+                    "--exclude-routing-key",
+                ),
+                (args.drop_excluded, "--drop-excluded"),
+                (args.definitions_only, "--definitions-only"),
+                (args.replace_messages, "--replace-messages"),
+                (args.force_downgrade, "--force-downgrade"),
+                (args.keep_old, "--keep-old"),
+                (
+                    args.download_concurrency.is_some(),
+                    "--download-concurrency",
+                ),
+            ];
+            if let Some((_, flag)) = ignored.iter().find(|(set, _)| *set) {
+                return Err(usage(format!(
+                    "--resume finishes the interrupted restore with the options it was started with; {flag} cannot change them: leave it out"
+                )));
+            }
+        }
         let exclude = if args.exclude_routing_key.is_empty() {
             None
         } else {
@@ -413,7 +440,8 @@ mod tests {
         assert_eq!(s.management_url, "http://127.0.0.1:15672");
         assert_eq!(s.username, "guest");
         assert_eq!(s.password.expose(), "guest");
-        assert_eq!(s.amqp_url, "amqp://127.0.0.1:5672/");
+        assert_eq!(s.amqp_url, None, "asked of the node");
+        assert_eq!(s.management_host, "127.0.0.1");
     }
 
     #[test]

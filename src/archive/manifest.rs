@@ -50,7 +50,9 @@ pub struct NodeInfo {
     /// The cluster's name, when the node is a member of a cluster (format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
-    /// Every member of that cluster (format 2).
+    /// Every member of the node's cluster, when it is a cluster member: the
+    /// snapshot then holds only the messages of queues whose home (classic)
+    /// or leader (quorum, stream) is this node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_members: Vec<String>,
 }
@@ -127,6 +129,31 @@ pub struct Encryption {
     pub scheme: String,
     /// The recipients' public keys.
     pub recipients: Vec<String>,
+/// Why a queue's restored count may be lower than at backup time, as the
+/// backup knew it (the restore reports such a shortfall, it does not roll back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Caveat {
+    /// A message TTL applies (queue argument or policy): messages expire.
+    Ttl,
+    /// Consumers were attached (`--allow-consumers`): messages in flight.
+    Consumers,
+    /// Non-persistent messages were counted that a stop does not keep
+    /// (`--allow-transient-loss`).
+    Transient,
+}
+
+impl Caveat {
+    /// Why, in words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Caveat::Ttl => "a message TTL applies, so messages expire",
+            Caveat::Consumers => "consumers were attached at backup time (--allow-consumers)",
+            Caveat::Transient => {
+                "it held non-persistent messages, which the broker's stop does not keep (--allow-transient-loss)"
+            }
+        }
+    }
 }
 
 /// Digest and object counts of `definitions.json`.
@@ -174,6 +201,13 @@ pub struct QueueEntry {
     /// when the queue has no directory: nothing of it is on disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_version: Option<IndexVersion>,
+    /// Why the restored count may be lower (see [`Caveat`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<Caveat>,
+    /// The cluster member holding the queue's messages, when it is not the
+    /// snapshot's node: they are not in this snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_node: Option<String>,
 }
 
 impl QueueEntry {
@@ -492,6 +526,8 @@ pub(crate) mod tests {
                 dirs: vec!["msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/X".into()],
                 capture: Some(Capture::Files),
                 index_version: Some(IndexVersion::V1),
+                caveats: vec![],
+                home_node: None,
             }],
             files: vec![FileEntry {
                 path: "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/.vhost".into(),

@@ -4,6 +4,8 @@
 mod harness;
 
 mod backup;
+mod cluster;
+mod crash;
 mod encryption;
 mod exclude;
 mod hardening;
@@ -11,6 +13,7 @@ mod mistakes;
 mod operator;
 mod reliability;
 mod restore;
+mod restore_safety;
 mod retention;
 mod storage;
 mod versions;

@@ -1,5 +1,5 @@
-//! Steps 1-2 of a restore: everything downloaded, verified and unpacked
-//! into the work area before the node is touched.
+//! Everything downloaded, verified and unpacked into the work area before
+//! the node is touched.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,30 +8,15 @@ use anyhow::Context;
 
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
-use crate::error::refused;
 use crate::output::bytes;
 use crate::progress::Progress;
 use crate::transfer::{self, DownloadSource};
 
-/// Refuses when the work area's filesystem cannot hold the snapshot.
+/// Refuses when the filesystem beside the data directory cannot hold the
+/// snapshot's files (with some room to spare).
 pub fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we own.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Ok(());
-    }
-    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
     let needed = manifest.totals.file_bytes + manifest.totals.file_bytes / 10 + (64 << 20);
-    if free < needed {
-        return Err(refused(format!(
-            "{} has {} free but the snapshot needs about {}: free some space beside the data directory",
-            dir.display(),
-            bytes(free),
-            bytes(needed)
-        )));
-    }
-    Ok(())
+    crate::staging::check_free_space(dir, needed, "the snapshot")
 }
 
 /// Downloads, verifies and unpacks every chunk into `dest`; returns the
