@@ -177,10 +177,17 @@ fn a_restore_killed_at_every_instant_is_finished_or_undone_by_resume() {
         .collect();
 
     let (mut tried, mut rebooted, mut snapshot_side) = (0, 0, 0);
+    // Where the time goes: killed runs, reboots, resumes, checks.
+    let mut spent = [Duration::ZERO; 4];
+    let mut clock = Instant::now();
+    let mut lap = |i: usize| {
+        spent[i] += clock.elapsed();
+        clock = Instant::now();
+    };
     for (i, (fail, point, down)) in cases.iter().enumerate() {
         // A reboot at every step taken with the broker stopped (each leaves
-        // the stores in another state) and at every third point otherwise.
-        let reboot = (*down && !point.contains(":journal:")) || i % 3 == 0;
+        // the stores in another state) and at every fifth point otherwise.
+        let reboot = (*down && !point.contains(":journal:")) || i % 5 == 0;
         let what = format!("{point} (rollback: {}, reboot: {reboot})", fail.is_some());
         let killer = match fail {
             Some(f) => tool
@@ -189,11 +196,14 @@ fn a_restore_killed_at_every_instant_is_finished_or_undone_by_resume() {
             None => tool.clone(),
         };
         killer.kill_at(point, &restore, Duration::from_secs(180));
+        lap(0);
         if reboot {
             node.restart();
             rebooted += 1;
         }
+        lap(1);
         let resumed = tool.run(&["restore", "--resume", "--repo", &repo]);
+        lap(2);
         assert!(
             [0, 7].contains(&resumed.code),
             "{what}: exit {}\n{}",
@@ -220,11 +230,16 @@ fn a_restore_killed_at_every_instant_is_finished_or_undone_by_resume() {
         }
         tried += 1;
         reset(&node);
+        lap(3);
     }
     eprintln!(
-        "restore crash points: {tried} tried, {tried} recovered ({rebooted} with a reboot; {snapshot_side} finished, {} undone) in {:.0} s",
+        "restore crash points: {tried} tried, {tried} recovered ({rebooted} with a reboot; {snapshot_side} finished, {} undone) in {:.0} s (killed runs {:.0} s, reboots {:.0} s, resumes {:.0} s, checks {:.0} s)",
         tried - snapshot_side,
-        began.elapsed().as_secs_f64()
+        began.elapsed().as_secs_f64(),
+        spent[0].as_secs_f64(),
+        spent[1].as_secs_f64(),
+        spent[2].as_secs_f64(),
+        spent[3].as_secs_f64()
     );
 }
 
