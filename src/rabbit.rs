@@ -172,6 +172,37 @@ impl Broker {
         Ok((broker, state))
     }
 
+    /// This broker, running. One stopped by a backup killed during its
+    /// pause (its watchdog waits) is started again when `may_start` — call
+    /// only holding the node lock, which proves that backup dead — as the
+    /// watchdog would do later; any other stopped broker is refused.
+    pub async fn running(
+        self,
+        state: AppState,
+        settings: &Settings,
+        may_start: bool,
+    ) -> anyhow::Result<Broker> {
+        let name = self.identity.name.clone();
+        match state {
+            AppState::Running => Ok(self),
+            AppState::Stopped { watchdog: true } if may_start => {
+                tracing::warn!(
+                    "the broker on {name} was stopped by a backup that was killed during its pause; starting it again"
+                );
+                self.ctl.start_app().await?;
+                Broker::connect(settings).await
+            }
+            AppState::Stopped { watchdog } => Err(crate::error::refused(format!(
+                "the RabbitMQ application on {name} is stopped (its Erlang VM answers, the broker does not){}; start it with `rabbitmqctl start_app`",
+                if watchdog {
+                    ": a backup killed during its pause stopped it, and its watchdog starts it again"
+                } else {
+                    ". If a rabbitmq-backup restore was interrupted, finish it with `rabbitmq-backup restore --resume`"
+                }
+            ))),
+        }
+    }
+
     fn check_names(&self, settings: &Settings) -> anyhow::Result<()> {
         if let Some(node) = &settings.node
             && node != &self.identity.name

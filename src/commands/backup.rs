@@ -54,7 +54,8 @@ pub async fn run(
         RepoUrl::Local { ref path } => Some(local::plan_creation(path)?),
         RepoUrl::S3 { .. } => None,
     };
-    let broker = Broker::connect(settings).await?;
+    // The broker may be stopped by an earlier backup killed in its pause.
+    let (broker, state) = Broker::reach(settings).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     repo.storage()
         .check()
@@ -67,6 +68,7 @@ pub async fn run(
             area.display()
         )));
     }
+    let broker = broker.running(state, settings, true).await?;
     for stale in crate::staging::remove_stale(&data_dir, "backup", |_| Ok(false))? {
         tracing::warn!("removed {}, left by an interrupted backup", stale.display());
     }

@@ -9,9 +9,9 @@ use anyhow::Context;
 use crate::error::{Kind, classified, refused, usage};
 use crate::hooks;
 use crate::output::{Output, bytes};
+use crate::rabbit::Broker;
 use crate::rabbit::definitions::Definitions;
 use crate::rabbit::upgrade;
-use crate::rabbit::{AppState, Broker};
 use crate::repo::Repository;
 use crate::restore::fetch::{fetch_all, fetch_definitions};
 use crate::restore::machine::{ExcludeSpec, Machine, sweep};
@@ -53,30 +53,7 @@ pub async fn run(
             p.area().display()
         )));
     }
-    let broker = match state {
-        AppState::Running => broker,
-        // The lock is ours, so the backup that stopped it is dead: start
-        // it as its watchdog would, sooner.
-        AppState::Stopped { watchdog: true } if !args.dry_run => {
-            tracing::warn!(
-                "the broker on {} was stopped by a backup that was killed during its pause; starting it again",
-                broker.identity.name
-            );
-            broker.ctl.start_app().await?;
-            Broker::connect(settings).await?
-        }
-        AppState::Stopped { .. } => {
-            return Err(refused(format!(
-                "the RabbitMQ application on {} is stopped (its Erlang VM answers, the broker does not){}; start it with `rabbitmqctl start_app`, then restore",
-                broker.identity.name,
-                if matches!(state, AppState::Stopped { watchdog: true }) {
-                    ": a backup killed during its pause stopped it, and its watchdog starts it again"
-                } else {
-                    ""
-                }
-            )));
-        }
-    };
+    let broker = broker.running(state, settings, !args.dry_run).await?;
     let node = broker.identity.name.clone();
 
     let snapshot = match args.snapshot.as_deref().unwrap_or("latest") {

@@ -385,7 +385,8 @@ impl Machine {
                 self.paused = Some(Instant::now());
                 self.stopped = true;
             }
-            Phase::Started | Phase::Checked => {
+            // The broker must run for the checks, the exclusion, and to end.
+            Phase::Started | Phase::Checked | Phase::Cleaning => {
                 if let Err(e) = node.start().await {
                     return match self.failed(node, e).await {
                         After::Continue => self.drive(node, None).await,
