@@ -227,6 +227,16 @@ impl Broker {
         self.ctl.cluster_members().await
     }
 
+    /// The cluster's name, if the node can tell.
+    pub async fn cluster_name(&self) -> Option<String> {
+        if self.via_http
+            && let Some(name) = self.http.cluster_name().await
+        {
+            return Some(name);
+        }
+        self.ctl.cluster_name().await.ok().filter(|n| !n.is_empty())
+    }
+
     /// The AMQP URL to reach this node: `--amqp-url` if given, else the
     /// node's own AMQP listener (asked of the management API, or of the
     /// node), reached at the management API's host when it listens on

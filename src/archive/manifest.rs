@@ -129,6 +129,8 @@ pub struct Encryption {
     pub scheme: String,
     /// The recipients' public keys.
     pub recipients: Vec<String>,
+}
+
 /// Why a queue's restored count may be lower than at backup time, as the
 /// backup knew it (the restore reports such a shortfall, it does not roll back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -570,6 +572,8 @@ pub(crate) mod tests {
             dirs: vec![],
             capture: Some(Capture::Logical),
             index_version: None,
+            caveats: vec![Caveat::Consumers],
+            home_node: None,
         });
         m.logical.push(LogicalEntry {
             path: "logical/628WB79CIFDYO9LJI6DKMI09L/orders.records".into(),

@@ -220,10 +220,10 @@ async fn capture(
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
     let members = broker.cluster_members().await?;
-    let members = if members.len() > 1 {
-        members
+    let (members, cluster_name) = if members.len() > 1 {
+        (members, broker.cluster_name().await)
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let elsewhere = if members.is_empty() {
         Vec::new()
@@ -400,7 +400,7 @@ async fn capture(
             rabbitmq_version: broker.identity.rabbitmq_version.clone(),
             erlang_version: broker.identity.erlang_version.clone(),
             data_dir: data_dir.display().to_string(),
-            cluster_name: None,
+            cluster_name,
             cluster_members: members,
         },
         consistency,

@@ -128,6 +128,13 @@ impl Ctl {
         Ok(nodes)
     }
 
+    /// The cluster's name.
+    pub async fn cluster_name(&self) -> anyhow::Result<String> {
+        const EXPR: &str = "io:format(\"~s~n\", [rabbit_nodes:cluster_name()]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        Ok(out.lines().next().unwrap_or_default().trim().to_string())
+    }
+
     /// The node's AMQP listener: (`amqp` or `amqp/ssl`, address, port).
     pub async fn amqp_listener(&self) -> anyhow::Result<Option<(String, String, u16)>> {
         const EXPR: &str = "[io:format(\"~s ~s ~b~n\", [P, inet:ntoa(IP), Port]) || \

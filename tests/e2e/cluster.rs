@@ -60,6 +60,15 @@ fn a_members_snapshot_holds_its_own_queues_and_is_restored_only_onto_that_member
     let mut members = vec![a.name.clone(), b.name.clone()];
     members.sort();
     assert_eq!(manifest["node"]["cluster_members"], json!(members));
+    assert_eq!(
+        manifest["format"], 2,
+        "a v1 tool must refuse a member's snapshot"
+    );
+    assert!(
+        manifest["node"]["cluster_name"].is_string(),
+        "{}",
+        manifest["node"]
+    );
 
     // Onto the member itself: its queue back, counted on that node only.
     drain(a, "/", "on-a");
