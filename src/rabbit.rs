@@ -117,7 +117,7 @@ impl Broker {
     /// rabbitmqctl's probe, which also says whether the broker runs.
     pub async fn reach(settings: &Settings) -> anyhow::Result<(Broker, AppState)> {
         let (http, ctl) = clients(settings)?;
-        match http.identity().await {
+        let unreachable = match http.identity().await {
             Ok(identity) => {
                 let broker = Broker {
                     http,
@@ -129,11 +129,9 @@ impl Broker {
                 broker.check_names(settings)?;
                 return Ok((broker, AppState::Running));
             }
-            Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => {
-                tracing::debug!("{e:#}; asking rabbitmqctl")
-            }
+            Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => e,
             Err(e) => return Err(e),
-        }
+        };
         let Probe {
             name,
             data_dir,
@@ -143,6 +141,8 @@ impl Broker {
             anyhow::anyhow!("cannot reach the node's Erlang VM with rabbitmqctl: {e:#}; check that the node runs, and --node and --rabbitmqctl")
         })?;
         let identity = if running {
+            // A running broker whose API does not answer: no management plugin.
+            tracing::warn!("{unreachable:#}; using rabbitmqctl instead");
             let (name, rabbitmq_version, erlang_version) = ctl.identity().await?;
             NodeIdentity {
                 name,

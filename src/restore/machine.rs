@@ -66,7 +66,7 @@ pub enum Method {
     Swap,
 }
 
-/// How far a restore got. Order matters only within a method's path.
+/// How far a restore got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {

@@ -34,10 +34,10 @@ pub async fn before_download(
     data_dir: &Path,
 ) -> anyhow::Result<Checks> {
     compatibility(manifest, broker, args)?;
-    cluster(broker, manifest).await?;
     if args.definitions_only {
         return Ok(Checks::default());
     }
+    cluster(broker, manifest).await?;
     let dirs: Vec<String> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
     swap::check_same_filesystem(data_dir, &dirs)?;
     fetch::check_free_space(crate::staging::parent_of(data_dir)?, manifest)?;
