@@ -4,6 +4,9 @@
 //! - `backup --live`            vs `tar -c msg_stores | zstd -3 -T0 | aws s3 cp - s3://…`
 //! - `backup` (stop-app)        vs `stop_app; <that pipeline>; start_app`   (the pause)
 //! - `restore`                  vs `stop_app; aws s3 cp s3://… - | zstd -d | tar -x; start_app`
+//! - the same three encrypted (`--encrypt-to`, `--identity`) vs the pipelines
+//!   with `age -r` / `age -d -i` inserted, and the cost of encryption to us
+//!   (encrypted against plain, side by side)
 //!
 //! Prints medians of wall time, CPU time and peak memory (summed over the
 //! pipeline's processes), throughput and pauses, and ratios; then the same
@@ -282,6 +285,23 @@ impl Series {
         median(costs.iter().map(f).collect())
     }
 
+    /// One row: what `other` (the same operation, encrypted) costs us
+    /// against `self`.
+    fn print_cost_of(&self, other: &Series) {
+        let wall = |c: &Cost| c.wall.as_secs_f64();
+        let cpu = |c: &Cost| c.cpu.as_secs_f64();
+        let peak = |c: &Cost| c.peak_kib as f64 / 1024.0;
+        let (pw, ew) = (Self::med(&self.ours, wall), Self::med(&other.ours, wall));
+        let (pc, ec) = (Self::med(&self.ours, cpu), Self::med(&other.ours, cpu));
+        let (pp, ep) = (Self::med(&self.ours, peak), Self::med(&other.ours, peak));
+        println!(
+            "| {} | {pw:.2} s | {ew:.2} s | {:+.1}% | {pc:.2} s | {ec:.2} s | {:+.1}% | {pp:.0} / {ep:.0} MiB |",
+            self.name,
+            100.0 * (ew - pw) / pw,
+            100.0 * (ec - pc) / pc
+        );
+    }
+
     fn print(&self, data_mib: f64) -> (f64, f64, f64, Option<(f64, f64)>) {
         let wall = |c: &Cost| c.wall.as_secs_f64();
         let cpu = |c: &Cost| c.cpu.as_secs_f64();
@@ -383,10 +403,23 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         )
     };
     let repo = format!("s3://{bucket}/ours");
-    let pipe_key = format!("s3://{bucket}/pipeline/msg_stores.tar.zst");
-    let upload = |d: &std::path::Path| {
-        let tar = sh(&format!("tar -C {} -cf - msg_stores", d.display()));
-        let zstd = sh("zstd -q -3 -T0 -c");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, recipient) = age_key(keys.path());
+    let key = key.display().to_string();
+    let pipe_key = |sealed: bool| {
+        format!(
+            "s3://{bucket}/pipeline/msg_stores.tar.zst{}",
+            if sealed { ".age" } else { "" }
+        )
+    };
+    let upload_sealed = |d: &std::path::Path, sealed: bool| {
+        let mut stages = vec![
+            sh(&format!("tar -C {} -cf - msg_stores", d.display())),
+            sh("zstd -q -3 -T0 -c"),
+        ];
+        if sealed {
+            stages.push(sh(&format!("age -r {recipient}")));
+        }
         let mut cp = Command::new(&aws);
         cp.args([
             "--endpoint-url",
@@ -394,12 +427,14 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
             "s3",
             "cp",
             "-",
-            &pipe_key,
+            &pipe_key(sealed),
             "--only-show-errors",
         ]);
         aws_env(&mut cp);
-        vec![tar, zstd, cp]
+        stages.push(cp);
+        stages
     };
+    let upload = |d: &std::path::Path| upload_sealed(d, false);
     #[allow(clippy::zombie_processes)] // reaped by `reap` (wait4)
     let ours = |args: &[&str]| -> (Cost, serde_json::Value) {
         let started = Instant::now();
@@ -429,100 +464,139 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         )
     };
 
-    let mut live = Series::new("backup --live");
+    let mut live = [
+        Series::new("backup --live"),
+        Series::new("backup --live, encrypted (age)"),
+    ];
     let mut live3 = Series::new("backup --live, both zstd -3");
-    let mut stop = Series::new("backup (stop-app)");
-    let mut restore = Series::new("restore");
-    let mut last_id = String::new();
+    let mut stop = [
+        Series::new("backup (stop-app)"),
+        Series::new("backup (stop-app), encrypted (age)"),
+    ];
+    let mut restore = [
+        Series::new("restore"),
+        Series::new("restore, encrypted (age)"),
+    ];
+    // Our flags for an encrypted run; the pipelines insert `age` instead.
+    let encrypt = ["--encrypt-to", recipient.as_str()];
+    let decrypt = ["--identity", key.as_str()];
     for run in 0..runs {
-        live.measure(
-            run,
-            g.pid,
-            || ours(&["backup", "--live", "--repo", &repo, "--json"]).0,
-            || pipeline(upload(&data_dir)).0,
-        );
-        // The same at equal compression level, for comparison.
-        live3.measure(
-            run,
-            g.pid,
-            || {
-                ours(&[
-                    "backup",
-                    "--live",
-                    "--compression-level",
-                    "3",
-                    "--repo",
-                    &repo,
-                    "--json",
-                ])
-                .0
-            },
-            || pipeline(upload(&data_dir)).0,
-        );
-        // Restores use this consistent snapshot, as the pipeline's restore
-        // uses its stop-app tarball: a live copy makes the node rebuild its
-        // indices from every message file.
-        stop.measure(
-            run,
-            g.pid,
-            || {
-                let (c, r) = ours(&["backup", "--repo", &repo, "--json"]);
-                last_id = r["id"].as_str().unwrap().to_string();
-                c
-            },
-            || {
-                let t0 = Instant::now();
-                pipeline(vec![sh(&ctl("stop_app"))]);
-                let (mut c, _) = pipeline(upload(&data_dir));
-                pipeline(vec![sh(&ctl("start_app"))]);
-                c.pause = Some(t0.elapsed());
-                c.wall = t0.elapsed();
-                c
-            },
-        );
-        restore.measure(
-            run,
-            g.pid,
-            || {
-                ours(&[
-                    "restore",
-                    &last_id,
-                    "--repo",
-                    &repo,
-                    "--replace-messages",
-                    "--json",
-                ])
-                .0
-            },
-            || {
-                let t0 = Instant::now();
-                pipeline(vec![sh(&ctl("stop_app"))]);
-                pipeline(vec![sh(&format!(
-                    "rm -rf {}/msg_stores",
-                    data_dir.display()
-                ))]);
-                let mut cp = Command::new(&aws);
-                cp.args([
-                    "--endpoint-url",
-                    &endpoint,
-                    "s3",
-                    "cp",
-                    &pipe_key,
-                    "-",
-                    "--only-show-errors",
-                ]);
-                aws_env(&mut cp);
-                let (mut c, _) = pipeline(vec![
-                    cp,
-                    sh("zstd -q -d -c"),
-                    sh(&format!("tar -C {} -xf -", data_dir.display())),
-                ]);
-                pipeline(vec![sh(&ctl("start_app"))]);
-                c.pause = Some(t0.elapsed());
-                c.wall = t0.elapsed();
-                c
-            },
-        );
+        for sealed in [false, true] {
+            let i = usize::from(sealed);
+            let with = |args: &[&str], flags: &[&str]| -> Vec<String> {
+                let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                if sealed {
+                    all.extend(flags.iter().map(|a| a.to_string()));
+                }
+                all
+            };
+            let run_ours = |args: Vec<String>| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                ours(&args)
+            };
+            live[i].measure(
+                run,
+                g.pid,
+                || {
+                    run_ours(with(
+                        &["backup", "--live", "--repo", &repo, "--json"],
+                        &encrypt,
+                    ))
+                    .0
+                },
+                || pipeline(upload_sealed(&data_dir, sealed)).0,
+            );
+            if !sealed {
+                // The same at equal compression level, for comparison.
+                live3.measure(
+                    run,
+                    g.pid,
+                    || {
+                        ours(&[
+                            "backup",
+                            "--live",
+                            "--compression-level",
+                            "3",
+                            "--repo",
+                            &repo,
+                            "--json",
+                        ])
+                        .0
+                    },
+                    || pipeline(upload(&data_dir)).0,
+                );
+            }
+            // Restores use this consistent snapshot, as the pipeline's restore
+            // uses its stop-app tarball: a live copy makes the node rebuild its
+            // indices from every message file.
+            let mut last_id = String::new();
+            stop[i].measure(
+                run,
+                g.pid,
+                || {
+                    let (c, r) = run_ours(with(&["backup", "--repo", &repo, "--json"], &encrypt));
+                    last_id = r["id"].as_str().unwrap().to_string();
+                    c
+                },
+                || {
+                    let t0 = Instant::now();
+                    pipeline(vec![sh(&ctl("stop_app"))]);
+                    let (mut c, _) = pipeline(upload_sealed(&data_dir, sealed));
+                    pipeline(vec![sh(&ctl("start_app"))]);
+                    c.pause = Some(t0.elapsed());
+                    c.wall = t0.elapsed();
+                    c
+                },
+            );
+            restore[i].measure(
+                run,
+                g.pid,
+                || {
+                    run_ours(with(
+                        &[
+                            "restore",
+                            &last_id,
+                            "--repo",
+                            &repo,
+                            "--replace-messages",
+                            "--json",
+                        ],
+                        &decrypt,
+                    ))
+                    .0
+                },
+                || {
+                    let t0 = Instant::now();
+                    pipeline(vec![sh(&ctl("stop_app"))]);
+                    pipeline(vec![sh(&format!(
+                        "rm -rf {}/msg_stores",
+                        data_dir.display()
+                    ))]);
+                    let mut cp = Command::new(&aws);
+                    cp.args([
+                        "--endpoint-url",
+                        &endpoint,
+                        "s3",
+                        "cp",
+                        &pipe_key(sealed),
+                        "-",
+                        "--only-show-errors",
+                    ]);
+                    aws_env(&mut cp);
+                    let mut stages = vec![cp];
+                    if sealed {
+                        stages.push(sh(&format!("age -d -i {key}")));
+                    }
+                    stages.push(sh("zstd -q -d -c"));
+                    stages.push(sh(&format!("tar -C {} -xf -", data_dir.display())));
+                    let (mut c, _) = pipeline(stages);
+                    pipeline(vec![sh(&ctl("start_app"))]);
+                    c.pause = Some(t0.elapsed());
+                    c.wall = t0.elapsed();
+                    c
+                },
+            );
+        }
         // Keep the bucket small: only the newest snapshot stays.
         let _ = tool.run(&["prune", "--keep-last", "1", "--repo", &repo]);
         eprintln!("run {} of {runs} done", run + 1);
@@ -531,17 +605,47 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         "| operation | ours | pipeline | speed-up | ours CPU | pipeline CPU | CPU ratio | S3 server CPU ours / pipeline | ours peak | pipeline peak | throughput ours / pipeline |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let (_, _, backup_peak, _) = live.print(mib as f64);
+    let (_, _, backup_peak, _) = live[0].print(mib as f64);
+    live[1].print(mib as f64);
     live3.print(mib as f64);
-    let (_, _, _, stop_pause) = stop.print(mib as f64);
-    let (_, _, restore_peak, restore_pause) = restore.print(mib as f64);
+    let (_, _, _, stop_pause) = stop[0].print(mib as f64);
+    stop[1].print(mib as f64);
+    let (_, _, restore_peak, restore_pause) = restore[0].print(mib as f64);
+    restore[1].print(mib as f64);
     let (op, tp) = stop_pause.unwrap();
     let (orp, trp) = restore_pause.unwrap();
     println!(
         "\npauses (median): stop-app backup ours {op:.2} s vs pipeline {tp:.2} s (**{:.1}x shorter**); restore ours {orp:.2} s vs pipeline {trp:.2} s",
         tp / op
     );
+    println!("\nencryption cost, ours (median, encrypted against plain):\n");
+    println!(
+        "| operation | plain | encrypted | wall | plain CPU | encrypted CPU | CPU | peak plain / encrypted |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for pair in [&live, &stop, &restore] {
+        pair[0].print_cost_of(&pair[1]);
+    }
     (backup_peak.max(restore_peak), orp, Some((op, tp)))
+}
+
+/// An age key pair made by `age-keygen`: (identity file, recipient).
+fn age_key(dir: &std::path::Path) -> (PathBuf, String) {
+    let key = dir.join("key.txt");
+    let made = Command::new("age-keygen").arg("-o").arg(&key).output();
+    assert!(
+        made.is_ok_and(|o| o.status.success()),
+        "age-keygen failed (Debian package age)"
+    );
+    let out = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key)
+        .output()
+        .unwrap();
+    (
+        key,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

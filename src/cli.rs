@@ -82,7 +82,7 @@ pub struct GlobalArgs {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: amqp://<host of --management-url>:5672/]
+    /// AMQP URL for `exclude` (credentials default to --username/--password) [default: the node's AMQP listener, asked of the management API]
     #[arg(
         long,
         global = true,
@@ -103,6 +103,26 @@ pub struct GlobalArgs {
     /// The node's data directory [default: asked from the node]
     #[arg(long, global = true, env = "RABBITMQ_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Encrypt backups to this age recipient (age1…, from age-keygen); repeatable.
+    /// The environment variable takes several, separated by commas or whitespace
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_RECIPIENTS",
+        value_name = "RECIPIENT"
+    )]
+    pub encrypt_to: Vec<String>,
+
+    /// Identity file (age-keygen's AGE-SECRET-KEY-1… lines) that reads encrypted
+    /// snapshots, for restore and verify --read-data
+    #[arg(
+        long,
+        global = true,
+        env = "RABBITMQ_BACKUP_IDENTITY_FILE",
+        value_name = "FILE"
+    )]
+    pub identity: Option<PathBuf>,
 
     /// S3 URL style: path-style is used with a custom endpoint unless told otherwise
     #[arg(
@@ -280,9 +300,8 @@ pub struct BackupArgs {
 /// `restore` flags.
 #[derive(Debug, Args, Default, Clone)]
 pub struct RestoreArgs {
-    /// Snapshot id, unambiguous id prefix, or `latest`
-    #[arg(default_value = "latest")]
-    pub snapshot: String,
+    /// Snapshot id, unambiguous id prefix, or `latest` [default: latest]
+    pub snapshot: Option<String>,
     /// Node whose snapshots to use [default: this node's name]
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
@@ -317,7 +336,8 @@ pub struct RestoreArgs {
     /// Chunks downloaded at once [default: 4]
     #[arg(long, value_name = "N")]
     pub download_concurrency: Option<usize>,
-    /// Finish or undo a restore that was interrupted after the broker was stopped
+    /// Finish or undo a restore that was interrupted after the broker was stopped,
+    /// with the options it was started with (with --dry-run: say what it would do)
     #[arg(long)]
     pub resume: bool,
 }
@@ -501,14 +521,17 @@ mod tests {
             .to_string();
         let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            help.contains("[default: amqp://<host of --management-url>:5672/]"),
+            help.contains("[default: the node's AMQP listener, asked of the management API]"),
             "{help}"
         );
+        // Unset, the node is asked (crate::rabbit::Broker::amqp_url); a
+        // listener on every address is reached at the management host.
         let args = GlobalArgs {
             management_url: Some("http://10.1.2.3:15672".into()),
             ..Default::default()
         };
         let s = crate::settings::Settings::new(&args, Default::default()).unwrap();
-        assert_eq!(s.amqp_url, "amqp://10.1.2.3:5672/");
+        assert_eq!(s.amqp_url, None);
+        assert_eq!(s.management_host, "10.1.2.3");
     }
 }

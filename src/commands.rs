@@ -10,7 +10,6 @@ pub mod messages;
 pub mod pin;
 pub mod prune;
 pub mod restore;
-pub mod resume;
 pub mod verify;
 
 use std::sync::Arc;

@@ -33,6 +33,10 @@ pub struct FileConfig {
     pub rabbitmqctl: Option<PathBuf>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--encrypt-to` (a list of `age1…` recipients).
+    pub encrypt_to: Option<Vec<String>>,
+    /// `--identity` (an age identity file).
+    pub identity: Option<PathBuf>,
     /// `--s3-addressing`.
     pub s3_addressing: Option<Addressing>,
     /// `--retries`.
@@ -123,6 +127,8 @@ username = "backup"
 password_file = "/etc/rabbitmq-backup/password"
 s3_addressing = "path"
 log_format = "json"
+encrypt_to = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+identity = "/root/restore-key.txt"
 [backup]
 before = "systemctl stop consumers"
 chunk_size = 16
@@ -136,6 +142,11 @@ download_concurrency = 8
         assert_eq!(config.log_format, Some(LogFormat::Json));
         assert_eq!(config.backup.chunk_size, Some(16));
         assert_eq!(config.restore.download_concurrency, Some(8));
+        assert_eq!(config.encrypt_to.map(|r| r.len()), Some(1));
+        assert_eq!(
+            config.identity,
+            Some(PathBuf::from("/root/restore-key.txt"))
+        );
     }
 
     #[test]

@@ -28,10 +28,22 @@ pub async fn run(flag: &str, command: &str, env: &[(&str, String)]) -> anyhow::R
     Ok(())
 }
 
+/// Marks a failure after which `--after` must not run (it would start
+/// consumers that must not see what the failure left, §6).
+#[derive(Debug)]
+pub struct SkipAfter;
+
+impl std::fmt::Display for SkipAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("--after was not run")
+    }
+}
+
 /// Runs `work` between the `--before` command (its failure stops
 /// everything) and the `--after` command, which learns the outcome from
-/// `RABBITMQ_BACKUP_STATUS`. The hooks see the snapshot, node and repository
-/// in `RABBITMQ_BACKUP_SNAPSHOT_ID`, `_NODE` and `_REPO`. A failing `--after`
+/// `RABBITMQ_BACKUP_STATUS` (not run after a failure marked [`SkipAfter`]).
+/// The hooks see the snapshot, node and repository in
+/// `RABBITMQ_BACKUP_SNAPSHOT_ID`, `_NODE` and `_REPO`. A failing `--after`
 /// fails a successful run with "snapshot ID `done`, but …"; after a failed
 /// run it is only logged, so the first error stays the one reported.
 #[allow(clippy::too_many_arguments)]
@@ -53,7 +65,10 @@ pub async fn around<T>(
         run("--before", cmd, &env).await?;
     }
     let result = work.await;
-    if let Some(cmd) = after {
+    let skip = result
+        .as_ref()
+        .is_err_and(|e| e.downcast_ref::<SkipAfter>().is_some());
+    if let Some(cmd) = after.filter(|_| !skip) {
         let status = if result.is_ok() { "success" } else { "failure" };
         env.push(("RABBITMQ_BACKUP_STATUS", status.to_string()));
         if let Err(e) = run("--after", cmd, &env).await {

@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::cli::{BackupArgs, GlobalArgs, LogFormat, MessagesArgs, RestoreArgs};
 use crate::config::FileConfig;
+use crate::crypt::{Identities, Recipients};
 use crate::error::usage;
 use crate::repo::retry::RetryPolicy;
 use crate::repo::s3::Addressing;
@@ -63,14 +65,21 @@ pub struct Settings {
     pub username: String,
     /// Management API password.
     pub password: Secret,
-    /// AMQP URL without credentials, for `exclude`.
-    pub amqp_url: String,
+    /// AMQP URL without credentials, for `exclude`, if given; otherwise the
+    /// node is asked for its listener.
+    pub amqp_url: Option<String>,
+    /// The management URL's host (where a listener on every address is reached).
+    pub management_host: String,
     /// Node name for rabbitmqctl, if given.
     pub node: Option<String>,
     /// The rabbitmqctl program.
     pub rabbitmqctl: PathBuf,
     /// Data directory override.
     pub data_dir: Option<PathBuf>,
+    /// Whom backups are encrypted to; `None`: plain backups.
+    pub encrypt_to: Option<Arc<Recipients>>,
+    /// The identity that reads encrypted snapshots (never printed).
+    pub identity: Option<Arc<Identities>>,
     /// Result as JSON.
     pub json: bool,
     /// Log line format.
@@ -118,15 +127,13 @@ impl Settings {
             (None, None, None, None) => "guest".into(),
         };
 
-        let amqp_url = pick(
-            args.amqp_url.clone(),
-            file.amqp_url.clone(),
-            format!("amqp://{host}:5672/"),
-        );
-        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+        let amqp_url = args.amqp_url.clone().or(file.amqp_url.clone());
+        if let Some(url) = &amqp_url
+            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        {
             return Err(usage(format!(
                 "--amqp-url must start with amqp:// or amqps://, not {:?}",
-                redact_url(&amqp_url)
+                redact_url(url)
             )));
         }
 
@@ -144,6 +151,17 @@ impl Settings {
                 "--s3-timeout must be 1 to 3600 seconds, not {s3_timeout}"
             )));
         }
+        // Flags and environment (one clap value list) beat the file.
+        let recipients = if args.encrypt_to.is_empty() {
+            file.encrypt_to.clone().unwrap_or_default()
+        } else {
+            args.encrypt_to.clone()
+        };
+        let encrypt_to = Recipients::parse(&recipients)?.map(Arc::new);
+        let identity = match args.identity.as_ref().or(file.identity.as_ref()) {
+            Some(path) => Some(Arc::new(Identities::load(path)?)),
+            None => None,
+        };
         let verbosity = match (args.quiet, args.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, 0) => Verbosity::Normal,
@@ -162,6 +180,7 @@ impl Settings {
             username,
             password: Secret::new(password),
             amqp_url,
+            management_host: host,
             node,
             rabbitmqctl: pick(
                 args.rabbitmqctl.clone(),
@@ -169,6 +188,8 @@ impl Settings {
                 "rabbitmqctl".into(),
             ),
             data_dir: args.data_dir.clone().or(file.data_dir.clone()),
+            encrypt_to,
+            identity,
             json: args.json,
             log_format: pick(args.log_format, file.log_format, LogFormat::Text),
             verbosity,
@@ -310,8 +331,8 @@ impl BackupSettings {
 /// Validated `restore` settings.
 #[derive(Debug, Clone)]
 pub struct RestoreSettings {
-    /// Snapshot spec (`latest`, id or prefix).
-    pub snapshot: String,
+    /// Snapshot spec (`latest`, id or prefix), if given.
+    pub snapshot: Option<String>,
     /// Source node name.
     pub from_node: Option<String>,
     /// Routing-key globs to exclude after the restore.
@@ -358,6 +379,31 @@ impl RestoreSettings {
         }
         if args.drop_excluded && args.exclude_routing_key.is_empty() {
             return Err(usage("--drop-excluded needs --exclude-routing-key"));
+        }
+        if args.resume {
+            // The journal holds the interrupted restore's options: refuse
+            // flags --resume would otherwise ignore.
+            let ignored = [
+                (args.from_node.is_some(), "--from-node"),
+                (
+                    !args.exclude_routing_key.is_empty(),
+                    "--exclude-routing-key",
+                ),
+                (args.drop_excluded, "--drop-excluded"),
+                (args.definitions_only, "--definitions-only"),
+                (args.replace_messages, "--replace-messages"),
+                (args.force_downgrade, "--force-downgrade"),
+                (args.keep_old, "--keep-old"),
+                (
+                    args.download_concurrency.is_some(),
+                    "--download-concurrency",
+                ),
+            ];
+            if let Some((_, flag)) = ignored.iter().find(|(set, _)| *set) {
+                return Err(usage(format!(
+                    "--resume finishes the interrupted restore with the options it was started with; {flag} cannot change them: leave it out"
+                )));
+            }
         }
         let exclude = if args.exclude_routing_key.is_empty() {
             None
@@ -466,7 +512,8 @@ mod tests {
         assert_eq!(s.management_url, "http://127.0.0.1:15672");
         assert_eq!(s.username, "guest");
         assert_eq!(s.password.expose(), "guest");
-        assert_eq!(s.amqp_url, "amqp://127.0.0.1:5672/");
+        assert_eq!(s.amqp_url, None, "asked of the node");
+        assert_eq!(s.management_host, "127.0.0.1");
     }
 
     #[test]
@@ -493,6 +540,47 @@ mod tests {
         let s = Settings::new(&args, FileConfig::default()).unwrap();
         assert_eq!(s.password.expose(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn recipients_and_identity_come_from_flags_or_the_file_and_are_checked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public, secret) = crate::crypt::tests::keypair(dir.path(), "key.txt");
+        let (_, other, _) = crate::crypt::tests::keypair(dir.path(), "other.txt");
+        let file = crate::config::parse(&format!(
+            "encrypt_to = [\"{other}\"]\nidentity = \"{}\"",
+            key.display()
+        ))
+        .unwrap();
+        let s = Settings::new(&GlobalArgs::default(), file.clone()).unwrap();
+        assert_eq!(
+            s.encrypt_to.as_ref().unwrap().names(),
+            std::slice::from_ref(&other)
+        );
+        assert_eq!(
+            s.identity.as_ref().unwrap().public_keys(),
+            std::slice::from_ref(&public)
+        );
+        assert!(!format!("{s:?}").contains(&secret));
+        let args = GlobalArgs {
+            encrypt_to: vec![format!("{public},{other}")],
+            ..Default::default()
+        };
+        let s = Settings::new(&args, file).unwrap();
+        assert_eq!(s.encrypt_to.unwrap().names(), [public, other]);
+        for args in [
+            GlobalArgs {
+                encrypt_to: vec!["age1wrong".into()],
+                ..Default::default()
+            },
+            GlobalArgs {
+                identity: Some(dir.path().join("nonexistent")),
+                ..Default::default()
+            },
+        ] {
+            let err = Settings::new(&args, FileConfig::default()).unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Usage, "{err}");
+        }
     }
 
     #[test]

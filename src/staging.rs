@@ -90,6 +90,27 @@ impl Drop for Staging {
     }
 }
 
+/// The work areas for `purpose` of the node with `data_dir`: exactly
+/// `<MARK>-<purpose>-<dir name>-<snapshot id>`, so that `rabbit@h` never
+/// claims the areas of `rabbit@h-2` beside it.
+pub fn areas(data_dir: &Path, purpose: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let parent = parent_of(data_dir)?;
+    let prefix = format!("{MARK}-{purpose}-{}-", dir_name(data_dir));
+    let mut found = Vec::new();
+    for entry in fs::read_dir(parent)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix(&prefix)
+            .is_some_and(crate::repo::snapshot_id::is_valid);
+        if ours && entry.file_type()?.is_dir() {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Removes work areas for `purpose` left by a process that died, except
 /// those `keep` wants kept. Call only while holding the [`NodeLock`]: then
 /// no living process owns any of them. Returns what was removed.
@@ -98,18 +119,40 @@ pub fn remove_stale(
     purpose: &str,
     mut keep: impl FnMut(&Path) -> anyhow::Result<bool>,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let parent = parent_of(data_dir)?;
-    let prefix = format!("{MARK}-{purpose}-{}-", dir_name(data_dir));
     let mut removed = Vec::new();
-    for entry in fs::read_dir(parent)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && entry.file_type()?.is_dir() && !keep(&entry.path())? {
-            fs::remove_dir_all(entry.path())?;
-            removed.push(entry.path());
+    for area in areas(data_dir, purpose)? {
+        if !keep(&area)? {
+            fs::remove_dir_all(&area)?;
+            removed.push(area);
         }
     }
     Ok(removed)
+}
+
+/// Refuses (exit 4) when the filesystem holding `dir` has less than
+/// `needed` bytes free; `what` says what the space is for.
+pub fn check_free_space(dir: &Path, needed: u64, what: &str) -> anyhow::Result<()> {
+    let free = match crate::failpoint::value("staging:free-bytes") {
+        Some(imposed) => imposed,
+        None => {
+            let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+            // SAFETY: statvfs writes into the zeroed struct we own.
+            let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+                return Ok(());
+            }
+            stat.f_bavail as u64 * stat.f_frsize as u64
+        }
+    };
+    if free < needed {
+        return Err(refused(format!(
+            "{} has {} free but {what} needs about {}: free some space beside the data directory",
+            dir.display(),
+            crate::output::bytes(free),
+            crate::output::bytes(needed)
+        )));
+    }
+    Ok(())
 }
 
 /// Replaces `path` with `body` through `tmp` (in the same directory):
@@ -290,13 +333,44 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let data = base.path().join("rabbit@h");
         fs::create_dir(&data).unwrap();
-        let a = Staging::create(&data, "backup", "A").unwrap();
-        let b = Staging::create(&data, "backup", "B").unwrap();
-        let other = Staging::create(&data, "restore", "C").unwrap();
+        let a = Staging::create(&data, "backup", "20261121T051500Z-0000000a").unwrap();
+        let b = Staging::create(&data, "backup", "20261121T051500Z-0000000b").unwrap();
+        let other = Staging::create(&data, "restore", "20261121T051500Z-0000000c").unwrap();
         let keep_b = b.path().to_path_buf();
         let removed = remove_stale(&data, "backup", |p| Ok(p == keep_b)).unwrap();
         assert_eq!(removed, vec![a.path().to_path_buf()]);
         assert!(b.path().exists() && other.path().exists());
+    }
+
+    #[test]
+    fn another_nodes_areas_are_never_matched_by_prefix() {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("rabbit@h");
+        let other = base.path().join("rabbit@h-2");
+        fs::create_dir(&data).unwrap();
+        fs::create_dir(&other).unwrap();
+        let id = "20261121T051500Z-3fa2c1d9";
+        let mine = Staging::create(&data, "restore", id).unwrap();
+        let theirs = Staging::create(&other, "restore", id).unwrap();
+        assert_eq!(
+            areas(&data, "restore").unwrap(),
+            vec![mine.path().to_path_buf()]
+        );
+        let removed = remove_stale(&data, "restore", |_| Ok(false)).unwrap();
+        assert_eq!(removed, vec![mine.path().to_path_buf()]);
+        assert!(
+            theirs.path().exists(),
+            "rabbit@h-2's area is not rabbit@h's"
+        );
+    }
+
+    #[test]
+    fn too_little_free_space_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        check_free_space(dir.path(), 1, "the copy").unwrap();
+        let err = check_free_space(dir.path(), u64::MAX / 2, "the copy").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Refused);
+        assert!(format!("{err:#}").contains("the copy needs"), "{err:#}");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! run at once. Memory is about `(concurrency + 2)` compressed chunks.
 //!
 //! Download: chunks are fetched `concurrency` at a time but handed on in
-//! order, each verified against its name before a single byte reaches the
-//! consumer, which reads them as one stream on a blocking thread.
+//! order, each verified against its name (and decrypted, for an encrypted
+//! snapshot) before a single byte reaches the consumer, which reads them as
+//! one stream on a blocking thread.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -20,9 +21,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::archive::chunker::{Chunk, ChunkOptions, ChunkWriter};
-use crate::archive::manifest::ChunkEntry;
+use crate::archive::manifest::{ChunkEntry, Manifest};
+use crate::crypt::Identities;
 use crate::error::integrity;
 use crate::repo::storage::{Storage, StorageErrorKind, Tags, storage_kind};
+use crate::repo::{Repository, SnapshotRef};
 
 /// The sink a producer writes the tar stream into.
 pub type Sink = ChunkWriter<Box<dyn FnMut(Chunk) -> io::Result<()> + Send>>;
@@ -130,6 +133,59 @@ pub struct DownloadSource {
     pub key_of: Box<dyn Fn(&str) -> String + Send + Sync>,
     /// Downloads in flight at most.
     pub concurrency: usize,
+    /// Decrypts every chunk after its digest is checked; `None` for a
+    /// plain snapshot.
+    pub key: Option<Arc<Identities>>,
+}
+
+impl DownloadSource {
+    /// The chunks of `snapshot`, with the identity its manifest needs: a
+    /// missing or wrong identity is refused here, before any download.
+    pub fn for_snapshot(
+        repo: &Repository,
+        snapshot: &SnapshotRef,
+        manifest: &Manifest,
+        identity: Option<&Arc<Identities>>,
+        concurrency: usize,
+    ) -> anyhow::Result<DownloadSource> {
+        Ok(DownloadSource {
+            storage: repo.storage().clone(),
+            key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
+            concurrency,
+            key: crate::crypt::key_for(manifest, identity)?,
+        })
+    }
+
+    /// Fetches, verifies and (if encrypted) decrypts one chunk.
+    async fn fetch(&self, entry: &ChunkEntry) -> anyhow::Result<Bytes> {
+        let key = (self.key_of)(&entry.sha256);
+        let data = fetch_verified(self.storage.as_ref(), &key, entry).await?;
+        match &self.key {
+            None => Ok(data),
+            Some(identity) => open(identity.clone(), key, data).await,
+        }
+    }
+}
+
+/// Decrypts a verified chunk on a blocking thread. Its digest matched the
+/// manifest and the identity is one of the manifest's recipients, so a
+/// failure here means the manifest or the chunk was replaced.
+async fn open(identity: Arc<Identities>, key: String, data: Bytes) -> anyhow::Result<Bytes> {
+    let opened = tokio::task::spawn_blocking(move || identity.open(&data)).await?;
+    opened.map(Bytes::from).map_err(|e| {
+        integrity(format!(
+            "chunk {key} cannot be decrypted with the identity although the manifest lists its key ({e}): the chunk or the manifest was replaced"
+        ))
+    })
+}
+
+/// Downloads and decrypts the first chunk of an encrypted snapshot: proof
+/// that the identity opens the stored data, before anything else is done.
+pub async fn probe(source: &DownloadSource, chunks: &[ChunkEntry]) -> anyhow::Result<()> {
+    match (&source.key, chunks.first()) {
+        (Some(_), Some(first)) => source.fetch(first).await.map(drop),
+        _ => Ok(()),
+    }
 }
 
 /// Fetches one chunk and checks its size and SHA-256 against its entry.
@@ -208,10 +264,7 @@ pub async fn download<T: Send + 'static>(
     let source = Arc::new(source);
     let mut fetches = futures::stream::iter(chunks.into_iter().map(|entry| {
         let source = source.clone();
-        async move {
-            let key = (source.key_of)(&entry.sha256);
-            fetch_verified(source.storage.as_ref(), &key, &entry).await
-        }
+        async move { source.fetch(&entry).await }
     }))
     .buffered(source.concurrency);
     let mut failure = None;
@@ -249,10 +302,18 @@ mod tests {
             chunk_size: 1000,
             level: 1,
             workers: 0,
+            encrypt_to: None,
         }
     }
 
     async fn round(dir: &Path) -> (Arc<dyn Storage>, Vec<ChunkEntry>, Vec<u8>) {
+        round_with(dir, options()).await
+    }
+
+    async fn round_with(
+        dir: &Path,
+        options: ChunkOptions,
+    ) -> (Arc<dyn Storage>, Vec<ChunkEntry>, Vec<u8>) {
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir));
         let data: Vec<u8> = (0..25_000u32).map(|i| (i % 97) as u8).collect();
         let input = data.clone();
@@ -263,7 +324,7 @@ mod tests {
             concurrency: 3,
             on_uploaded: Box::new(|_| {}),
         };
-        let (entries, (), total) = upload(options(), target, async { Ok(()) }, move |sink| {
+        let (entries, (), total) = upload(options, target, async { Ok(()) }, move |sink| {
             sink.write_all(&input)
         })
         .await
@@ -280,6 +341,7 @@ mod tests {
             storage,
             key_of: Box::new(|h| format!("data/{h}")),
             concurrency: 4,
+            key: None,
         }
     }
 
@@ -295,6 +357,82 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(out, data);
+    }
+
+    fn decompress(reader: ChunkReader) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(reader)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn encrypted_chunks_are_stored_sealed_and_read_back_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (path, public, _) = crate::crypt::tests::keypair(keys.path(), "key.txt");
+        let (_, other_public, _) = crate::crypt::tests::keypair(keys.path(), "other.txt");
+        let mut sealed = options();
+        sealed.encrypt_to = crate::crypt::Recipients::parse(std::slice::from_ref(&public))
+            .unwrap()
+            .map(Arc::new);
+        let (storage, entries, data) = round_with(dir.path(), sealed).await;
+        let stored = std::fs::read(dir.path().join(format!("data/{}", entries[0].sha256))).unwrap();
+        assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+
+        let identity = Arc::new(crate::crypt::Identities::load(&path).unwrap());
+        let mut keyed = source(storage.clone());
+        keyed.key = Some(identity);
+        probe(&keyed, &entries).await.unwrap();
+        assert_eq!(
+            download(keyed, entries.clone(), decompress).await.unwrap(),
+            data
+        );
+
+        // Without the key the consumer gets ciphertext, which is not zstd.
+        assert!(
+            download(source(storage.clone()), entries.clone(), decompress)
+                .await
+                .is_err()
+        );
+
+        // A chunk sealed to someone else, although its name matches: an
+        // integrity error naming the chunk, before the consumer reads it.
+        let mut stranger = options();
+        stranger.encrypt_to = crate::crypt::Recipients::parse(&[other_public])
+            .unwrap()
+            .map(Arc::new);
+        let other_dir = tempfile::tempdir().unwrap();
+        let (_, foreign, _) = round_with(other_dir.path(), stranger).await;
+        let victim = &entries[0];
+        let bytes =
+            std::fs::read(other_dir.path().join(format!("data/{}", foreign[0].sha256))).unwrap();
+        std::fs::write(dir.path().join(format!("data/{}", victim.sha256)), &bytes).unwrap();
+        let mut lying = entries.clone();
+        lying[0].sha256 = foreign[0].sha256.clone();
+        lying[0].size = foreign[0].size;
+        std::fs::write(
+            dir.path().join(format!("data/{}", foreign[0].sha256)),
+            &bytes,
+        )
+        .unwrap();
+        let mut keyed = source(storage);
+        keyed.key = Some(Arc::new(crate::crypt::Identities::load(&path).unwrap()));
+        let err = probe(&keyed, &lying).await.unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Integrity);
+        assert!(err.to_string().contains(&foreign[0].sha256), "{err}");
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = seen.clone();
+        let err = download(keyed, lying, move |mut reader| {
+            let mut buf = [0u8; 100];
+            while reader.read(&mut buf)? > 0 {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Integrity);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

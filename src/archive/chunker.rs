@@ -1,12 +1,13 @@
 //! Cuts a byte stream into chunks of a fixed uncompressed size, compresses
-//! them on every core and names each chunk by the SHA-256 of its stored
-//! bytes. Concatenated in order, the chunks form one valid `.zst` stream.
+//! them on every core, optionally encrypts each chunk (one age file per
+//! chunk), and names each chunk by the SHA-256 of its stored bytes.
+//! Unencrypted, the chunks concatenated in order form one valid `.zst` stream.
 //!
 //! The stream is cut into blocks (at most 4 MiB, never across a chunk
 //! boundary); worker threads compress blocks as independent zstd frames
 //! with reused contexts; results are put back in order, appended to the
-//! current chunk and hashed as they arrive. Nothing waits at chunk
-//! boundaries, so all cores stay busy.
+//! current chunk (through the encryptor) and hashed as they arrive. Nothing
+//! waits at chunk boundaries, so all cores stay busy.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -17,12 +18,14 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::crypt::Recipients;
+
 /// A compressed chunk ready to store.
 #[derive(Debug, Clone)]
 pub struct Chunk {
     /// Position in the stream, from 0.
     pub index: usize,
-    /// The stored (compressed) bytes.
+    /// The stored (compressed, then encrypted if asked) bytes.
     pub data: Bytes,
     /// SHA-256 of `data`.
     pub sha256: [u8; 32],
@@ -30,8 +33,8 @@ pub struct Chunk {
     pub uncompressed_size: u64,
 }
 
-/// Compression settings.
-#[derive(Debug, Clone, Copy)]
+/// Compression and encryption settings.
+#[derive(Debug, Clone)]
 pub struct ChunkOptions {
     /// Uncompressed bytes per chunk.
     pub chunk_size: u64,
@@ -39,6 +42,8 @@ pub struct ChunkOptions {
     pub level: i32,
     /// Compression threads (at least one is used).
     pub workers: u32,
+    /// Encrypt each chunk to these recipients.
+    pub encrypt_to: Option<Arc<Recipients>>,
 }
 
 /// Largest block compressed as one frame.
@@ -71,11 +76,63 @@ pub struct ChunkWriter<F: FnMut(Chunk) -> io::Result<()>> {
     next_seq: u64,
     next_done: u64,
     pending: BTreeMap<u64, Done>,
-    chunk: Vec<u8>,
-    chunk_hash: Sha256,
+    /// The current chunk's stored bytes; `None` before its first frame.
+    chunk: Option<ChunkBody>,
     chunk_raw: u64,
     index: usize,
     total: u64,
+}
+
+/// Stored bytes, hashed as they are appended.
+struct Hashed {
+    bytes: Vec<u8>,
+    hash: Sha256,
+}
+
+impl Write for Hashed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hash.update(buf);
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The chunk being built: frames appended as they are, or through age.
+enum ChunkBody {
+    Plain(Hashed),
+    Sealed(age::stream::StreamWriter<Hashed>),
+}
+
+impl ChunkBody {
+    fn start(options: &ChunkOptions) -> io::Result<ChunkBody> {
+        let out = Hashed {
+            // Compressed, a chunk is usually well under its raw size.
+            bytes: Vec::with_capacity((options.chunk_size / 2) as usize),
+            hash: Sha256::new(),
+        };
+        Ok(match &options.encrypt_to {
+            None => ChunkBody::Plain(out),
+            Some(recipients) => ChunkBody::Sealed(recipients.seal(out)?),
+        })
+    }
+
+    fn write_all(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self {
+            ChunkBody::Plain(out) => out.write_all(frame),
+            ChunkBody::Sealed(sealed) => sealed.write_all(frame),
+        }
+    }
+
+    fn finish(self) -> io::Result<Hashed> {
+        match self {
+            ChunkBody::Plain(out) => Ok(out),
+            ChunkBody::Sealed(sealed) => sealed.finish(),
+        }
+    }
 }
 
 fn worker(jobs: Arc<Mutex<Receiver<Job>>>, results: Sender<Done>, level: i32) {
@@ -134,8 +191,7 @@ impl<F: FnMut(Chunk) -> io::Result<()>> ChunkWriter<F> {
             next_seq: 0,
             next_done: 0,
             pending: BTreeMap::new(),
-            chunk: Vec::new(),
-            chunk_hash: Sha256::new(),
+            chunk: None,
             chunk_raw: 0,
             index: 0,
             total: 0,
@@ -195,11 +251,12 @@ impl<F: FnMut(Chunk) -> io::Result<()>> ChunkWriter<F> {
 
     fn append(&mut self, done: Done) -> io::Result<()> {
         let frame = done.frame?;
-        self.chunk_hash.update(&frame);
-        if self.chunk.is_empty() {
-            self.chunk.reserve((self.options.chunk_size / 2) as usize);
+        if self.chunk.is_none() {
+            self.chunk = Some(ChunkBody::start(&self.options)?);
         }
-        self.chunk.extend_from_slice(&frame);
+        if let Some(body) = &mut self.chunk {
+            body.write_all(&frame)?;
+        }
         self.chunk_raw += done.raw_len;
         if done.ends_chunk {
             self.emit_chunk()?;
@@ -208,11 +265,15 @@ impl<F: FnMut(Chunk) -> io::Result<()>> ChunkWriter<F> {
     }
 
     fn emit_chunk(&mut self) -> io::Result<()> {
-        let hash = std::mem::take(&mut self.chunk_hash);
+        let body = match self.chunk.take() {
+            Some(body) => body,
+            None => ChunkBody::start(&self.options)?,
+        };
+        let stored = body.finish()?;
         let chunk = Chunk {
             index: self.index,
-            data: Bytes::from(std::mem::take(&mut self.chunk)),
-            sha256: hash.finalize().into(),
+            data: Bytes::from(stored.bytes),
+            sha256: stored.hash.finalize().into(),
             uncompressed_size: self.chunk_raw,
         };
         self.index += 1;
@@ -269,11 +330,21 @@ mod tests {
     use std::io::Read;
 
     fn chunk_all(data: &[u8], chunk_size: u64, workers: u32) -> Vec<Chunk> {
+        chunk_with(data, chunk_size, workers, None)
+    }
+
+    fn chunk_with(
+        data: &[u8],
+        chunk_size: u64,
+        workers: u32,
+        encrypt_to: Option<Arc<Recipients>>,
+    ) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         let options = ChunkOptions {
             chunk_size,
             level: 3,
             workers,
+            encrypt_to,
         };
         let mut w = ChunkWriter::new(options, |c| {
             chunks.push(c);
@@ -341,6 +412,41 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_chunks_are_age_files_of_the_compressed_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public, _) = crate::crypt::tests::keypair(dir.path(), "key.txt");
+        let recipients = Recipients::parse(&[public]).unwrap().map(Arc::new);
+        let identity = crate::crypt::Identities::load(&key).unwrap();
+        let data = sample(5 << 20);
+        let chunks = chunk_with(&data, 2 << 20, 2, recipients);
+        assert_eq!(chunks.len(), 3);
+        let mut opened = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            assert!(chunk.data.starts_with(b"age-encryption.org/v1\n"));
+            let expected: [u8; 32] = Sha256::digest(&chunk.data).into();
+            assert_eq!(
+                chunk.sha256, expected,
+                "named by the stored (encrypted) bytes"
+            );
+            let plain = identity.open(&chunk.data).unwrap();
+            let mut one = Vec::new();
+            zstd::stream::read::Decoder::new(&plain[..])
+                .unwrap()
+                .read_to_end(&mut one)
+                .unwrap();
+            assert_eq!(one.len() as u64, chunk.uncompressed_size);
+            assert_eq!(one, data[i * (2 << 20)..][..one.len()]);
+            opened.extend_from_slice(&plain);
+        }
+        let mut all = Vec::new();
+        zstd::stream::read::Decoder::new(&opened[..])
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, data);
+    }
+
+    #[test]
     fn exact_multiple_has_no_empty_tail() {
         let chunks = chunk_all(&sample(40_000), 10_000, 2);
         assert_eq!(chunks.len(), 4);
@@ -353,6 +459,7 @@ mod tests {
             chunk_size: 10,
             level: 1,
             workers: 1,
+            encrypt_to: None,
         };
         let mut w = ChunkWriter::new(options, |_| Err(io::Error::other("upload stopped")));
         let result = w.write_all(&[0u8; 100]).and_then(|()| w.finish().map(drop));

@@ -50,7 +50,9 @@ pub struct NodeInfo {
     /// The cluster's name, when the node is a member of a cluster (format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
-    /// Every member of that cluster (format 2).
+    /// Every member of the node's cluster, when it is a cluster member: the
+    /// snapshot then holds only the messages of queues whose home (classic)
+    /// or leader (quorum, stream) is this node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_members: Vec<String>,
 }
@@ -116,13 +118,44 @@ pub struct LogicalEntry {
     pub sha256: String,
 }
 
+/// The one encryption scheme this version reads and writes: each chunk is
+/// one binary age file to X25519 recipients.
+pub const AGE: &str = "age";
+
 /// How the chunks are encrypted (format 2; DESIGN §14). No secret here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Encryption {
-    /// The scheme, e.g. `age`.
+    /// The scheme: [`AGE`].
     pub scheme: String,
     /// The recipients' public keys.
     pub recipients: Vec<String>,
+}
+
+/// Why a queue's restored count may be lower than at backup time, as the
+/// backup knew it (the restore reports such a shortfall, it does not roll back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Caveat {
+    /// A message TTL applies (queue argument or policy): messages expire.
+    Ttl,
+    /// Consumers were attached (`--allow-consumers`): messages in flight.
+    Consumers,
+    /// Non-persistent messages were counted that a stop does not keep
+    /// (`--allow-transient-loss`).
+    Transient,
+}
+
+impl Caveat {
+    /// Why, in words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Caveat::Ttl => "a message TTL applies, so messages expire",
+            Caveat::Consumers => "consumers were attached at backup time (--allow-consumers)",
+            Caveat::Transient => {
+                "it held non-persistent messages, which the broker's stop does not keep (--allow-transient-loss)"
+            }
+        }
+    }
 }
 
 /// Digest and object counts of `definitions.json`.
@@ -170,6 +203,13 @@ pub struct QueueEntry {
     /// when the queue has no directory: nothing of it is on disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_version: Option<IndexVersion>,
+    /// Why the restored count may be lower (see [`Caveat`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<Caveat>,
+    /// The cluster member holding the queue's messages, when it is not the
+    /// snapshot's node: they are not in this snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_node: Option<String>,
 }
 
 impl QueueEntry {
@@ -324,6 +364,18 @@ impl Manifest {
                 )));
             }
         }
+        // An unknown scheme comes from a newer tool: say so, not "malformed".
+        if let Some(scheme) = value
+            .get("encryption")
+            .and_then(|e| e.get("scheme"))
+            .and_then(|s| s.as_str())
+            && scheme != AGE
+        {
+            return Err(incompatible(format!(
+                "the manifest {origin} says its chunks are encrypted with {scheme:?}, which this rabbitmq-backup {} cannot read: use a newer rabbitmq-backup",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
         let manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| integrity(format!("the manifest {origin} is malformed: {e}")))?;
         manifest.validate(origin)?;
@@ -389,6 +441,14 @@ impl Manifest {
                 "it says format {} but holds logical records, encryption or a cluster, which need format {FORMAT_V2}",
                 self.format
             )));
+        }
+        if let Some(encryption) = &self.encryption {
+            if encryption.recipients.is_empty() {
+                return Err(bad("it is encrypted to no recipient".into()));
+            }
+            for r in &encryption.recipients {
+                crate::crypt::parse_recipient(r).map_err(|why| bad(format!("recipient {why}")))?;
+            }
         }
         for entry in &self.logical {
             super::paths::check_archive_path(&entry.path).map_err(|e| bad(e.to_string()))?;
@@ -468,6 +528,8 @@ pub(crate) mod tests {
                 dirs: vec!["msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/X".into()],
                 capture: Some(Capture::Files),
                 index_version: Some(IndexVersion::V1),
+                caveats: vec![],
+                home_node: None,
             }],
             files: vec![FileEntry {
                 path: "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/.vhost".into(),
@@ -510,6 +572,8 @@ pub(crate) mod tests {
             dirs: vec![],
             capture: Some(Capture::Logical),
             index_version: None,
+            caveats: vec![Caveat::Consumers],
+            home_node: None,
         });
         m.logical.push(LogicalEntry {
             path: "logical/628WB79CIFDYO9LJI6DKMI09L/orders.records".into(),
@@ -520,10 +584,30 @@ pub(crate) mod tests {
             sha256: "b".repeat(64),
         });
         m.encryption = Some(Encryption {
-            scheme: "age".into(),
-            recipients: vec!["age1example".into()],
+            scheme: AGE.into(),
+            recipients: vec![RECIPIENT.into()],
         });
         m
+    }
+
+    /// A recipient for tests (public: age's documentation example).
+    const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    #[test]
+    fn inconsistent_or_unknown_encryption_is_refused() {
+        let mut none = sample_v2();
+        none.encryption.as_mut().unwrap().recipients.clear();
+        let mut bad = sample_v2();
+        bad.encryption.as_mut().unwrap().recipients[0] = "age1nope".into();
+        for m in [none, bad] {
+            let err = Manifest::from_json(&m.to_json(), "m").unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&sample_v2().to_json()).unwrap();
+        v["encryption"]["scheme"] = "quantum".into();
+        let err = Manifest::from_json(v.to_string().as_bytes(), "m").unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Incompatible, "{err}");
+        assert!(err.to_string().contains("quantum"), "{err}");
     }
 
     #[test]

@@ -338,6 +338,7 @@ mod tests {
             chunk_size: 8192,
             level: 3,
             workers: 0,
+            encrypt_to: None,
         };
         let sink = ChunkWriter::new(options, |c| {
             stored.extend_from_slice(&c.data);
@@ -432,6 +433,7 @@ mod tests {
                 chunk_size: 1 << 20,
                 level: 1,
                 workers: 0,
+                encrypt_to: None,
             },
             |c| {
                 stored.extend_from_slice(&c.data);

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -12,9 +13,11 @@ use time::OffsetDateTime;
 
 use crate::archive::chunker::ChunkOptions;
 use crate::archive::manifest::{
-    Capture, Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals, VhostEntry,
+    Capture, Caveat, Chunking, Consistency, FORMAT, Manifest, NodeInfo, QueueEntry, Totals,
+    VhostEntry,
 };
 use crate::archive::writer::write_archive;
+use crate::crypt::Recipients;
 use crate::error::refused;
 use crate::output::{Output, bytes, count};
 use crate::progress::Progress;
@@ -51,13 +54,21 @@ pub async fn run(
         RepoUrl::Local { ref path } => Some(local::plan_creation(path)?),
         RepoUrl::S3 { .. } => None,
     };
-    let broker = Broker::connect(settings).await?;
+    // The broker may be stopped by an earlier backup killed in its pause.
+    let (broker, state) = Broker::reach(settings).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     repo.storage()
         .check()
         .await
         .with_context(|| format!("the repository {} is not usable", repo.url()))?;
     let _lock = NodeLock::acquire(&data_dir, "backup")?;
+    if let Some(area) = crate::restore::machine::interrupted(&data_dir)? {
+        return Err(refused(format!(
+            "an interrupted restore was found in {}: the node may hold half-restored stores. Finish or undo it first with `rabbitmq-backup restore --resume`",
+            area.display()
+        )));
+    }
+    let broker = broker.running(state, settings, true).await?;
     for stale in crate::staging::remove_stale(&data_dir, "backup", |_| Ok(false))? {
         tracing::warn!("removed {}, left by an interrupted backup", stale.display());
     }
@@ -70,6 +81,12 @@ pub async fn run(
         broker.identity.rabbitmq_version,
         repo.describe()
     );
+    if let Some(recipients) = &settings.encrypt_to {
+        tracing::info!(
+            "encrypting every chunk (age) to {}",
+            recipients.names().join(", ")
+        );
+    }
 
     let mut report = hooks::around(
         args.before.as_deref(),
@@ -83,6 +100,7 @@ pub async fn run(
             &repo,
             &data_dir,
             args,
+            settings.encrypt_to.clone(),
             Start {
                 id: &id,
                 creation: creation.as_ref(),
@@ -189,16 +207,29 @@ fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Resul
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn capture(
     broker: &Broker,
     repo: &Repository,
     data_dir: &Path,
     args: &BackupSettings,
+    encrypt_to: Option<Arc<Recipients>>,
     start: Start<'_>,
 ) -> anyhow::Result<BackupReport> {
     let (id, created, started) = (start.id, start.created, start.started);
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
+    let members = broker.cluster_members().await?;
+    let (members, cluster_name) = if members.len() > 1 {
+        (members, broker.cluster_name().await)
+    } else {
+        (Vec::new(), None)
+    };
+    let elsewhere = if members.is_empty() {
+        Vec::new()
+    } else {
+        broker.queues_elsewhere(&definitions.vhosts).await?
+    };
     let check_queues = || async {
         let queues = broker
             .queues(&definitions.vhosts, definitions.non_classic)
@@ -237,6 +268,12 @@ async fn capture(
     let tier = tier_for(created, &earlier);
     signals::check()?;
 
+    if !members.is_empty() {
+        warnings.push(format!(
+            "node {node} is a member of a cluster ({}): this snapshot holds the messages of the queues whose home (classic) or leader (quorum, stream) is {node} only; back up every member",
+            members.join(", ")
+        ));
+    }
     if !args.live {
         start.begin_writing()?;
     }
@@ -246,7 +283,18 @@ async fn capture(
         );
         (data_dir.to_path_buf(), None, 0, Consistency::Live)
     } else {
+        let store_bytes: u64 = vhost_dirs
+            .iter()
+            .map(|d| tree_size(&data_dir.join(d)))
+            .sum();
         let staging = Staging::create(data_dir, "backup", id)?;
+        // Before the pause: running out of space with the broker stopped is
+        // the failure to avoid.
+        crate::staging::check_free_space(
+            staging.path(),
+            store_bytes + store_bytes / 10,
+            "the stop-app copy of the message store (or use --live)",
+        )?;
         let pause_ms = pause_and_copy(
             &broker.ctl,
             &node,
@@ -278,10 +326,12 @@ async fn capture(
         concurrency: args.upload_concurrency,
         on_uploaded: Box::new(|_| {}),
     };
+    let encryption = encrypt_to.as_ref().map(|r| r.encryption());
     let options = ChunkOptions {
         chunk_size: args.chunk_size,
         level: args.level,
         workers: args.threads,
+        encrypt_to,
     };
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<bool>();
     let checked = async {
@@ -323,7 +373,7 @@ async fn capture(
     })?;
     let queue_dirs =
         datadir::scan_queue_dirs(&source).context("cannot read the captured queue directories")?;
-    let queue_entries = queue_entries(&queues, &queue_dirs);
+    let queue_entries = queue_entries(&queues, &elsewhere, &queue_dirs, &definitions, args);
     read_progress.finish();
     warnings.extend(written.warnings);
 
@@ -350,8 +400,8 @@ async fn capture(
             rabbitmq_version: broker.identity.rabbitmq_version.clone(),
             erlang_version: broker.identity.erlang_version.clone(),
             data_dir: data_dir.display().to_string(),
-            cluster_name: None,
-            cluster_members: Vec::new(),
+            cluster_name,
+            cluster_members: members,
         },
         consistency,
         pause_ms,
@@ -369,8 +419,10 @@ async fn capture(
             level: args.level,
         },
         logical: Vec::new(),
-        encryption: None,
+        encryption,
     };
+    // Encrypted (or other format-2 content): format 2, which a version-1
+    // tool refuses instead of restoring it wrongly.
     manifest.format = manifest.required_format();
     let body = manifest.to_json();
     let digest: [u8; 32] = Sha256::digest(&body).into();
@@ -412,6 +464,11 @@ async fn capture(
         covered_messages: manifest.totals.covered_messages,
         queues: manifest.queues,
         uncovered_queues,
+        encrypted_to: manifest
+            .encryption
+            .as_ref()
+            .map(|e| e.recipients.clone())
+            .unwrap_or_default(),
         warnings,
         repository_warnings: Vec::new(),
     })
@@ -432,36 +489,73 @@ async fn retention_warnings(repo: &Repository) -> Vec<String> {
     }
 }
 
-/// Builds the manifest's queue list: every queue, its directories and
-/// their index version, whether the archive covers its messages (durable
-/// classic queues).
-fn queue_entries(queues: &[QueueStatus], dirs: &[QueueDir]) -> Vec<QueueEntry> {
-    queues
-        .iter()
-        .map(|q| {
-            let covered = q.queue_type == "classic" && q.durable;
-            let own: Vec<&QueueDir> = dirs
-                .iter()
-                .filter(|d| d.vhost == q.vhost && d.queue == q.name)
-                .collect();
-            QueueEntry {
-                vhost: q.vhost.clone(),
-                name: q.name.clone(),
-                queue_type: q.queue_type.clone(),
-                durable: q.durable,
-                messages: q.messages,
-                covered,
-                dirs: own.iter().map(|d| d.dir.clone()).collect(),
-                capture: Some(if covered {
-                    Capture::Files
-                } else {
-                    Capture::None
-                }),
-                // The oldest level decides what a target must be able to read.
-                index_version: own.iter().map(|d| d.index).min(),
-            }
-        })
-        .collect()
+/// Builds the manifest's queue list: every queue of this node, its
+/// directories and their index version, whether the archive covers its
+/// messages (durable classic queues), why its restored count may be lower;
+/// then the queues living on other cluster members, never covered.
+fn queue_entries(
+    here: &[QueueStatus],
+    elsewhere: &[(QueueStatus, String)],
+    dirs: &[QueueDir],
+    definitions: &Definitions,
+    args: &BackupSettings,
+) -> Vec<QueueEntry> {
+    let local = here.iter().map(|q| {
+        let covered = q.queue_type == "classic" && q.durable;
+        let own: Vec<&QueueDir> = dirs
+            .iter()
+            .filter(|d| d.vhost == q.vhost && d.queue == q.name)
+            .collect();
+        let ttl = q.message_ttl
+            || q.policy.as_ref().is_some_and(|p| {
+                definitions
+                    .ttl_policies
+                    .contains(&(q.vhost.clone(), p.clone()))
+            });
+        let caveats = [
+            (ttl, Caveat::Ttl),
+            (q.consumers > 0, Caveat::Consumers),
+            (
+                args.allow_transient_loss && q.messages_persistent.is_some_and(|p| p < q.messages),
+                Caveat::Transient,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(applies, caveat)| applies.then_some(caveat))
+        .collect();
+        QueueEntry {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            durable: q.durable,
+            messages: q.messages,
+            covered,
+            dirs: own.iter().map(|d| d.dir.clone()).collect(),
+            capture: Some(if covered {
+                Capture::Files
+            } else {
+                Capture::None
+            }),
+            // The oldest level decides what a target must be able to read.
+            index_version: own.iter().map(|d| d.index).min(),
+            caveats,
+            home_node: None,
+        }
+    });
+    let remote = elsewhere.iter().map(|(q, home)| QueueEntry {
+        vhost: q.vhost.clone(),
+        name: q.name.clone(),
+        queue_type: q.queue_type.clone(),
+        durable: q.durable,
+        messages: q.messages,
+        covered: false,
+        dirs: Vec::new(),
+        capture: Some(Capture::None),
+        index_version: None,
+        caveats: Vec::new(),
+        home_node: Some(home.clone()),
+    });
+    local.chain(remote).collect()
 }
 
 /// RFC 3339 in UTC with whole seconds (`2026-11-21T05:15:00Z`).
@@ -509,6 +603,8 @@ mod tests {
             messages,
             messages_persistent: persistent,
             consumers,
+            policy: None,
+            message_ttl: false,
         }
     }
 
@@ -560,7 +656,12 @@ mod tests {
             dir("X", Some(0), IndexVersion::V2),
             dir("Y", Some(1), IndexVersion::V1),
         ];
-        let entries = queue_entries(&queues, &dirs);
+        let defs = Definitions::parse(b"{}".to_vec()).unwrap();
+        let elsewhere = [(
+            q("remote", "classic", true, 3, Some(3), 0),
+            "rabbit@b".into(),
+        )];
+        let entries = queue_entries(&queues, &elsewhere, &dirs, &defs, &args());
         assert!(entries[0].covered);
         assert_eq!(
             entries[0].dirs,
@@ -574,5 +675,44 @@ mod tests {
         assert!(!entries[1].covered);
         assert_eq!(entries[1].captured_as(), Capture::None);
         assert_eq!(entries[1].index_version, None);
+        // A queue homed on another member: listed, never covered.
+        assert!(!entries[2].covered);
+        assert_eq!(entries[2].home_node.as_deref(), Some("rabbit@b"));
+    }
+
+    #[test]
+    fn the_manifest_records_expected_shortfalls() {
+        let mut ttl = q("ttl", "classic", true, 4, Some(4), 0);
+        ttl.policy = Some("expire".into());
+        let mut own_ttl = q("own", "classic", true, 4, Some(4), 0);
+        own_ttl.message_ttl = true;
+        let queues = [
+            ttl,
+            own_ttl,
+            q("consumed", "classic", true, 4, Some(4), 1),
+            q("transient", "classic", true, 4, Some(1), 0),
+            q("plain", "classic", true, 4, Some(4), 0),
+        ];
+        let defs = Definitions::parse(
+            br#"{"policies":[{"vhost":"/","name":"expire","definition":{"message-ttl":1000}}]}"#
+                .to_vec(),
+        )
+        .unwrap();
+        let mut allow = args();
+        allow.allow_transient_loss = true;
+        let caveats: Vec<Vec<Caveat>> = queue_entries(&queues, &[], &[], &defs, &allow)
+            .into_iter()
+            .map(|e| e.caveats)
+            .collect();
+        assert_eq!(
+            caveats,
+            vec![
+                vec![Caveat::Ttl],
+                vec![Caveat::Ttl],
+                vec![Caveat::Consumers],
+                vec![Caveat::Transient],
+                vec![]
+            ]
+        );
     }
 }

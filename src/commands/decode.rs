@@ -17,6 +17,7 @@ use crate::message::record::RecordReader;
 use crate::output::bytes;
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::Store;
+use crate::crypt::Identities;
 use crate::transfer::{self, DownloadSource};
 
 /// An opened copy of a snapshot's stores; removed when dropped.
@@ -101,6 +102,7 @@ pub async fn stage(
     snapshot: &SnapshotRef,
     manifest: &Manifest,
     vhosts: &[String],
+    identity: Option<&Arc<Identities>>,
     concurrency: usize,
 ) -> anyhow::Result<Staged> {
     let vhost_dirs: BTreeSet<String> = manifest
@@ -129,11 +131,7 @@ pub async fn stage(
         bytes(needed),
         dir.path().display()
     );
-    let source = DownloadSource {
-        storage: repo.storage().clone(),
-        key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
-        concurrency,
-    };
+    let source = DownloadSource::for_snapshot(repo, snapshot, manifest, identity, concurrency)?;
     let (m, dest) = (Arc::new(manifest.clone()), dir.path().to_path_buf());
     transfer::download(source, manifest.chunks.clone(), move |r| {
         reader::unpack_selected(r, &m, Some(&dest), |p| wanted(p, &vhost_dirs), |_| {})

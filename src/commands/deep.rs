@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::decode::{self, LogicalFile};
 use super::verify::Verdict;
 use crate::archive::manifest::{Capture, Consistency, Manifest, QueueEntry};
+use crate::crypt::Identities;
 use crate::error::{Kind, kind_of, render};
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::{QueueDirs, Store};
@@ -87,6 +88,7 @@ pub async fn check(
     repo: &Repository,
     snapshot: &SnapshotRef,
     manifest: &Manifest,
+    identity: Option<&std::sync::Arc<Identities>>,
 ) -> anyhow::Result<Verdict> {
     let mut verdict = Verdict {
         id: snapshot.id.clone(),
@@ -98,7 +100,7 @@ pub async fn check(
         problems: Vec::new(),
         deep: None,
     };
-    let staged = match decode::stage(repo, snapshot, manifest, &[], 4).await {
+    let staged = match decode::stage(repo, snapshot, manifest, &[], identity, 4).await {
         Ok(s) => s,
         Err(e) if kind_of(&e) == Kind::Integrity => {
             verdict.problems.push(render(&e));
@@ -327,6 +329,8 @@ mod tests {
             dirs: Vec::new(),
             capture: Some(Capture::Logical),
             index_version: None,
+            caveats: Vec::new(),
+            home_node: None,
         }
     }
 

@@ -1,19 +1,19 @@
-//! `exclude`, and the exclusion step of `restore --exclude-routing-key`.
+//! `exclude`.
 
-use crate::archive::manifest::Manifest;
 use crate::cli::ExcludeArgs;
 use crate::exclude::Matcher;
 use crate::exclude::mover::{self, AmqpConfig, Destination, Outcome};
 use crate::output::{Output, count};
+use crate::rabbit::Broker;
 use crate::settings::Settings;
 
-/// The AMQP settings of the command line.
-pub fn amqp_config(settings: &Settings) -> AmqpConfig {
-    AmqpConfig {
-        url: settings.amqp_url.clone(),
-        username: settings.username.clone(),
-        password: settings.password.clone(),
-    }
+/// The AMQP settings: `--amqp-url`, or the node's own listener.
+pub async fn amqp_config(settings: &Settings) -> anyhow::Result<AmqpConfig> {
+    let url = match &settings.amqp_url {
+        Some(url) => url.clone(),
+        None => Broker::connect(settings).await?.amqp_url(settings).await?,
+    };
+    Ok(AmqpConfig::new(url, settings))
 }
 
 /// Runs `exclude`.
@@ -29,7 +29,7 @@ pub async fn run(settings: &Settings, args: &ExcludeArgs, out: Output) -> anyhow
         )
     };
     let outcome = mover::exclude(
-        &amqp_config(settings),
+        &amqp_config(settings).await?,
         &args.vhost,
         &args.queue,
         &matcher,
@@ -53,36 +53,4 @@ pub async fn run(settings: &Settings, args: &ExcludeArgs, out: Output) -> anyhow
         ),
     })?;
     Ok(outcome)
-}
-
-/// Filters every restored queue that holds messages (§6 step 6).
-pub async fn after_restore(
-    settings: &Settings,
-    manifest: &Manifest,
-    matcher: &Matcher,
-    drop: bool,
-) -> anyhow::Result<Vec<Outcome>> {
-    let config = amqp_config(settings);
-    let mut outcomes = Vec::new();
-    for q in manifest
-        .queues
-        .iter()
-        .filter(|q| q.covered && q.messages > 0)
-    {
-        let destination = if drop {
-            Destination::Drop
-        } else {
-            Destination::Queue(mover::excluded_queue_name(&q.name))
-        };
-        let outcome = mover::exclude(&config, &q.vhost, &q.name, matcher, &destination)
-            .await
-            .map_err(|e| {
-                e.context(format!(
-                    "the restore succeeded, but excluding messages from {:?} failed",
-                    q.name
-                ))
-            })?;
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
 }

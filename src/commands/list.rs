@@ -37,6 +37,8 @@ pub struct SnapshotSummary {
     pub file_bytes: u64,
     /// Bytes stored.
     pub stored_bytes: u64,
+    /// Whether the chunks are encrypted (an identity is needed to read them).
+    pub encrypted: bool,
 }
 
 impl SnapshotSummary {
@@ -55,6 +57,7 @@ impl SnapshotSummary {
             uncovered_queues: m.uncovered_queues().count() as u64,
             file_bytes: m.totals.file_bytes,
             stored_bytes: m.totals.stored_bytes,
+            encrypted: m.encryption.is_some(),
         }
     }
 }
@@ -192,6 +195,13 @@ pub fn describe(m: &Manifest) -> String {
         bytes(m.totals.stored_bytes),
         count(m.totals.chunks, "chunk")
     ));
+    if let Some(e) = &m.encryption {
+        s.push_str(&format!(
+            "encryption   {} to {}\n",
+            e.scheme,
+            e.recipients.join(", ")
+        ));
+    }
     s.push_str(&format!(
         "messages     {} of {} covered\n\n",
         m.totals.covered_messages, m.totals.messages

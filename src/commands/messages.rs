@@ -31,7 +31,14 @@ pub async fn run(settings: &Settings, args: &MessagesSettings) -> anyhow::Result
             q.messages
         );
     }
-    let staged = decode::stage(&repo, &snapshot, &manifest, &args.vhosts, 4).await?;
+    let staged = decode::stage(
+        &repo,
+        &snapshot,
+        &manifest,
+        &args.vhosts,
+        settings.identity.as_ref(),
+        4,
+    ).await?;
     let args = args.clone();
     tokio::task::spawn_blocking(move || print(&staged, &args)).await?
 }

@@ -1,8 +1,9 @@
 //! `verify`: are a snapshot's objects all there and intact?
 //!
 //! Without `--read-data`: every chunk exists with the recorded size and,
-//! where the server keeps one, the recorded SHA-256 checksum (no download).
-//! With it: every chunk is downloaded and every chunk and file digest checked.
+//! where the server keeps one, the recorded SHA-256 checksum (no download,
+//! no key needed for an encrypted snapshot). With it: every chunk is
+//! downloaded (and decrypted) and every chunk and file digest checked.
 //!
 //! Damage (exit 3) and storage that cannot be read (exit 1) are told apart:
 //! a manifest that cannot be fetched says nothing about the snapshot.
@@ -16,6 +17,7 @@ use super::deep::{self, DeepReport};
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
 use crate::cli::VerifyArgs;
+use crate::crypt::Identities;
 use crate::error::integrity;
 use crate::output::{Output, count};
 use crate::repo::url::RepoUrl;
@@ -90,8 +92,14 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
     let mut verdicts = Vec::new();
     for snapshot in &snapshots {
         let verdict = match repo.manifest(snapshot).await {
-            Ok(manifest) if args.deep => deep::check(&repo, snapshot, &manifest).await?,
-            Ok(manifest) => check(&repo, snapshot, &manifest, read_data).await?,
+            Ok(manifest) => {
+                let identity = settings.identity.as_ref();
+                if args.deep {
+                    deep::check(&repo, snapshot, &manifest, identity).await?
+                } else {
+                    check(&repo, snapshot, &manifest, read_data, identity).await?
+                }
+            }
             // A manifest that is missing, does not parse or belongs elsewhere.
             Err(e) if is_damage(&e) => Verdict {
                 id: snapshot.id.clone(),
@@ -195,6 +203,7 @@ pub async fn check(
     snapshot: &SnapshotRef,
     manifest: &Manifest,
     read_data: bool,
+    identity: Option<&Arc<Identities>>,
 ) -> anyhow::Result<Verdict> {
     let key_of = |hex: &str| repo.chunk_key(&snapshot.node, &snapshot.id, hex);
     let mut verdict = Verdict {
@@ -212,11 +221,7 @@ pub async fn check(
         deep: None,
     };
     if read_data {
-        let source = DownloadSource {
-            storage: repo.storage().clone(),
-            key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
-            concurrency: 4,
-        };
+        let source = DownloadSource::for_snapshot(repo, snapshot, manifest, identity, 4)?;
         let m = Arc::new(manifest.clone());
         let result = transfer::download(source, manifest.chunks.clone(), move |r| {
             reader::unpack(r, &m, None, |_| {})

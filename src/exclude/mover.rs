@@ -43,6 +43,17 @@ pub struct AmqpConfig {
     pub password: Secret,
 }
 
+impl AmqpConfig {
+    /// `url` with the command line's credentials.
+    pub fn new(url: String, settings: &crate::settings::Settings) -> AmqpConfig {
+        AmqpConfig {
+            url,
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+        }
+    }
+}
+
 /// Where matching messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {

@@ -27,6 +27,24 @@ pub struct QueueStatus {
     pub messages_persistent: Option<u64>,
     /// Attached consumers.
     pub consumers: u64,
+    /// The policy applied to the queue, if any.
+    pub policy: Option<String>,
+    /// The queue's own arguments set a message TTL (`x-message-ttl`).
+    pub message_ttl: bool,
+}
+
+/// What the node's Erlang VM says about itself; answers whether or not
+/// the RabbitMQ application runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Node name.
+    pub name: String,
+    /// Data directory (`rabbit_mnesia:dir()`).
+    pub data_dir: PathBuf,
+    /// Whether the RabbitMQ application runs.
+    pub running: bool,
+    /// Whether a backup's pause watchdog waits on the node.
+    pub watchdog: bool,
 }
 
 /// `"q" in vhost "v" (2 consumers)` for every queue with consumers.
@@ -83,6 +101,55 @@ impl Ctl {
         Ok(out.trim().trim_matches('\'').to_string())
     }
 
+    /// Name, data directory, whether the application runs and whether a
+    /// backup's pause watchdog waits: one call, which works while the
+    /// application is stopped.
+    pub async fn probe(&self) -> anyhow::Result<Probe> {
+        const EXPR: &str = "io:format(\"~s~n~s~n~s~n~s~n\", [node(), \
+            try rabbit:data_dir() catch error:undef -> rabbit_mnesia:dir() end, \
+            rabbit:is_running(), is_pid(whereis(rabbitmq_backup_watchdog))]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        parse_probe(&out).with_context(|| format!("unexpected answer to the node probe: {out:?}"))
+    }
+
+    /// Every node of the node's cluster (itself alone when it is not clustered).
+    pub async fn cluster_members(&self) -> anyhow::Result<Vec<String>> {
+        const EXPR: &str = "io:format(\"~s~n\", [lists:join(\" \", [atom_to_list(N) || N <- \
+            try rabbit_nodes:all() catch error:undef -> rabbit_mnesia:cluster_nodes(all) end])]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        let mut nodes: Vec<String> = out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    /// The cluster's name.
+    pub async fn cluster_name(&self) -> anyhow::Result<String> {
+        const EXPR: &str = "io:format(\"~s~n\", [rabbit_nodes:cluster_name()]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        Ok(out.lines().next().unwrap_or_default().trim().to_string())
+    }
+
+    /// The node's AMQP listener: (`amqp` or `amqp/ssl`, address, port).
+    pub async fn amqp_listener(&self) -> anyhow::Result<Option<(String, String, u16)>> {
+        const EXPR: &str = "[io:format(\"~s ~s ~b~n\", [P, inet:ntoa(IP), Port]) || \
+            {listener, N, P, _H, IP, Port, _O} <- rabbit_networking:active_listeners(), \
+            N =:= node(), P =:= amqp orelse P =:= 'amqp/ssl'], ok.";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        Ok(out.lines().find_map(|line| {
+            let mut parts = line.split_whitespace();
+            let protocol = parts.next()?.to_string();
+            let ip = parts.next()?.to_string();
+            let port = parts.next()?.parse().ok()?;
+            Some((protocol, ip, port))
+        }))
+    }
+
     /// Node name and versions from `rabbitmqctl status` (used when the
     /// management API is not available).
     pub async fn identity(&self) -> anyhow::Result<(String, String, String)> {
@@ -103,26 +170,28 @@ impl Ctl {
         Ok((node, rabbitmq, erlang))
     }
 
-    /// Every queue of a vhost with exact counts, asked of the queues themselves.
-    pub async fn list_queues(&self, vhost: &str) -> anyhow::Result<Vec<QueueStatus>> {
+    /// The queues of a vhost with exact counts, asked of the queues
+    /// themselves: with `local`, only those whose messages live on this
+    /// node (classic: its home; quorum and stream: its leader).
+    pub async fn list_queues(&self, vhost: &str, local: bool) -> anyhow::Result<Vec<QueueStatus>> {
+        let mut args = vec!["list_queues", "-q", "-p", vhost];
+        if local {
+            args.push("--local");
+        }
+        args.extend([
+            "--formatter",
+            "json",
+            "name",
+            "type",
+            "durable",
+            "messages",
+            "messages_persistent",
+            "consumers",
+            "policy",
+            "arguments",
+        ]);
         let out = self
-            .run(
-                &[
-                    "list_queues",
-                    "-q",
-                    "-p",
-                    vhost,
-                    "--formatter",
-                    "json",
-                    "name",
-                    "type",
-                    "durable",
-                    "messages",
-                    "messages_persistent",
-                    "consumers",
-                ],
-                QUERY,
-            )
+            .run(&args, QUERY)
             .await
             .with_context(|| format!("cannot list the queues of vhost {vhost:?}"))?;
         parse_queue_list(vhost, &out)
@@ -143,6 +212,31 @@ impl Ctl {
             .with_context(|| format!("unexpected answer to the queue count query: {out:?}"))
     }
 
+    /// Where each queue's messages live: (vhost, queue, node), the node
+    /// being a classic queue's home or a quorum queue's or stream's leader.
+    pub async fn queue_homes(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        const EXPR: &str = "H = fun(B) -> [io_lib:format(\"~2.16.0B\", [X]) || <<X>> <= B] end, \
+            [io:format(\"~s ~s ~s~n\", [H(V), H(N), \
+            case amqqueue:get_pid(Q) of {_, Nd} -> Nd; P when is_pid(P) -> node(P); _ -> none end]) \
+            || Q <- rabbit_amqqueue:list(), {resource, V, queue, N} <- [amqqueue:get_name(Q)]], ok.";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        out.lines()
+            .filter(|l| l.split_whitespace().count() == 3)
+            .map(|line| {
+                let mut parts = line.split_whitespace();
+                let mut text = || -> Option<String> {
+                    String::from_utf8(hex::decode(parts.next()?).ok()?).ok()
+                };
+                let (vhost, name) = (text(), text());
+                let node = parts.next().map(str::to_string);
+                match (vhost, name, node) {
+                    (Some(v), Some(n), Some(node)) => Ok((v, n, node)),
+                    _ => anyhow::bail!("unexpected answer to the queue home query: {line:?}"),
+                }
+            })
+            .collect()
+    }
+
     /// Stops the RabbitMQ application (the Erlang VM keeps running), as
     /// `rabbitmqctl stop_app` does (`rabbit:stop()`).
     ///
@@ -154,15 +248,17 @@ impl Ctl {
     /// the broker still runs, the handler is put back at once, on the node
     /// (removing it also turned statistics off): the broker is left as found.
     ///
-    /// With `watchdog`, a process left on the node starts the application
-    /// again if it hears nothing for that long ([`Ctl::pet_watchdog`],
-    /// [`Ctl::start_app`] keep it quiet): a backup killed during its pause
-    /// never leaves the broker stopped for good.
+    /// Any pause watchdog already on the node (left by a killed backup) is
+    /// stood down first, in the same call: it must never start the broker
+    /// behind the caller's back (a restore swapping stores). With
+    /// `watchdog`, a new one starts the application again if it hears
+    /// nothing for that long ([`Ctl::pet_watchdog`], [`Ctl::start_app`] keep
+    /// it quiet): a backup killed during its pause never leaves the broker
+    /// stopped for good.
     pub async fn stop_app(&self, watchdog: Option<Duration>) -> anyhow::Result<()> {
         let guard = match watchdog {
             Some(limit) => format!(
-                "_ = (catch exit(whereis(rabbitmq_backup_watchdog), kill)), \
-                 W = spawn(fun() -> L = fun(F) -> receive pet -> F(F); done -> ok \
+                "W = spawn(fun() -> L = fun(F) -> receive pet -> F(F); done -> ok \
                      after {ms} -> logger:warning(\"rabbitmq-backup: no word for {s} s during a \
                      backup pause; starting the broker again\"), rabbit:start() end end, L(L) end), \
                  register(rabbitmq_backup_watchdog, W), ",
@@ -177,7 +273,8 @@ impl Ctl {
             "rabbit:stop()"
         };
         let expr = format!(
-            "HadMgmtHandler = (catch lists:member(rabbit_mgmt_db_handler, gen_event:which_handlers(rabbit_event))) =:= true, \
+            "_ = (catch exit(whereis(rabbitmq_backup_watchdog), kill)), \
+             HadMgmtHandler = (catch lists:member(rabbit_mgmt_db_handler, gen_event:which_handlers(rabbit_event))) =:= true, \
              _ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
              case (catch {stop}) of \
                  ok -> {guard}ok; \
@@ -423,6 +520,28 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
+/// Whether `list_queues`' `arguments` (`[["x-message-ttl","long",60000]]`) holds `key`.
+fn has_argument(arguments: &Value, key: &str) -> bool {
+    arguments
+        .as_array()
+        .is_some_and(|a| a.iter().any(|arg| arg[0].as_str() == Some(key)))
+}
+
+/// Parses the probe's four lines.
+fn parse_probe(out: &str) -> Option<Probe> {
+    let mut lines = out.lines();
+    let name = lines.next()?.trim().to_string();
+    let data_dir = PathBuf::from(lines.next()?);
+    let running = lines.next()?.trim() == "true";
+    let watchdog = lines.next()?.trim() == "true";
+    (!name.is_empty()).then_some(Probe {
+        name,
+        data_dir,
+        running,
+        watchdog,
+    })
+}
+
 /// Parses `list_queues --formatter json` output.
 fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> {
     let rows: Vec<Value> = serde_json::from_str(out.trim()).with_context(|| {
@@ -441,6 +560,11 @@ fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> 
                 messages: as_u64(&row["messages"]).unwrap_or(0),
                 messages_persistent: as_u64(&row["messages_persistent"]),
                 consumers: as_u64(&row["consumers"]).unwrap_or(0),
+                policy: row["policy"]
+                    .as_str()
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string),
+                message_ttl: has_argument(&row["arguments"], "x-message-ttl"),
                 name,
             })
         })
@@ -454,8 +578,8 @@ mod tests {
     #[test]
     fn parses_list_queues_json() {
         let out = r#"[
-{"name":"qq","type":"quorum","durable":true,"messages":1,"messages_persistent":"","consumers":0}
-,{"name":"prio","type":"classic","durable":true,"messages":1,"messages_persistent":1,"consumers":2}
+{"name":"qq","type":"quorum","durable":true,"messages":1,"messages_persistent":"","consumers":0,"policy":"","arguments":[["x-queue-type","longstr","quorum"]]}
+,{"name":"prio","type":"classic","durable":true,"messages":1,"messages_persistent":1,"consumers":2,"policy":"ttl","arguments":[["x-message-ttl","long",60000]]}
 ]"#;
         let queues = parse_queue_list("/", out).unwrap();
         assert_eq!(queues.len(), 2);
@@ -463,6 +587,27 @@ mod tests {
         assert_eq!(queues[0].messages_persistent, None);
         assert_eq!(queues[1].consumers, 2);
         assert_eq!(queues[1].messages_persistent, Some(1));
+        assert_eq!(
+            (queues[0].policy.as_deref(), queues[0].message_ttl),
+            (None, false)
+        );
+        assert_eq!(
+            (queues[1].policy.as_deref(), queues[1].message_ttl),
+            (Some("ttl"), true)
+        );
+    }
+
+    #[test]
+    fn parses_the_probe() {
+        let probe =
+            parse_probe("rabbit@h\n/var/lib/rabbitmq/mnesia/rabbit@h\nfalse\ntrue\nok\n").unwrap();
+        assert_eq!(probe.name, "rabbit@h");
+        assert_eq!(
+            probe.data_dir,
+            PathBuf::from("/var/lib/rabbitmq/mnesia/rabbit@h")
+        );
+        assert!(!probe.running && probe.watchdog);
+        assert_eq!(parse_probe("{badrpc,nodedown}"), None);
     }
 
     #[test]

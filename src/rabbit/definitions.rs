@@ -1,5 +1,7 @@
 //! What the tool needs to know about a definitions document.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -17,6 +19,8 @@ pub struct Definitions {
     /// Whether any queue may be a quorum queue or a stream (explicitly, or
     /// through its vhost's default queue type).
     pub non_classic: bool,
+    /// Policies (vhost, name) that set a message TTL.
+    pub ttl_policies: BTreeSet<(String, String)>,
 }
 
 impl Definitions {
@@ -50,11 +54,23 @@ impl Definitions {
             policies: count("policies"),
         };
         let non_classic = has_non_classic(&value);
+        let ttl_policies = value
+            .get("policies")
+            .and_then(Value::as_array)
+            .map(|policies| {
+                policies
+                    .iter()
+                    .filter(|p| p["definition"].get("message-ttl").is_some())
+                    .filter_map(|p| Some((p["vhost"].as_str()?.into(), p["name"].as_str()?.into())))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Definitions {
             bytes,
             info,
             vhosts,
             non_classic,
+            ttl_policies,
         })
     }
 }
@@ -107,5 +123,19 @@ mod tests {
         assert!(Definitions::parse(default.to_vec()).unwrap().non_classic);
         let classic = br#"{"queues":[{"name":"q","arguments":{"x-queue-type":"classic"}}]}"#;
         assert!(!Definitions::parse(classic.to_vec()).unwrap().non_classic);
+    }
+
+    #[test]
+    fn finds_policies_that_set_a_ttl() {
+        let d = Definitions::parse(
+            br#"{"policies":[{"vhost":"v","name":"ttl","definition":{"message-ttl":5000}},
+                {"vhost":"v","name":"limit","definition":{"max-length":10}}]}"#
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            d.ttl_policies.into_iter().collect::<Vec<_>>(),
+            vec![("v".to_string(), "ttl".to_string())]
+        );
     }
 }

@@ -157,13 +157,12 @@ impl Management {
         })
     }
 
-    /// The node's data directory (`db_dir` of `GET /api/nodes/<node>`), if
-    /// the API reports it: a millisecond call instead of a CLI start.
-    pub async fn data_dir(&self, node: &str) -> Option<std::path::PathBuf> {
-        let url = format!("{}/api/nodes/{}", self.base, urlencode(node));
+    /// `GET /api/<path>` as JSON, for the few fields the typed client does
+    /// not model; `None` on any failure (callers have another way).
+    async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
         let response = self
             .raw
-            .get(url)
+            .get(format!("{}/api/{path}", self.base))
             .basic_auth(&self.username, Some(self.password.expose()))
             .send()
             .await
@@ -171,8 +170,56 @@ impl Management {
         if !response.status().is_success() {
             return None;
         }
-        let body: serde_json::Value = response.json().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// The node's data directory (`db_dir` of `GET /api/nodes/<node>`), if
+    /// the API reports it: a millisecond call instead of a CLI start.
+    pub async fn data_dir(&self, node: &str) -> Option<std::path::PathBuf> {
+        let body = self.get_json(&format!("nodes/{}", urlencode(node))).await?;
         body.get("db_dir")?.as_str().map(std::path::PathBuf::from)
+    }
+
+    /// The cluster's nodes (`GET /api/nodes`), sorted.
+    pub async fn cluster_nodes(&self) -> Option<Vec<String>> {
+        let body = self.get_json("nodes").await?;
+        let mut nodes: Vec<String> = body
+            .as_array()?
+            .iter()
+            .filter_map(|n| n.get("name")?.as_str().map(str::to_string))
+            .collect();
+        nodes.sort();
+        (!nodes.is_empty()).then_some(nodes)
+    }
+
+    /// The cluster's name (`cluster_name` of `GET /api/overview`).
+    pub async fn cluster_name(&self) -> Option<String> {
+        let body = self.get_json("overview").await?;
+        body.get("cluster_name")?.as_str().map(str::to_string)
+    }
+
+    /// `node`'s AMQP listener from `GET /api/overview`: (`amqp` or
+    /// `amqp/ssl`, address, port), plain AMQP preferred.
+    pub async fn amqp_listener(&self, node: &str) -> Option<(String, String, u16)> {
+        let body = self.get_json("overview").await?;
+        let mut found: Vec<(String, String, u16)> = body
+            .get("listeners")?
+            .as_array()?
+            .iter()
+            .filter(|l| l["node"].as_str() == Some(node))
+            .filter_map(|l| {
+                let protocol = l["protocol"].as_str()?;
+                (protocol == "amqp" || protocol == "amqp/ssl").then(|| {
+                    Some((
+                        protocol.to_string(),
+                        l["ip_address"].as_str()?.to_string(),
+                        u16::try_from(l["port"].as_u64()?).ok()?,
+                    ))
+                })?
+            })
+            .collect();
+        found.sort();
+        found.into_iter().next()
     }
 
     /// All definitions as the node exports them (`GET /api/definitions`).

@@ -4,6 +4,9 @@
 mod harness;
 
 mod backup;
+mod cluster;
+mod crash;
+mod encryption;
 mod exclude;
 mod hardening;
 mod messages;
@@ -11,6 +14,7 @@ mod mistakes;
 mod operator;
 mod reliability;
 mod restore;
+mod restore_safety;
 mod retention;
 mod storage;
 mod versions;

@@ -289,7 +289,14 @@ fn every_json_output_keeps_its_schema() {
     assert_schema(
         "restore-dry-run",
         &tool
-            .run(&["restore", "--dry-run", "--repo", r, "--json"])
+            .run(&[
+                "restore",
+                "--dry-run",
+                "--replace-messages",
+                "--repo",
+                r,
+                "--json",
+            ])
             .ok()
             .json(),
     );

@@ -1,5 +1,5 @@
-//! The bad day: storage faults, the tool killed at every stage, hostile
-//! archives, secrets, two backups at once.
+//! The bad day: storage faults, hostile archives, secrets, two backups at
+//! once (the tool killed at every instant: `crash.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -143,104 +143,6 @@ fn snapshots(tool: &Tool, repo: &str) -> usize {
         .as_array()
         .unwrap()
         .len()
-}
-
-#[test]
-fn a_killed_backup_leaves_no_half_snapshot_and_no_stopped_broker() {
-    let mut node = loaded_node();
-    let repo_dir = tempfile::tempdir().unwrap();
-    let repo = repo_dir.path().to_str().unwrap().to_string();
-    let tool = Tool::new()
-        .with(node.env())
-        .var("RABBITMQ_BACKUP_PAUSE_WATCHDOG", "3");
-    for point in ["upload:after-first-chunk", "backup:before-manifest"] {
-        tool.kill_at(
-            point,
-            &["backup", "--repo", &repo, "--chunk-size", "1"],
-            Duration::from_secs(180),
-        );
-        assert_eq!(snapshots(&tool, &repo), 0, "{point}: nothing listed");
-    }
-    // Killed while the broker is stopped: the node starts itself again.
-    tool.kill_at(
-        "backup:after-stop-app",
-        &["backup", "--repo", &repo],
-        Duration::from_secs(180),
-    );
-    node.wait_ready();
-    assert_eq!(node.counts("/")["classic"], 30);
-    assert!(
-        !node.work_areas().is_empty(),
-        "the killed backup's copy is still there"
-    );
-    // The next backup succeeds and clears what the killed ones left.
-    let run = tool.run(&["backup", "--repo", &repo]);
-    run.ok();
-    assert!(
-        run.stderr.contains("left by an interrupted backup"),
-        "{}",
-        run.stderr
-    );
-    assert!(node.work_areas().is_empty(), "{:?}", node.work_areas());
-    assert_eq!(snapshots(&tool, &repo), 1);
-    tool.run(&["verify", "--all", "--read-data", "--repo", &repo])
-        .ok();
-}
-
-#[test]
-fn a_killed_restore_is_finished_by_resume() {
-    let node = loaded_node();
-    let repo_dir = tempfile::tempdir().unwrap();
-    let repo = repo_dir.path().to_str().unwrap().to_string();
-    let tool = Tool::new().with(node.env());
-    tool.run(&["backup", "--repo", &repo]).ok();
-    let restore = ["restore", "--repo", repo.as_str(), "--replace-messages"];
-    let expected = classic_messages("classic", 30);
-    for point in [
-        "restore:staged",
-        "restore:after-import",
-        "restore:after-stop-app",
-        "restore:mid-swap",
-        "restore:after-swap",
-        "restore:after-start",
-    ] {
-        // Let the node hold other messages than the snapshot.
-        drain(&node, "/", "classic");
-        publish(&node, "/", "", &expected[..5]);
-        tool.kill_at(point, &restore, Duration::from_secs(180));
-        let stopped_broker = [
-            "restore:after-stop-app",
-            "restore:mid-swap",
-            "restore:after-swap",
-        ]
-        .contains(&point);
-        if matches!(point, "restore:staged" | "restore:after-import") {
-            // Nothing on the message store changed; a new restore just works.
-            assert_eq!(node.counts("/")["classic"], 5, "{point}");
-            tool.run(&restore).ok();
-        } else {
-            // The same restore says what to do, and --resume does it.
-            let run = tool.run(&restore);
-            assert_ne!(run.code, 0, "{point}");
-            assert!(run.stderr.contains("--resume"), "{point}: {}", run.stderr);
-            if stopped_broker {
-                assert!(run.stderr.contains("stopped"), "{point}: {}", run.stderr);
-            }
-            let resumed = tool.run(&["restore", "--resume", "--repo", &repo]);
-            resumed.ok();
-            assert!(resumed.stdout.contains("ok"), "{point}: {}", resumed.stdout);
-        }
-        assert_same_messages(&drain(&node, "/", "classic"), &expected, point);
-        publish(&node, "/", "", &expected);
-        assert!(
-            node.work_areas().is_empty(),
-            "{point}: {:?}",
-            node.work_areas()
-        );
-    }
-    // Nothing left to resume.
-    let run = tool.run(&["restore", "--resume", "--repo", &repo]);
-    assert!(run.ok().stdout.contains("nothing to do"), "{}", run.stdout);
 }
 
 /// A copy of a real snapshot under another id with its manifest changed by `f`.

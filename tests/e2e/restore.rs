@@ -228,7 +228,7 @@ fn a_failure_after_stop_app_rolls_back_to_the_previous_messages() {
         .collect::<Vec<_>>();
     publish(&node, "/", "", &current);
 
-    for point in ["restore:after-swap", "restore:after-start"] {
+    for point in ["restore:start-app", "restore:check-counts"] {
         let run = tool
             .clone()
             .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{point}=fail"))

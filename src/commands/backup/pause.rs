@@ -27,6 +27,7 @@ pub(super) async fn pause_and_copy(
     tracing::info!(
         "stopping the broker (rabbitmqctl stop_app) for a consistent copy of the message store"
     );
+    crate::failpoint::hit("backup:stop-app")?;
     let paused = Instant::now();
     if let Err(e) = ctl.stop_app(Some(args.pause_watchdog)).await {
         let restarted = ctl.start_app().await;
@@ -64,7 +65,11 @@ pub(super) async fn pause_and_copy(
             }
         }
     };
-    let started = ctl.start_app().await;
+    // A failpoint failing here stands for start_app failing.
+    let started = match crate::failpoint::hit("backup:start-app") {
+        Ok(()) => ctl.start_app().await,
+        Err(e) => Err(e),
+    };
     let pause_ms = paused.elapsed().as_millis() as u64;
     if let Err(e) = started {
         return Err(needs_start(node, e));

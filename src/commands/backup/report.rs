@@ -54,6 +54,8 @@ pub struct BackupReport {
     pub queues: Vec<QueueEntry>,
     /// Queues whose messages are not in the snapshot (quorum, stream, non-durable).
     pub uncovered_queues: Vec<UncoveredQueue>,
+    /// The age recipients every chunk is encrypted to; empty when plain.
+    pub encrypted_to: Vec<String>,
     /// Anything the operator should know.
     pub warnings: Vec<String>,
     /// What the bucket's retention could do to snapshots (see `check-repo`).

@@ -242,6 +242,27 @@ impl RabbitNode {
         self.wait_ready();
     }
 
+    /// Makes this node a member of `seed`'s cluster: `stop_app`, `reset`,
+    /// `join_cluster`, `start_app`, as an operator does.
+    pub fn join(&mut self, seed: &RabbitNode) {
+        self.ctl(&["stop_app"]);
+        self.ctl(&["reset"]);
+        self.ctl(&["join_cluster", &seed.name]);
+        self.ctl(&["start_app"]);
+        self.wait_ready();
+    }
+
+    /// `n` nodes on loopback, each with its own name, ports and directory,
+    /// the others joined to the first.
+    pub fn cluster(n: usize) -> Vec<RabbitNode> {
+        let mut nodes: Vec<RabbitNode> = (0..n).map(|_| RabbitNode::start()).collect();
+        let (seed, rest) = nodes.split_first_mut().unwrap();
+        for node in rest {
+            node.join(seed);
+        }
+        nodes
+    }
+
     /// Waits until the management API answers (the broker has booted).
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -365,16 +386,13 @@ impl RabbitNode {
             .unwrap()
     }
 
-    /// Environment for the tool so that it talks to this node.
+    /// Environment for the tool so that it talks to this node. No AMQP
+    /// URL: the tool asks the node for its listener (on a random port).
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("HOME".into(), self.home().display().to_string()),
             ("RABBITMQ_NODENAME".into(), self.name.clone()),
             ("RABBITMQ_MANAGEMENT_URL".into(), self.mgmt_url()),
-            (
-                "RABBITMQ_AMQP_URL".into(),
-                format!("amqp://127.0.0.1:{}/", self.amqp_port),
-            ),
             (
                 "RABBITMQCTL".into(),
                 self.ctl_program().display().to_string(),

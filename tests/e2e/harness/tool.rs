@@ -101,14 +101,45 @@ impl Tool {
         cmd
     }
 
-    /// Starts the tool with a `wait` failpoint at `point` and returns once it
-    /// is parked there (within `within`), still running. The directory holds
-    /// the failpoint's marker and must live as long as the child.
+    /// Runs with arguments, recording every failpoint passed (`name@n`, in
+    /// order): how tests enumerate the instants of a run.
+    pub fn record(&self, args: &[&str]) -> (Run, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("points");
+        let run = self
+            .clone()
+            .var("RABBITMQ_BACKUP_FAILPOINT_RECORD", file.to_str().unwrap())
+            .run(args);
+        let points = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (run, points)
+    }
+
+    /// Starts the tool with a `wait` failpoint at `point` (`name` or
+    /// `name@n`, the n-th pass; other rules may already be set with
+    /// `RABBITMQ_BACKUP_FAILPOINT`) and returns once it is parked there
+    /// (within `within`), still running. The directory holds the
+    /// failpoint's marker and must live as long as the child.
     pub fn spawn_at(&self, point: &str, args: &[&str], within: Duration) -> (Child, TempDir) {
         let marker = tempfile::tempdir().unwrap();
+        let point = if point.contains('@') {
+            point.to_string()
+        } else {
+            format!("{point}@1")
+        };
+        let rules = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "RABBITMQ_BACKUP_FAILPOINT")
+            .map(|(_, v)| format!("{v};"))
+            .unwrap_or_default();
         let mut child = self
             .clone()
-            .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{point}=wait"))
+            .var("RABBITMQ_BACKUP_FAILPOINT", &format!("{rules}{point}=wait"))
             .var(
                 "RABBITMQ_BACKUP_FAILPOINT_DIR",
                 marker.path().to_str().unwrap(),

@@ -21,7 +21,8 @@ pub struct QueueOutcome {
     pub expected: u64,
     /// Messages now (absent for a dry run).
     pub actual: Option<u64>,
-    /// `ok`, `more` (something published since), `missing`, `not-covered`, `planned`.
+    /// `ok`, `more` (something published since), `expected-shortfall` (see
+    /// the warnings), `missing`, `not-covered`, `planned`.
     pub status: String,
 }
 
@@ -34,6 +35,8 @@ pub struct RestoreReport {
     pub from_node: String,
     /// The node restored.
     pub node: String,
+    /// How the messages were (or would be) put on the node: `swap`.
+    pub method: &'static str,
     /// Repository location.
     pub repository: String,
     /// Nothing was changed.
@@ -125,8 +128,8 @@ pub fn describe(r: &RestoreReport) -> String {
         "restored"
     };
     s.push_str(&format!(
-        "{verb} snapshot {} of {} onto {}\n",
-        r.snapshot, r.from_node, r.node
+        "{verb} snapshot {} of {} onto {} (method: {})\n",
+        r.snapshot, r.from_node, r.node, r.method
     ));
     if r.dry_run {
         s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
@@ -191,6 +194,11 @@ pub fn describe(r: &RestoreReport) -> String {
             )),
         }
     }
+    if r.dry_run {
+        for w in &r.warnings {
+            s.push_str(&format!("  note: {w}\n"));
+        }
+    }
     if let Some(p) = &r.previous_store {
         s.push_str(&format!("  the previous message store is kept in {p}\n"));
     }
@@ -212,6 +220,8 @@ mod tests {
                 messages,
                 messages_persistent: persistent,
                 consumers: 0,
+                policy: None,
+                message_ttl: false,
             }
         };
         let target = [

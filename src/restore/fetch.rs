@@ -1,5 +1,5 @@
-//! Steps 1-2 of a restore: everything downloaded, verified and unpacked
-//! into the work area before the node is touched.
+//! Everything downloaded, verified and unpacked into the work area before
+//! the node is touched.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,53 +8,22 @@ use anyhow::Context;
 
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
-use crate::error::refused;
 use crate::output::bytes;
 use crate::progress::Progress;
-use crate::repo::{Repository, SnapshotRef};
-use crate::settings::RestoreSettings;
 use crate::transfer::{self, DownloadSource};
 
-/// Refuses when the work area's filesystem cannot hold the snapshot.
+/// Refuses when the filesystem beside the data directory cannot hold the
+/// snapshot's files (with some room to spare).
 pub fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we own.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Ok(());
-    }
-    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
     let needed = manifest.totals.file_bytes + manifest.totals.file_bytes / 10 + (64 << 20);
-    if free < needed {
-        return Err(refused(format!(
-            "{} has {} free but the snapshot needs about {}: free some space beside the data directory",
-            dir.display(),
-            bytes(free),
-            bytes(needed)
-        )));
-    }
-    Ok(())
-}
-
-fn download_source(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
-    concurrency: usize,
-) -> DownloadSource {
-    DownloadSource {
-        storage: repo.storage().clone(),
-        key_of: repo.chunk_keys(&snapshot.node, &snapshot.id),
-        concurrency,
-    }
+    crate::staging::check_free_space(dir, needed, "the snapshot")
 }
 
 /// Downloads, verifies and unpacks every chunk into `dest`; returns the
 /// definitions. The staged data is synced to disk before this returns.
 pub async fn fetch_all(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
+    source: DownloadSource,
     manifest: &Manifest,
-    args: &RestoreSettings,
     dest: &Path,
 ) -> anyhow::Result<Vec<u8>> {
     tracing::info!(
@@ -67,11 +36,9 @@ pub async fn fetch_all(
     let progress = Progress::new("restoring", manifest.totals.file_bytes);
     let unpacking = progress.clone();
     let (m, d) = (Arc::new(manifest.clone()), dest.to_path_buf());
-    let defs = transfer::download(
-        download_source(repo, snapshot, args.download_concurrency),
-        manifest.chunks.clone(),
-        move |reader| reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n)),
-    )
+    let defs = transfer::download(source, manifest.chunks.clone(), move |reader| {
+        reader::unpack(reader, &m, Some(&d), |n| unpacking.inc(n))
+    })
     .await
     .with_context(|| {
         format!(
@@ -88,10 +55,8 @@ pub async fn fetch_all(
 
 /// Downloads only the chunks holding `definitions.json` and returns it.
 pub async fn fetch_definitions(
-    repo: &Repository,
-    snapshot: &SnapshotRef,
+    source: DownloadSource,
     manifest: &Manifest,
-    args: &RestoreSettings,
 ) -> anyhow::Result<Vec<u8>> {
     let m = Arc::new(manifest.clone());
     // definitions.json leads the stream: fetch the chunks that hold it (its
@@ -108,11 +73,7 @@ pub async fn fetch_definitions(
         })
         .cloned()
         .collect();
-    transfer::download(
-        download_source(repo, snapshot, args.download_concurrency),
-        first,
-        move |r| reader::definitions_only(r, &m),
-    )
-    .await
-    .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
+    transfer::download(source, first, move |r| reader::definitions_only(r, &m))
+        .await
+        .with_context(|| format!("cannot read the definitions of snapshot {}", manifest.id))
 }

@@ -1,0 +1,247 @@
+//! The checks that decide whether a restore may go on, all made BEFORE the
+//! snapshot is downloaded when they need no download (a dry run makes the
+//! same ones and predicts the same refusals), and the consumer and
+//! replaced-message checks made again after `--before` (whose job is to
+//! stop consumers), just before the node changes.
+
+use std::path::Path;
+
+use super::report::{QueueOutcome, replaced};
+use super::{fetch, swap};
+use crate::archive::manifest::{Capture, IndexVersion, Manifest, QueueEntry};
+use crate::error::{incompatible, refused};
+use crate::rabbit::Broker;
+use crate::rabbit::ctl::with_consumers;
+use crate::rabbit::definitions::Definitions;
+use crate::rabbit::version::older;
+use crate::settings::RestoreSettings;
+
+/// What the checks found that the report shows.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// Queues on the node whose messages the restore replaces.
+    pub replaced: Vec<QueueOutcome>,
+    /// What the operator should know (refusals `--before` may avoid).
+    pub notes: Vec<String>,
+}
+
+/// Every check that needs no download, in the order a refusal is most
+/// useful: the snapshot, the node, the disk, then the queues.
+pub async fn before_download(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    data_dir: &Path,
+) -> anyhow::Result<Checks> {
+    compatibility(manifest, broker, args)?;
+    if args.definitions_only {
+        return Ok(Checks::default());
+    }
+    cluster(broker, manifest).await?;
+    let dirs: Vec<String> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
+    swap::check_same_filesystem(data_dir, &dirs)?;
+    fetch::check_free_space(crate::staging::parent_of(data_dir)?, manifest)?;
+    queues(broker, manifest, args, args.before.is_none()).await
+}
+
+/// The queue checks again, after `--before` ran: consumers are refused now.
+pub async fn after_before_hook(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+) -> anyhow::Result<Checks> {
+    queues(broker, manifest, args, true).await
+}
+
+/// Consumers on the node's queues (refused when `refuse_consumers`, else a
+/// note that `--before` must stop them), and the messages the restore
+/// would replace (refused without `--replace-messages`).
+async fn queues(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    refuse_consumers: bool,
+) -> anyhow::Result<Checks> {
+    let target = Definitions::parse(broker.export_definitions().await?)?;
+    let restored: Vec<String> = manifest
+        .vhosts
+        .iter()
+        .map(|v| v.name.clone())
+        .filter(|v| target.vhosts.contains(v))
+        .collect();
+    let on_node = broker.queues(&target.vhosts, target.non_classic).await?;
+    let mut checks = Checks::default();
+    let consumed = with_consumers(&on_node);
+    if !consumed.is_empty() {
+        let why = format!(
+            "consumers are connected to {}: they would receive restored messages before the checks{}",
+            consumed.join(", "),
+            if args.exclude.is_some() {
+                " and the exclusion"
+            } else {
+                ""
+            }
+        );
+        if refuse_consumers {
+            return Err(refused(format!(
+                "{why}; stop them before restoring (for example with --before)"
+            )));
+        }
+        checks.notes.push(format!(
+            "{why}; the restore refuses unless --before stops them"
+        ));
+    }
+    checks.replaced = replaced(&on_node, &restored);
+    if !checks.replaced.is_empty() && !args.replace_messages {
+        let lost: Vec<String> = checks
+            .replaced
+            .iter()
+            .map(|q| {
+                format!(
+                    "{:?} in vhost {:?} ({} messages)",
+                    q.name,
+                    q.vhost,
+                    q.actual.unwrap_or(0)
+                )
+            })
+            .collect();
+        return Err(refused(format!(
+            "the restore would replace the messages of {} on {}; pass --replace-messages to go on, or purge those queues first",
+            lost.join(", "),
+            broker.identity.name
+        )));
+    }
+    Ok(checks)
+}
+
+fn compatibility(
+    manifest: &Manifest,
+    broker: &Broker,
+    args: &RestoreSettings,
+) -> anyhow::Result<()> {
+    let (target, source) = (
+        &broker.identity.rabbitmq_version,
+        &manifest.node.rabbitmq_version,
+    );
+    if older(target, source) && !args.force_downgrade {
+        return Err(incompatible(format!(
+            "snapshot {} comes from RabbitMQ {source} but node {} runs the older {target}; a downgrade can fail to read the data: upgrade the node, or pass --force-downgrade",
+            manifest.id, broker.identity.name
+        )));
+    }
+    for version in [source, target] {
+        if older(NEWEST_TESTED, version) && !version.starts_with(NEWEST_TESTED) {
+            tracing::warn!(
+                "RabbitMQ {version} is newer than the newest version this rabbitmq-backup was tested with ({NEWEST_TESTED}.x); check the restored queues' counts in the report"
+            );
+        }
+    }
+    if !args.definitions_only {
+        check_index_readable(manifest, target, &broker.identity.name)?;
+    }
+    Ok(())
+}
+
+/// The newest RabbitMQ series the tool is tested with (DESIGN §15).
+const NEWEST_TESTED: &str = "4.3";
+
+/// The first version that cannot read (nor convert) a version-1 queue index.
+const NO_INDEX_V1_FROM: &str = "4.3.0";
+
+/// A queue's index version; manifests written before it was recorded fall
+/// back on the source's default (version 2 from RabbitMQ 4.0).
+fn index_version(manifest: &Manifest, q: &QueueEntry) -> Option<IndexVersion> {
+    if q.dirs.is_empty() {
+        return None;
+    }
+    q.index_version.or_else(|| {
+        Some(if older(&manifest.node.rabbitmq_version, "4.0.0") {
+            IndexVersion::V1
+        } else {
+            IndexVersion::V2
+        })
+    })
+}
+
+/// Refuses, before anything changes, a swap that would bring queues back
+/// empty: RabbitMQ 4.3+ cannot read a version-1 queue index (DESIGN §2).
+fn check_index_readable(manifest: &Manifest, target: &str, node: &str) -> anyhow::Result<()> {
+    if older(target, NO_INDEX_V1_FROM) {
+        return Ok(());
+    }
+    let unreadable: Vec<String> = manifest
+        .queues
+        .iter()
+        .filter(|q| q.captured_as() == Capture::Files && q.messages > 0)
+        .filter(|q| index_version(manifest, q) == Some(IndexVersion::V1))
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} messages)",
+                q.name, q.vhost, q.messages
+            )
+        })
+        .collect();
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    Err(incompatible(format!(
+        "snapshot {} holds queues with a version-1 queue index: {}. Node {node} runs RabbitMQ {target}, which cannot read that index (4.3 dropped it): a swap of the files would bring these queues back empty. Nothing was changed. Restore with `--method replay` (the messages are published instead of the files swapped in), or restore onto RabbitMQ 4.0-4.2 first, which converts the index, and back up from there",
+        manifest.id,
+        unreadable.join(", ")
+    )))
+}
+
+/// A cluster member takes only its own snapshot by swap: another node's
+/// classic queues may live on other members here, and their messages
+/// would be lost.
+async fn cluster(broker: &Broker, manifest: &Manifest) -> anyhow::Result<()> {
+    let members = broker.cluster_members().await?;
+    let node = &broker.identity.name;
+    if members.len() > 1 && manifest.node.name != *node {
+        return Err(refused(format!(
+            "node {node} is a member of a cluster ({}); a snapshot of another node ({}) cannot be swapped into a cluster member, whose queues may live on the other members: restore it onto a lone node, or restore each member from its own snapshot",
+            members.join(", "),
+            manifest.node.name
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+
+    fn manifest(source: &str, index: Option<IndexVersion>, messages: u64) -> Manifest {
+        let mut m = crate::archive::manifest::tests::sample();
+        m.node.rabbitmq_version = source.into();
+        m.queues[0].index_version = index;
+        m.queues[0].messages = messages;
+        m
+    }
+
+    #[test]
+    fn version_1_queues_onto_4_3_are_refused_up_front() {
+        let m = manifest("3.10.8", Some(IndexVersion::V1), 3);
+        let err = check_index_readable(&m, "4.3.6", "rabbit@new").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::Incompatible);
+        let text = err.to_string();
+        for part in [
+            "\"oro.default\"",
+            "3 messages",
+            "4.3.6",
+            "--method replay",
+            "Nothing was changed",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        // 4.0-4.2 convert the index; version 2 and empty queues are fine.
+        check_index_readable(&m, "4.0.5", "n").unwrap();
+        check_index_readable(&m, "4.2.9", "n").unwrap();
+        check_index_readable(&manifest("3.10.8", Some(IndexVersion::V2), 3), "4.3.6", "n").unwrap();
+        check_index_readable(&manifest("3.10.8", Some(IndexVersion::V1), 0), "4.3.6", "n").unwrap();
+        // Manifests from before index_version: the source's default decides.
+        check_index_readable(&manifest("3.10.8", None, 3), "4.3.6", "n").unwrap_err();
+        check_index_readable(&manifest("4.0.5", None, 3), "4.3.6", "n").unwrap();
+    }
+}
