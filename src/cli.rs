@@ -115,7 +115,7 @@ pub struct GlobalArgs {
     pub encrypt_to: Vec<String>,
 
     /// Identity file (age-keygen's AGE-SECRET-KEY-1… lines) that reads encrypted
-    /// snapshots, for restore and verify --read-data
+    /// snapshots, for restore, messages and verify --read-data/--deep
     #[arg(
         long,
         global = true,
