@@ -12,12 +12,12 @@ use anyhow::Context;
 
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
+use crate::crypt::Identities;
 use crate::error::refused;
 use crate::message::record::RecordReader;
 use crate::output::bytes;
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::Store;
-use crate::crypt::Identities;
 use crate::transfer::{self, DownloadSource};
 
 /// An opened copy of a snapshot's stores; removed when dropped.

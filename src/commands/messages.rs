@@ -38,7 +38,8 @@ pub async fn run(settings: &Settings, args: &MessagesSettings) -> anyhow::Result
         &args.vhosts,
         settings.identity.as_ref(),
         4,
-    ).await?;
+    )
+    .await?;
     let args = args.clone();
     tokio::task::spawn_blocking(move || print(&staged, &args)).await?
 }
