@@ -272,6 +272,14 @@ pub struct BackupArgs {
     /// non-durable queues with messages, which a stop loses
     #[arg(long)]
     pub allow_transient_loss: bool,
+    /// Leave the messages of quorum queues out of the snapshot (they are read from the
+    /// running broker, without changing them; this saves that time)
+    #[arg(long, env = "RABBITMQ_BACKUP_SKIP_QUORUM")]
+    pub skip_quorum: bool,
+    /// Leave the messages of streams out of the snapshot (read from the first offset
+    /// to the end at backup time otherwise)
+    #[arg(long, env = "RABBITMQ_BACKUP_SKIP_STREAMS")]
+    pub skip_streams: bool,
     /// Shell command to run first (e.g. stop the application's consumers)
     #[arg(long, value_name = "CMD")]
     pub before: Option<String>,

@@ -63,6 +63,10 @@ pub struct BackupConfig {
     pub live: Option<bool>,
     /// `--allow-consumers`.
     pub allow_consumers: Option<bool>,
+    /// `--skip-quorum`.
+    pub skip_quorum: Option<bool>,
+    /// `--skip-streams`.
+    pub skip_streams: Option<bool>,
     /// `--before`.
     pub before: Option<String>,
     /// `--after`.

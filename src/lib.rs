@@ -5,6 +5,7 @@
 //! before any I/O, and errors become exit codes in one place ([`error`]).
 
 pub mod archive;
+pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -255,6 +255,10 @@ pub struct BackupSettings {
     pub allow_consumers: bool,
     /// Go on although a stop loses transient messages.
     pub allow_transient_loss: bool,
+    /// Leave quorum queues' messages out.
+    pub skip_quorum: bool,
+    /// Leave streams' messages out.
+    pub skip_streams: bool,
     /// Hook run first.
     pub before: Option<String>,
     /// Hook run last.
@@ -318,6 +322,8 @@ impl BackupSettings {
             live: args.live || f.live.unwrap_or(false),
             allow_consumers: args.allow_consumers || f.allow_consumers.unwrap_or(false),
             allow_transient_loss: args.allow_transient_loss,
+            skip_quorum: args.skip_quorum || f.skip_quorum.unwrap_or(false),
+            skip_streams: args.skip_streams || f.skip_streams.unwrap_or(false),
             before: args.before.clone().or(f.before.clone()),
             after: args.after.clone().or(f.after.clone()),
             chunk_size: chunk_mib << 20,

@@ -22,6 +22,7 @@ pub mod term;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use content::{Extra, decode as decode_message};
 pub use layout::{QueueDirs, QueueLevel, VhostDir};
 pub use queue::{QueueItem, QueueMessages, QueueSummary};
 pub use rdq::VhostReader;

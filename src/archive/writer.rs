@@ -1,5 +1,7 @@
 //! Writes the snapshot's tar stream: `definitions.json`, then the message
-//! store, streaming each file once and digesting it on the way.
+//! store, streaming each file once and digesting it on the way, then the
+//! logical records of quorum queues and streams as their capture produces
+//! them.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -10,7 +12,18 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{DirEntry, FileEntry};
-use super::paths::{DEFINITIONS, MSG_STORES};
+use super::paths::{DEFINITIONS, LOGICAL, MSG_STORES};
+use crate::capture::segments::Segment;
+
+/// Record files of logical captures, appended after the message store.
+pub struct LogicalFeed {
+    /// Told when the writer reaches `logical/`: the capture starts then,
+    /// so the node never waits on a writer still busy with the store.
+    pub ready: tokio::sync::oneshot::Sender<()>,
+    /// The record files in order; the archive ends when the sender is
+    /// dropped.
+    pub segments: tokio::sync::mpsc::Receiver<Segment>,
+}
 
 /// What was written, for the manifest.
 #[derive(Debug, Default)]
@@ -62,13 +75,15 @@ impl Read for HashingReader {
 /// `<source>/msg_stores` (sorted, so archives are reproducible), of the vhost
 /// directories in `vhost_dirs` (`msg_stores/vhosts/<VH>`) only. The
 /// contents of `msg_store_transient` are skipped: the node wipes them at boot.
-/// `live` tolerates files that change or vanish while being read.
+/// `live` tolerates files that change or vanish while being read. Then the
+/// record files `logical` delivers, if any (called from a blocking thread).
 pub fn write_archive<W: Write>(
     out: W,
     definitions: &[u8],
     source: &Path,
     live: bool,
     vhost_dirs: &BTreeSet<String>,
+    logical: Option<LogicalFeed>,
     mut progress: impl FnMut(u64),
 ) -> io::Result<(W, Written)> {
     let mut builder = tar::Builder::new(out);
@@ -101,8 +116,51 @@ pub fn write_archive<W: Write>(
         progress: &mut progress,
     };
     walker.walk(&mut builder, &root, MSG_STORES)?;
+    if let Some(feed) = logical {
+        append_logical(&mut builder, feed, now, &mut written, &mut progress)?;
+    }
     let out = builder.into_inner()?;
     Ok((out, written))
+}
+
+/// Appends record files as they arrive, with the directories above them.
+fn append_logical<W: Write>(
+    builder: &mut tar::Builder<W>,
+    mut feed: LogicalFeed,
+    now: u64,
+    written: &mut Written,
+    progress: &mut impl FnMut(u64),
+) -> io::Result<()> {
+    // A capture that did not start (a refused backup) has dropped its end.
+    let _ = feed.ready.send(());
+    let mut dirs = BTreeSet::new();
+    while let Some(segment) = feed.segments.blocking_recv() {
+        crate::signals::check()?;
+        let parts: Vec<&str> = segment.path.split('/').collect();
+        for depth in 1..parts.len() {
+            let dir = parts[..depth].join("/");
+            if dirs.insert(dir.clone()) {
+                let mut header = base_header(tar::EntryType::Directory, 0o700, 0, now);
+                builder.append_data(&mut header, &dir, io::empty())?;
+                written.dirs.push(DirEntry {
+                    path: dir,
+                    mode: 0o700,
+                });
+            }
+        }
+        debug_assert!(segment.path.starts_with(LOGICAL));
+        let size = segment.bytes.len() as u64;
+        let mut header = base_header(tar::EntryType::Regular, 0o600, size, now);
+        builder.append_data(&mut header, &segment.path, &segment.bytes[..])?;
+        written.files.push(FileEntry {
+            path: segment.path,
+            size,
+            sha256: hex::encode(Sha256::digest(&segment.bytes)),
+            mode: 0o600,
+        });
+        progress(size);
+    }
+    Ok(())
 }
 
 fn base_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
@@ -276,6 +334,7 @@ mod tests {
             src.path(),
             false,
             &selected,
+            None,
             |_| {},
         )
         .unwrap();

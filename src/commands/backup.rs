@@ -33,6 +33,7 @@ use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, UploadTarget};
 use crate::{hooks, signals};
 
+mod logical;
 mod pause;
 mod report;
 
@@ -116,11 +117,15 @@ pub async fn run(
     }
     for q in &report.uncovered_queues {
         tracing::warn!(
-            "queue {:?} in vhost {:?} ({}, {}): its messages are NOT in the snapshot",
+            "queue {:?} in vhost {:?} ({}, {}): its messages are NOT in the snapshot{}",
             q.name,
             q.vhost,
             q.queue_type,
-            count(q.messages, "message")
+            count(q.messages, "message"),
+            q.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
     }
     tracing::info!(
@@ -334,6 +339,7 @@ async fn capture(
         encrypt_to,
     };
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<bool>();
+    let (targets_tx, targets_rx) = tokio::sync::oneshot::channel();
     let checked = async {
         let result = match early_queues {
             Some(queues) => Ok(queues),
@@ -344,6 +350,9 @@ async fn capture(
             other => other,
         };
         let _ = gate_tx.send(result.is_ok());
+        if let Ok(queues) = &result {
+            let _ = targets_tx.send(logical::targets(queues, args));
+        }
         result
     };
     let gate = async move {
@@ -352,6 +361,7 @@ async fn capture(
             _ => Err(anyhow::anyhow!("the safety checks did not pass")),
         }
     };
+    let (feed, side) = logical::link();
     let uploading = transfer::upload(options, target, gate, move |sink| {
         let (_, written) = write_archive(
             sink,
@@ -359,13 +369,15 @@ async fn capture(
             &producer_source,
             live,
             &selected,
+            Some(feed),
             |n| {
                 reading.inc(n);
             },
         )?;
         Ok(written)
     });
-    let (queues, uploaded) = tokio::join!(checked, uploading);
+    let capturing = logical::capture(&broker.ctl, targets_rx, side);
+    let (queues, uploaded, captures) = tokio::join!(checked, uploading, capturing);
     // A refusal is the reason to report, not the upload it stopped.
     let queues = queues?;
     let (chunks, written, tar_bytes) = uploaded.with_context(|| {
@@ -373,9 +385,15 @@ async fn capture(
     })?;
     let queue_dirs =
         datadir::scan_queue_dirs(&source).context("cannot read the captured queue directories")?;
-    let queue_entries = queue_entries(&queues, &elsewhere, &queue_dirs, &definitions, args);
+    let mut queue_entries = queue_entries(&queues, &elsewhere, &queue_dirs, &definitions, args);
+    // The node's own queues come first, in the order of `queues`.
+    for (entry, q) in queue_entries.iter_mut().zip(&queues) {
+        logical::apply(entry, q, &captures);
+    }
     read_progress.finish();
     warnings.extend(written.warnings);
+    warnings.extend(logical::warnings(&queues, &captures));
+    let logical_entries = logical::entries(&captures);
 
     let totals = Totals {
         files: written.files.len() as u64,
@@ -384,11 +402,14 @@ async fn capture(
         stored_bytes: chunks.iter().map(|c| c.size).sum(),
         chunks: chunks.len() as u64,
         messages: queue_entries.iter().map(|q| q.messages).sum(),
+        // Logical captures count the records written, which a queue that
+        // lost messages during its capture has fewer of.
         covered_messages: queue_entries
             .iter()
-            .filter(|q| q.covered)
+            .filter(|q| q.covered && q.captured_as() == Capture::Files)
             .map(|q| q.messages)
-            .sum(),
+            .sum::<u64>()
+            + logical_entries.iter().map(|l| l.messages).sum::<u64>(),
     };
     let mut manifest = Manifest {
         format: FORMAT,
@@ -418,7 +439,7 @@ async fn capture(
             compression: "zstd".into(),
             level: args.level,
         },
-        logical: Vec::new(),
+        logical: logical_entries,
         encryption,
     };
     // Encrypted (or other format-2 content): format 2, which a version-1
@@ -445,6 +466,7 @@ async fn capture(
             name: q.name.clone(),
             queue_type: q.queue_type.clone(),
             messages: q.messages,
+            reason: logical::reason(q, args, &captures),
         })
         .collect();
     Ok(BackupReport {

@@ -168,13 +168,9 @@ fn print(staged: &Staged, args: &MessagesSettings) -> anyhow::Result<()> {
         let mut records = file.open()?;
         let mut shown = 0u64;
         while args.limit.is_none_or(|limit| shown < limit) {
-            let next = records.next_message().map_err(|e| {
-                crate::error::integrity(format!(
-                    "the logical records {} are damaged {e}",
-                    file.display()
-                ))
-            })?;
-            let Some(message) = next else { break };
+            let Some(message) = records.next_message()? else {
+                break;
+            };
             if !emit(&mut out, &logical_line(file, shown, &message, args.bodies))? {
                 return Ok(());
             }

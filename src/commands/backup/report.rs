@@ -16,6 +16,10 @@ pub struct UncoveredQueue {
     pub queue_type: String,
     /// Messages at backup time.
     pub messages: u64,
+    /// Why, when it is not simply the queue's type (a skip flag, a failed
+    /// capture, a leader on another node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The result of a backup (`--json` schema).
@@ -52,7 +56,7 @@ pub struct BackupReport {
     pub covered_messages: u64,
     /// Every queue.
     pub queues: Vec<QueueEntry>,
-    /// Queues whose messages are not in the snapshot (quorum, stream, non-durable).
+    /// Queues whose messages are not in the snapshot (non-durable, skipped, failed captures).
     pub uncovered_queues: Vec<UncoveredQueue>,
     /// The age recipients every chunk is encrypted to; empty when plain.
     pub encrypted_to: Vec<String>,
