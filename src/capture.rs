@@ -25,6 +25,9 @@ use crate::rabbit::ctl::Ctl;
 use channel::{Channel, Frame, Summary};
 use segments::{Segment, SegmentWriter, Written};
 
+/// How often a long capture says how far it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What kind of queue is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -224,10 +227,19 @@ async fn capture_one(
     let mut writer = SegmentWriter::new(&target.vhost, &target.name, segments::SEGMENT_BYTES, out);
     let mut result = failed(target, "");
     let mut received = 0u64;
+    let mut logged = std::time::Instant::now();
     loop {
         match ch.next().await? {
             Frame::Message { term, .. } => {
                 received += 1;
+                if logged.elapsed() >= PROGRESS_EVERY {
+                    logged = std::time::Instant::now();
+                    tracing::info!(
+                        "capturing {:?} in vhost {:?}: {received} messages so far",
+                        target.name,
+                        target.vhost
+                    );
+                }
                 match decode(&term) {
                     Ok((message, notes)) => {
                         writer.write(&message).await?;

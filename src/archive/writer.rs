@@ -117,7 +117,8 @@ pub fn write_archive<W: Write>(
     };
     walker.walk(&mut builder, &root, MSG_STORES)?;
     if let Some(feed) = logical {
-        append_logical(&mut builder, feed, now, &mut written, &mut progress)?;
+        // The capture logs its own progress (the store's total excludes it).
+        append_logical(&mut builder, feed, now, &mut written)?;
     }
     let out = builder.into_inner()?;
     Ok((out, written))
@@ -129,7 +130,6 @@ fn append_logical<W: Write>(
     mut feed: LogicalFeed,
     now: u64,
     written: &mut Written,
-    progress: &mut impl FnMut(u64),
 ) -> io::Result<()> {
     // A capture that did not start (a refused backup) has dropped its end.
     let _ = feed.ready.send(());
@@ -158,7 +158,6 @@ fn append_logical<W: Write>(
             sha256: hex::encode(Sha256::digest(&segment.bytes)),
             mode: 0o600,
         });
-        progress(size);
     }
     Ok(())
 }
@@ -360,5 +359,60 @@ mod tests {
             .unwrap();
         assert_eq!(idx.size, 5000);
         assert_eq!(idx.sha256, hex::encode(Sha256::digest(vec![9u8; 5000])));
+    }
+
+    #[test]
+    fn logical_record_files_follow_the_store_with_their_directories() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("msg_stores/vhosts/V")).unwrap();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for (path, bytes) in [
+            ("logical/V/Q/000000.rblr", b"one".to_vec()),
+            ("logical/V/Q/000001.rblr", b"two".to_vec()),
+            ("logical/V/R/000000.rblr", b"three".to_vec()),
+        ] {
+            tx.try_send(Segment {
+                path: path.into(),
+                bytes,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let selected: BTreeSet<String> = ["msg_stores/vhosts/V".to_string()].into();
+        let feed = LogicalFeed {
+            ready: ready_tx,
+            segments: rx,
+        };
+        let (tar_bytes, written) = write_archive(
+            Vec::new(),
+            b"{}",
+            src.path(),
+            false,
+            &selected,
+            Some(feed),
+            |_| {},
+        )
+        .unwrap();
+        ready_rx.blocking_recv().expect("told when logical/ begins");
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(at("msg_stores/vhosts/V") < at("logical"));
+        assert!(at("logical") < at("logical/V") && at("logical/V") < at("logical/V/Q"));
+        assert!(at("logical/V/Q/000000.rblr") < at("logical/V/Q/000001.rblr"));
+        assert!(at("logical/V/Q/000001.rblr") < at("logical/V/R/000000.rblr"));
+        assert_eq!(names.iter().filter(|n| *n == "logical/V").count(), 1);
+        let file = written
+            .files
+            .iter()
+            .find(|f| f.path == "logical/V/R/000000.rblr")
+            .unwrap();
+        assert_eq!(file.sha256, hex::encode(Sha256::digest(b"three")));
+        assert!(written.dirs.iter().any(|d| d.path == "logical/V/R"));
     }
 }

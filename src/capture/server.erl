@@ -189,7 +189,9 @@ Stream = fun(Sock, Vhost, Name) ->
         false when is_pid(P) -> throw({not_leader, node(P)});
         false -> throw({not_leader, undefined})
     end,
-    {ok, S0} = osiris:init_reader(P, first, {{rabbitmq_backup, amqqueue:get_name(Q), self()}, []}),
+    %% The reader's counter goes with it (osiris 1.3 does not delete it on close).
+    Counter = {rabbitmq_backup, amqqueue:get_name(Q), self()},
+    {ok, S0} = osiris:init_reader(P, first, {Counter, []}),
     End = osiris_log:committed_offset(S0),
     ToMsg = case erlang:function_exported(rabbit_msg_record, init, 1) of
         true -> fun(Bin) -> %% 3.9 to 3.13
@@ -228,11 +230,16 @@ Stream = fun(Sock, Vhost, Name) ->
                     false -> Loop(S2, Acc2)
                 end
         end end,
-    {{Sent, Skipped}, SN} = case End < 0 of
-        true -> {{0, 0}, S0};
-        false -> Loop(S0, {0, 0})
+    {{Sent, Skipped}, SN} = try case End < 0 of
+            true -> {{0, 0}, S0};
+            false -> Loop(S0, {0, 0})
+        end
+    catch Class:Reason:Stack ->
+        _ = (catch osiris_counters:delete(Counter)),
+        erlang:raise(Class, Reason, Stack)
     end,
     _ = osiris_log:close(SN),
+    _ = (catch osiris_counters:delete(Counter)),
     #{listed => Sent + Skipped, sent => Sent, missing => 0, skipped => Skipped,
       converted => Sent, method => <<"osiris">>}
 end,

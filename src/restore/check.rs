@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::report::QueueOutcome;
-use crate::archive::manifest::{Consistency, Manifest};
+use crate::archive::manifest::{Capture, Consistency, Manifest};
 use crate::rabbit::Broker;
 
 /// How long queues may take to report their recovered counts.
@@ -29,7 +29,12 @@ pub struct Verdict {
 pub fn judge(manifest: &Manifest, now: &BTreeMap<(String, String), u64>) -> Verdict {
     let live = manifest.consistency == Consistency::Live;
     let mut verdict = Verdict::default();
-    for q in manifest.queues.iter().filter(|q| q.covered) {
+    // Logical records are not brought back by a swap (see `report::uncovered`).
+    for q in manifest
+        .queues
+        .iter()
+        .filter(|q| q.covered && q.captured_as() == Capture::Files)
+    {
         let actual = now.get(&(q.vhost.clone(), q.name.clone())).copied();
         let found = actual.unwrap_or(0);
         let status = if found == q.messages && actual.is_some() {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::archive::manifest::{Manifest, QueueEntry};
+use crate::archive::manifest::{Capture, Manifest, QueueEntry};
 use crate::rabbit::ctl::QueueStatus;
 
 pub use crate::exclude::mover::Outcome as ExclusionOutcome;
@@ -22,7 +22,8 @@ pub struct QueueOutcome {
     /// Messages now (absent for a dry run).
     pub actual: Option<u64>,
     /// `ok`, `more` (something published since), `expected-shortfall` (see
-    /// the warnings), `missing`, `not-covered`, `planned`.
+    /// the warnings), `missing`, `not-covered`, `planned`, `logical-records`
+    /// (in the snapshot as logical records, which only a replay brings back).
     pub status: String,
 }
 
@@ -53,7 +54,8 @@ pub struct RestoreReport {
     pub duration_ms: u64,
     /// Per-queue outcome.
     pub queues: Vec<QueueOutcome>,
-    /// Queues whose messages the snapshot did not hold (quorum, stream).
+    /// Queues whose messages were not restored: not in the snapshot, or
+    /// logical records (quorum queues, streams) that need a replay.
     pub uncovered_queues: Vec<QueueOutcome>,
     /// Queues on this node whose messages were (or would be) replaced.
     pub replaced_queues: Vec<QueueOutcome>,
@@ -79,11 +81,18 @@ impl QueueOutcome {
     }
 }
 
-/// Queues whose messages the snapshot does not hold.
+/// Queues whose messages this restore does not bring back: those the
+/// snapshot does not hold, and quorum queues and streams captured as
+/// logical records, which a swap of files cannot restore (a replay does).
 pub fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
     manifest
-        .uncovered_queues()
-        .map(|q| QueueOutcome::of(q, None, "not-covered"))
+        .queues
+        .iter()
+        .filter_map(|q| match q.captured_as() {
+            Capture::Files if q.covered => None,
+            Capture::Logical if q.covered => Some(QueueOutcome::of(q, None, "logical-records")),
+            _ => Some(QueueOutcome::of(q, None, "not-covered")),
+        })
         .collect()
 }
 
@@ -92,7 +101,7 @@ pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
     manifest
         .queues
         .iter()
-        .filter(|q| q.covered)
+        .filter(|q| q.covered && q.captured_as() == Capture::Files)
         .map(|q| QueueOutcome::of(q, None, "planned"))
         .collect()
 }
@@ -177,8 +186,13 @@ pub fn describe(r: &RestoreReport) -> String {
         }
     }
     for q in &r.uncovered_queues {
+        let why = if q.status == "logical-records" {
+            "in the snapshot as logical records, which only a replay restore brings back"
+        } else {
+            "not in the snapshot"
+        };
         s.push_str(&format!(
-            "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time (not in the snapshot)\n",
+            "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time ({why})\n",
             q.queue_type, q.name, q.vhost, q.expected
         ));
     }

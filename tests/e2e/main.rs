@@ -4,6 +4,7 @@
 mod harness;
 
 mod backup;
+mod capture;
 mod cluster;
 mod crash;
 mod encryption;
