@@ -240,7 +240,7 @@ async fn capture_one(
                         target.vhost
                     );
                 }
-                match decode(&term) {
+                match decode(term) {
                     Ok((message, notes)) => {
                         writer.write(&message).await?;
                         result.notes.extend(notes);
@@ -277,8 +277,8 @@ async fn capture_one(
 
 /// A message term as the broker holds it, through the store reader's
 /// decoder.
-fn decode(term: &[u8]) -> Result<(Message, Vec<String>), String> {
-    crate::store::decode_message(term).map(|(m, extra)| (m, extra.notes))
+fn decode(term: Vec<u8>) -> Result<(Message, Vec<String>), String> {
+    crate::store::decode_message(&bytes::Bytes::from(term)).map(|(m, extra)| (m, extra.notes))
 }
 
 #[cfg(test)]

@@ -442,7 +442,7 @@ mod tests {
         );
         let selected = ["msg_stores/vhosts/V".to_string()].into();
         let (sink, written) =
-            write_archive(sink, defs, src.path(), false, &selected, |_| {}).unwrap();
+            write_archive(sink, defs, src.path(), false, &selected, None, |_| {}).unwrap();
         let mut m = sample();
         m.definitions.sha256 = hex::encode(Sha256::digest(defs));
         m.files = written.files;

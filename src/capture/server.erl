@@ -22,8 +22,8 @@
 %% 4.0; sparse_read where it exists). 3.8 and 3.9 keep bodies in the state,
 %% which are used as they are. Cost: linear in the number of messages.
 %%
-%% Streams: an osiris reader from the first offset to the committed offset
-%% read when the capture starts; each entry is turned into what an AMQP
+%% Streams: an osiris reader from the first offset to the end of the last
+%% chunk committed when the capture starts; each entry is turned into what an AMQP
 %% 0-9-1 consumer receives (without the x-stream-offset header a delivery
 %% adds), with the broker's own functions.
 Token = crypto:strong_rand_bytes(24),
@@ -212,20 +212,23 @@ Stream = fun(Sock, Vhost, Name) ->
             end,
             mc:convert(mc_amqpl, Mc) end
     end,
+    %% The committed offset is the id (first offset) of the last committed
+    %% chunk: every record of that chunk is committed too.
     Loop = fun Loop(S, Acc) ->
         case osiris_log:read_chunk_parsed(S) of
             {end_of_stream, S2} -> {Acc, S2};
             {error, E} -> throw({stream_read, E});
-            {Recs, S2} ->
+            {[], S2} -> Loop(S2, Acc);
+            {[{ChId, _} | _], S2} when ChId > End -> {Acc, S2};
+            {[{ChId, _} | _] = Recs, S2} ->
                 Acc2 = lists:foldl(
-                    fun({O, B}, {N, Skipped}) when O =< End, is_binary(B) ->
+                    fun({_, B}, {N, Skipped}) when is_binary(B) ->
                             ok = gen_tcp:send(Sock, [<<"M", 1:8>>, term_to_binary(ToMsg(B))]),
                             {N + 1, Skipped};
                        %% compressed sub-batches: only stream-protocol clients read them
-                       ({O, _}, {N, Skipped}) when O =< End -> {N, Skipped + 1};
-                       (_, A) -> A
+                       (_, {N, Skipped}) -> {N, Skipped + 1}
                     end, Acc, Recs),
-                case lists:any(fun({O, _}) -> O >= End end, Recs) of
+                case ChId >= End of
                     true -> {Acc2, S2};
                     false -> Loop(S2, Acc2)
                 end

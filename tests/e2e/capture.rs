@@ -43,7 +43,9 @@ fn declare(node: &RabbitNode) {
 /// queue's messages carry one.
 fn headers(i: usize, decimal: bool) -> FieldTable {
     let mut h = FieldTable::default();
-    let mut put = |k: &str, v: AMQPValue| h.insert(ShortString::from(k), v);
+    let mut put = |k: &str, v: AMQPValue| {
+        h.insert(ShortString::from(k), v);
+    };
     put("n", AMQPValue::LongLongInt(i as i64));
     put("text", AMQPValue::LongString(format!("order-{i}").into()));
     put("flag", AMQPValue::Boolean(i % 2 == 0));
@@ -88,7 +90,7 @@ fn messages(queue: &str, count: usize, decimal: bool) -> Vec<Msg> {
                 .with_content_type("application/json".into())
                 .with_content_encoding("identity".into())
                 .with_reply_to("replies".into())
-                .with_kind("order.created".into())
+                .with_type("order.created".into())
                 .with_app_id("shop".into())
                 .with_user_id("guest".into())
                 .with_timestamp(1_700_000_000 + i as u64),
