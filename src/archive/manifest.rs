@@ -222,6 +222,12 @@ impl QueueEntry {
             None => Capture::None,
         }
     }
+
+    /// Its messages are in the snapshot's message store files: what a swap
+    /// brings back (logical records need a replay).
+    pub fn in_files(&self) -> bool {
+        self.covered && self.captured_as() == Capture::Files
+    }
 }
 
 /// A regular file in the archive.

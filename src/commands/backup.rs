@@ -406,7 +406,7 @@ async fn capture(
         // lost messages during its capture has fewer of.
         covered_messages: queue_entries
             .iter()
-            .filter(|q| q.covered && q.captured_as() == Capture::Files)
+            .filter(|q| q.in_files())
             .map(|q| q.messages)
             .sum::<u64>()
             + logical_entries.iter().map(|l| l.messages).sum::<u64>(),

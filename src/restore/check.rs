@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::report::QueueOutcome;
-use crate::archive::manifest::{Capture, Consistency, Manifest};
+use crate::archive::manifest::{Consistency, Manifest};
 use crate::rabbit::Broker;
 
 /// How long queues may take to report their recovered counts.
@@ -33,7 +33,7 @@ pub fn judge(manifest: &Manifest, now: &BTreeMap<(String, String), u64>) -> Verd
     for q in manifest
         .queues
         .iter()
-        .filter(|q| q.covered && q.captured_as() == Capture::Files)
+        .filter(|q| q.in_files())
     {
         let actual = now.get(&(q.vhost.clone(), q.name.clone())).copied();
         let found = actual.unwrap_or(0);

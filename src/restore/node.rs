@@ -6,7 +6,7 @@ use std::path::Path;
 use super::check;
 use super::machine::{ExcludeSpec, Node};
 use super::report::{ExclusionOutcome, QueueOutcome};
-use crate::archive::manifest::{Capture, Manifest};
+use crate::archive::manifest::Manifest;
 use crate::exclude::Matcher;
 use crate::exclude::mover::{self, AmqpConfig, Destination};
 use crate::rabbit::Broker;
@@ -49,7 +49,7 @@ impl Node for BrokerNode<'_> {
         for q in manifest
             .queues
             .iter()
-            .filter(|q| q.covered && q.captured_as() == Capture::Files && q.messages > 0)
+            .filter(|q| q.in_files() && q.messages > 0)
         {
             let destination = if spec.drop {
                 Destination::Drop

@@ -101,7 +101,7 @@ pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
     manifest
         .queues
         .iter()
-        .filter(|q| q.covered && q.captured_as() == Capture::Files)
+        .filter(|q| q.in_files())
         .map(|q| QueueOutcome::of(q, None, "planned"))
         .collect()
 }
