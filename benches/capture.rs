@@ -1,7 +1,7 @@
 //! Logical capture's throughput (DESIGN §12), side by side with a plain
 //! AMQP client reading the same messages out of the same broker:
 //!
-//! - reference, quorum queue: a consumer with a prefetch of 1000 receives
+//! - reference, quorum queue: a consumer without a prefetch limit receives
 //!   every message, then closes its channel so they are requeued (the
 //!   "consume and requeue" the capture replaces: it marks them redelivered);
 //! - reference, stream: a consumer from offset `first` with a prefetch of
@@ -87,11 +87,13 @@ fn reference(node: &RabbitNode, queue: &str, count: usize) -> Duration {
         .await
         .unwrap();
         let ch = conn.create_channel().await.unwrap();
-        ch.basic_qos(1000, BasicQosOptions::default())
+        let stream = queue == STREAM;
+        // Unacknowledged quorum messages need an unlimited prefetch.
+        let prefetch = if stream { 1000 } else { 0 };
+        ch.basic_qos(prefetch, BasicQosOptions::default())
             .await
             .unwrap();
         let mut args = FieldTable::default();
-        let stream = queue == STREAM;
         if stream {
             args.insert(
                 "x-stream-offset".into(),

@@ -15,6 +15,7 @@ pub mod exclude;
 pub mod failpoint;
 pub mod hooks;
 pub mod logging;
+pub mod logical;
 pub mod message;
 pub mod metrics;
 pub mod output;

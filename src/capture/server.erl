@@ -39,12 +39,17 @@ Quorum = fun(Sock, Vhost, Name) ->
     Q = Lookup(Vhost, Name),
     {RaName, _} = amqqueue:get_pid(Q),
     Me = {RaName, node()},
-    {ok, {_, S}, LeaderId} = ra:local_query(Me, fun(St) -> St end, 60000),
-    case LeaderId of
-        Me -> ok;
-        {_, LeaderNode} -> throw({not_leader, LeaderNode});
-        _ -> throw({not_leader, undefined})
-    end,
+    %% Right after a start_app the member may still be electing a leader:
+    %% it is asked again for up to 30 s while no leader is known.
+    Query = fun Query(Tries) ->
+        case catch ra:local_query(Me, fun(St) -> St end, 60000) of
+            {ok, {_, State}, Me} -> State;
+            {ok, _, {_, LeaderNode}} when LeaderNode =/= node() -> throw({not_leader, LeaderNode});
+            _ when Tries > 0 -> timer:sleep(200), Query(Tries - 1);
+            {ok, _, _} -> throw({not_leader, undefined});
+            Other -> throw({local_query, Other})
+        end end,
+    S = Query(150),
     %% {RaftIndex, Header, Body | none | empty} of every message shape since 3.8.
     Norm = fun Norm(I) when is_integer(I), I >= 0 -> {I band 16#FFFFFFFFFFF, (I bsr 44) band 16#7FFF, none};
                Norm([Idx | H]) when is_integer(Idx) -> {Idx, H, none};
@@ -146,12 +151,14 @@ Quorum = fun(Sock, Vhost, Name) ->
         {F, M} = Convert(M0),
         ok = gen_tcp:send(Sock, [<<"M", F:8>>, term_to_binary(M)]),
         F end,
+    %% The next batch without measuring the rest (length/1 per batch would
+    %% make the capture quadratic).
+    Take = fun Take(0, L, Acc) -> {lists:reverse(Acc), L};
+               Take(_, [], Acc) -> {lists:reverse(Acc), []};
+               Take(N, [H | T], Acc) -> Take(N - 1, T, [H | Acc]) end,
     Batches = fun Batches([], Acc) -> Acc;
                   Batches(Rest, {Sent, Missing, Conv, R}) ->
-                      {B, Rest2} = case length(Rest) > 512 of
-                                       true -> lists:split(512, Rest);
-                                       false -> {Rest, []}
-                                   end,
+                      {B, Rest2} = Take(512, Rest, []),
                       Need = [I || {I, _, Raw} <- B, Raw =:= none orelse Raw =:= empty],
                       {Map, R2} = case Need of [] -> {#{}, R}; _ -> Fetch(Need, R) end,
                       {S3, M3, C3} = lists:foldl(

@@ -14,7 +14,7 @@ use crate::archive::manifest::Manifest;
 use crate::archive::reader;
 use crate::crypt::Identities;
 use crate::error::refused;
-use crate::message::record::RecordReader;
+use crate::logical::{self, LogicalQueue};
 use crate::output::bytes;
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::Store;
@@ -24,102 +24,10 @@ use crate::transfer::{self, DownloadSource};
 pub struct Staged {
     /// The reader's view of the copy.
     pub store: Store,
-    /// The logical record files (quorum queues, streams), by vhost and queue.
-    pub logical: Vec<LogicalFile>,
+    /// The queues captured as logical records (quorum queues, streams), by
+    /// vhost and queue.
+    pub logical: Vec<LogicalQueue>,
     dir: tempfile::TempDir,
-}
-
-/// One queue's logical record files in the copy (a large queue's records
-/// are cut into several files, read in name order).
-#[derive(Debug, Clone)]
-pub struct LogicalFile {
-    /// The vhost, as the manifest names it.
-    pub vhost: String,
-    /// The queue, as the manifest names it.
-    pub queue: String,
-    /// Its record files, in order.
-    pub paths: Vec<PathBuf>,
-}
-
-impl LogicalFile {
-    /// A reader at its first record.
-    pub fn open(&self) -> anyhow::Result<LogicalRecords> {
-        Ok(LogicalRecords {
-            vhost: self.vhost.clone(),
-            queue: self.queue.clone(),
-            files: self.paths.clone().into_iter(),
-            current: None,
-        })
-    }
-
-    /// Where its records are in the archive.
-    pub fn display(&self) -> String {
-        self.paths
-            .first()
-            .map_or_else(String::new, |p| archive_path(p))
-    }
-}
-
-/// A path of the copy as it is in the archive.
-fn archive_path(path: &Path) -> String {
-    path.iter()
-        .skip_while(|c| *c != "logical")
-        .collect::<PathBuf>()
-        .display()
-        .to_string()
-}
-
-/// The records of one queue, file after file.
-pub struct LogicalRecords {
-    vhost: String,
-    queue: String,
-    files: std::vec::IntoIter<PathBuf>,
-    current: Option<(RecordReader<std::io::BufReader<std::fs::File>>, String)>,
-}
-
-impl LogicalRecords {
-    /// The next message, or `None` after the last file. Damage is an
-    /// integrity error naming the file and offset.
-    pub fn next_message(&mut self) -> anyhow::Result<Option<crate::message::Message>> {
-        loop {
-            if let Some((reader, name)) = self.current.as_mut() {
-                match reader.next_message() {
-                    Ok(Some(m)) => return Ok(Some(m)),
-                    Ok(None) => self.current = None,
-                    Err(e) => {
-                        return Err(crate::error::integrity(format!(
-                            "the logical records {name} are damaged {e}"
-                        )));
-                    }
-                }
-            }
-            let Some(path) = self.files.next() else {
-                return Ok(None);
-            };
-            let name = archive_path(&path);
-            let reader = open_records(&path, &name)?;
-            if (reader.vhost(), reader.queue()) != (self.vhost.as_str(), self.queue.as_str()) {
-                return Err(crate::error::integrity(format!(
-                    "the logical records {name} are said to be those of queue {:?} in vhost {:?}, but hold queue {:?} in vhost {:?}",
-                    self.queue,
-                    self.vhost,
-                    reader.queue(),
-                    reader.vhost()
-                )));
-            }
-            self.current = Some((reader, name));
-        }
-    }
-}
-
-fn open_records(
-    path: &Path,
-    name: &str,
-) -> anyhow::Result<RecordReader<std::io::BufReader<std::fs::File>>> {
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    RecordReader::new(std::io::BufReader::new(file), len)
-        .map_err(|e| crate::error::integrity(format!("the logical records {name} are damaged {e}")))
 }
 
 impl Staged {
@@ -197,7 +105,7 @@ pub async fn stage(
     let manifest_logical = manifest.logical.clone();
     let (store, logical) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let store = Store::open(&root).map_err(|e| e.into_anyhow())?;
-        Ok((store, find_logical(&root, &manifest_logical)?))
+        Ok((store, logical::find(&root, &manifest_logical)?))
     })
     .await??;
     for note in &store.notes {
@@ -208,44 +116,6 @@ pub async fn stage(
         logical,
         dir,
     })
-}
-
-/// The record files of every queue the manifest says was captured
-/// logically: the files in its directory in name order (or the one file it
-/// names). Files no entry names (a capture that failed part-way) are not
-/// read.
-fn find_logical(
-    root: &Path,
-    entries: &[crate::archive::manifest::LogicalEntry],
-) -> anyhow::Result<Vec<LogicalFile>> {
-    let mut out = Vec::new();
-    for entry in entries {
-        crate::archive::paths::check_archive_path(&entry.path)
-            .map_err(|e| crate::error::integrity(format!("{e:#}")))?;
-        let at = root.join(&entry.path);
-        let paths = if at.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&at)?
-                .map(|e| e.map(|e| e.path()))
-                .collect::<Result<_, _>>()?;
-            files.retain(|p| p.is_file());
-            files.sort();
-            files
-        } else if at.is_file() {
-            vec![at]
-        } else {
-            Vec::new()
-        };
-        if paths.is_empty() {
-            continue;
-        }
-        out.push(LogicalFile {
-            vhost: entry.vhost.clone(),
-            queue: entry.queue.clone(),
-            paths,
-        });
-    }
-    out.sort_by(|a, b| (&a.vhost, &a.queue).cmp(&(&b.vhost, &b.queue)));
-    Ok(out)
 }
 
 fn check_free_space(dir: &Path, needed: u64) -> anyhow::Result<()> {

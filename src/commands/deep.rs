@@ -3,11 +3,12 @@
 
 use serde::Serialize;
 
-use super::decode::{self, LogicalFile};
+use super::decode;
 use super::verify::Verdict;
 use crate::archive::manifest::{Capture, Consistency, Manifest, QueueEntry};
 use crate::crypt::Identities;
 use crate::error::{Kind, kind_of, render};
+use crate::logical::LogicalQueue;
 use crate::repo::{Repository, SnapshotRef};
 use crate::store::{QueueDirs, Store};
 
@@ -169,7 +170,7 @@ pub fn count_all(store: &Store, work: &std::path::Path, manifest: &Manifest) -> 
 
 /// Counts the records of every queue captured as logical records (quorum
 /// queues and streams) against the number the manifest says were written.
-pub fn count_logical(files: &[LogicalFile], manifest: &Manifest, report: &mut DeepReport) {
+pub fn count_logical(files: &[LogicalQueue], manifest: &Manifest, report: &mut DeepReport) {
     let live = manifest.consistency == Consistency::Live;
     for queue in manifest
         .queues
@@ -196,12 +197,7 @@ pub fn count_logical(files: &[LogicalFile], manifest: &Manifest, report: &mut De
             continue;
         };
         let mut count = 0u64;
-        let outcome = file.open().and_then(|mut r| {
-            while r.next_message()?.is_some() {
-                count += 1;
-            }
-            Ok(())
-        });
+        let outcome = file.messages().try_for_each(|m| m.map(|_| count += 1));
         let check = match outcome {
             Ok(()) => compare(entry, count, 0, 0, false, live, Vec::new()),
             Err(e) => {
@@ -330,7 +326,7 @@ mod tests {
         }
     }
 
-    fn records(dir: &std::path::Path, count: usize) -> LogicalFile {
+    fn records(dir: &std::path::Path, count: usize) -> LogicalQueue {
         let path = dir.join("logical/orders.rblr");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut w =
@@ -344,7 +340,7 @@ mod tests {
             })
             .unwrap();
         }
-        LogicalFile {
+        LogicalQueue {
             vhost: "/".into(),
             queue: "orders".into(),
             paths: vec![path],

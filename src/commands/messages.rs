@@ -5,8 +5,9 @@ use std::io::{self, BufWriter, Write};
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{self, LogicalFile, Staged};
+use super::decode::{self, Staged};
 use crate::archive::manifest::Manifest;
+use crate::logical::LogicalQueue;
 use crate::message::{self, Message};
 use crate::settings::{MessagesSettings, Settings};
 use crate::store::{QueueDirs, QueueItem, QueueSummary};
@@ -103,7 +104,7 @@ pub fn line(queue: &QueueDirs, item: &QueueItem, bodies: bool) -> Value {
 }
 
 /// One message line of a queue captured as logical records.
-pub fn logical_line(file: &LogicalFile, position: u64, message: &Message, bodies: bool) -> Value {
+pub fn logical_line(file: &LogicalQueue, position: u64, message: &Message, bodies: bool) -> Value {
     let mut m = Map::new();
     m.insert("vhost".into(), json!(file.vhost));
     m.insert("queue".into(), json!(file.queue));
@@ -165,7 +166,7 @@ fn print(staged: &Staged, args: &MessagesSettings) -> anyhow::Result<()> {
         .iter()
         .filter(|f| selected(args, &f.vhost, &f.queue))
     {
-        let mut records = file.open()?;
+        let mut records = file.messages();
         let mut shown = 0u64;
         while args.limit.is_none_or(|limit| shown < limit) {
             let Some(message) = records.next_message()? else {

@@ -48,7 +48,7 @@ fn headers(i: usize, decimal: bool) -> FieldTable {
     };
     put("n", AMQPValue::LongLongInt(i as i64));
     put("text", AMQPValue::LongString(format!("order-{i}").into()));
-    put("flag", AMQPValue::Boolean(i % 2 == 0));
+    put("flag", AMQPValue::Boolean(i.is_multiple_of(2)));
     put("byte", AMQPValue::ShortShortInt(-(i as i8)));
     put("short", AMQPValue::ShortInt(i as i16 * 100));
     put("int", AMQPValue::LongInt(-(i as i32) * 1000));
@@ -94,7 +94,7 @@ fn messages(queue: &str, count: usize, decimal: bool) -> Vec<Msg> {
                 .with_app_id("shop".into())
                 .with_user_id("guest".into())
                 .with_timestamp(1_700_000_000 + i as u64),
-            body: body(i, if i % 2 == 0 { 6000 } else { 200 }),
+            body: body(i, if i.is_multiple_of(2) { 6000 } else { 200 }),
         })
         .collect()
 }

@@ -283,7 +283,7 @@ mod tests {
         let logical = entries(&captures);
         assert_eq!(logical.len(), 1);
         assert_eq!((logical[0].queue.as_str(), logical[0].messages), ("qq", 6));
-        let w = warnings(&[qq.clone()], &captures).join("\n");
+        let w = warnings(std::slice::from_ref(&qq), &captures).join("\n");
         assert!(w.contains("held 5 messages when counted and 6"), "{w}");
 
         let mut s = entry(&st);
