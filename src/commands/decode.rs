@@ -40,6 +40,14 @@ impl Staged {
     pub fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
+
+    /// The logical records of queue `name` in `vhost`, if it was captured
+    /// that way (a replay's message source for quorum queues and streams).
+    pub fn logical_queue(&self, vhost: &str, name: &str) -> Option<&LogicalQueue> {
+        self.logical
+            .iter()
+            .find(|q| q.vhost == vhost && q.queue == name)
+    }
 }
 
 /// The archive paths worth unpacking for `vhost_dirs`: never the transient

@@ -492,3 +492,8 @@ fn quorum_queue_and_stream_backed_up_25_times_on_3_10_are_untouched() {
 fn quorum_queue_and_stream_backed_up_25_times_on_4_3_are_untouched() {
     twenty_five_backups_change_nothing(Version::V4_3);
 }
+
+#[test]
+fn quorum_queue_and_stream_backed_up_25_times_on_4_0_are_untouched() {
+    twenty_five_backups_change_nothing(Version::V4_0);
+}
