@@ -30,11 +30,7 @@ pub fn judge(manifest: &Manifest, now: &BTreeMap<(String, String), u64>) -> Verd
     let live = manifest.consistency == Consistency::Live;
     let mut verdict = Verdict::default();
     // Logical records are not brought back by a swap (see `report::uncovered`).
-    for q in manifest
-        .queues
-        .iter()
-        .filter(|q| q.in_files())
-    {
+    for q in manifest.queues.iter().filter(|q| q.in_files()) {
         let actual = now.get(&(q.vhost.clone(), q.name.clone())).copied();
         let found = actual.unwrap_or(0);
         let status = if found == q.messages && actual.is_some() {

@@ -39,8 +39,8 @@ pub fn link() -> (LogicalFeed, Side) {
 }
 
 /// Why a quorum queue or stream is left out on purpose, if it is.
-fn skipped(queue: &QueueStatus, args: &BackupSettings) -> Option<&'static str> {
-    match Kind::of(&queue.queue_type)? {
+fn skipped(queue_type: &str, args: &BackupSettings) -> Option<&'static str> {
+    match Kind::of(queue_type)? {
         Kind::Quorum if args.skip_quorum => Some("--skip-quorum"),
         Kind::Stream if args.skip_streams => Some("--skip-streams"),
         _ => None,
@@ -51,7 +51,7 @@ fn skipped(queue: &QueueStatus, args: &BackupSettings) -> Option<&'static str> {
 pub fn targets(queues: &[QueueStatus], args: &BackupSettings) -> Vec<Target> {
     queues
         .iter()
-        .filter(|q| skipped(q, args).is_none())
+        .filter(|q| skipped(&q.queue_type, args).is_none())
         .filter_map(|q| {
             Some(Target {
                 vhost: q.vhost.clone(),
@@ -99,10 +99,10 @@ pub async fn capture(
     }
 }
 
-fn find<'a>(captures: &'a [Captured], q: &QueueStatus) -> Option<&'a Captured> {
+fn find<'a>(captures: &'a [Captured], vhost: &str, name: &str) -> Option<&'a Captured> {
     captures
         .iter()
-        .find(|c| c.target.vhost == q.vhost && c.target.name == q.name)
+        .find(|c| c.target.vhost == vhost && c.target.name == name)
 }
 
 /// Sets the manifest entry of a quorum queue or stream from its capture:
@@ -115,7 +115,7 @@ pub fn apply(entry: &mut QueueEntry, q: &QueueStatus, captures: &[Captured]) {
         outcome: Outcome::Captured(_),
         summary,
         ..
-    }) = find(captures, q)
+    }) = find(captures, &q.vhost, &q.name)
     {
         entry.covered = true;
         entry.capture = Some(Capture::Logical);
@@ -128,19 +128,10 @@ pub fn apply(entry: &mut QueueEntry, q: &QueueStatus, captures: &[Captured]) {
 
 /// Why an uncovered queue's messages are not in the snapshot.
 pub fn reason(q: &QueueEntry, args: &BackupSettings, captures: &[Captured]) -> Option<String> {
-    let status = QueueStatus {
-        vhost: q.vhost.clone(),
-        name: q.name.clone(),
-        queue_type: q.queue_type.clone(),
-        durable: q.durable,
-        messages: q.messages,
-        messages_persistent: None,
-        consumers: 0,
-    };
-    if let Some(flag) = skipped(&status, args) {
+    if let Some(flag) = skipped(&q.queue_type, args) {
         return Some(format!("skipped ({flag})"));
     }
-    match &find(captures, &status)?.outcome {
+    match &find(captures, &q.vhost, &q.name)?.outcome {
         Outcome::Captured(_) => None,
         Outcome::NotFound => Some("deleted before its capture".into()),
         Outcome::NotLeader(leader) => Some(format!(
@@ -205,6 +196,8 @@ mod tests {
             messages,
             messages_persistent: None,
             consumers: 0,
+            policy: None,
+            message_ttl: false,
         }
     }
 
@@ -267,6 +260,8 @@ mod tests {
             dirs: vec![],
             capture: Some(Capture::None),
             index_version: None,
+            caveats: Vec::new(),
+            home_node: None,
         }
     }
 
