@@ -224,6 +224,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_swap_names_logical_records_as_not_restored() {
+        let mut m = crate::archive::manifest::tests::sample();
+        let mut quorum = m.queues[0].clone();
+        (quorum.name, quorum.queue_type, quorum.messages) = ("orders".into(), "quorum".into(), 7);
+        quorum.dirs.clear();
+        quorum.capture = Some(Capture::Logical);
+        let mut skipped = quorum.clone();
+        (skipped.name, skipped.covered, skipped.capture) =
+            ("events".into(), false, Some(Capture::None));
+        m.queues.extend([quorum, skipped]);
+        let uncovered = uncovered(&m);
+        let status = |name: &str| {
+            uncovered
+                .iter()
+                .find(|q| q.name == name)
+                .map(|q| q.status.as_str())
+        };
+        assert_eq!(status("orders"), Some("logical-records"));
+        assert_eq!(status("events"), Some("not-covered"));
+        assert_eq!(status("oro.default"), None);
+        let planned: Vec<String> = planned(&m).into_iter().map(|q| q.name).collect();
+        assert_eq!(planned, vec!["oro.default"]);
+        let text = describe(&RestoreReport {
+            uncovered_queues: uncovered.clone(),
+            ..RestoreReport::default()
+        });
+        assert!(text.contains("only a replay restore brings back"), "{text}");
+    }
+
+    #[test]
     fn replaced_counts_only_queues_that_lose_messages() {
         let q = |vhost: &str, name: &str, durable: bool, messages: u64, persistent: Option<u64>| {
             QueueStatus {
