@@ -4,6 +4,7 @@
 pub mod ctl;
 pub mod datadir;
 pub mod definitions;
+pub mod dist;
 pub mod http;
 pub mod upgrade;
 pub mod version;

@@ -7,6 +7,7 @@ mod backup;
 mod capture;
 mod cluster;
 mod crash;
+mod dist;
 mod encryption;
 mod exclude;
 mod hardening;
