@@ -1,10 +1,12 @@
 //! Talking to a RabbitMQ node: the management HTTP API, `rabbitmqctl`, and
 //! the layout of its data directory.
 
+pub mod control;
 pub mod ctl;
 pub mod datadir;
 pub mod definitions;
 pub mod dist;
+pub mod exprs;
 pub mod http;
 pub mod upgrade;
 pub mod version;
@@ -15,7 +17,8 @@ use anyhow::Context;
 
 use crate::error::{data_dir as data_dir_error, usage};
 use crate::settings::Settings;
-use ctl::{Ctl, Probe, QueueStatus};
+use control::{Control, Probe, Transport, default_node_name};
+use ctl::{Ctl, QueueStatus};
 use http::{HttpFailureKind, Management, NodeIdentity, http_failure_kind};
 
 /// A reachable node: its identity, and how to talk to it.
@@ -25,6 +28,8 @@ pub struct Broker {
     pub http: Management,
     /// rabbitmqctl against this node.
     pub ctl: Ctl,
+    /// Queries, stop and start: over Erlang distribution, or rabbitmqctl.
+    pub control: Control,
     /// Name and versions.
     pub identity: NodeIdentity,
     /// False when the management API did not answer (rabbitmqctl is used instead).
@@ -57,72 +62,55 @@ fn clients(settings: &Settings) -> anyhow::Result<(Management, Ctl)> {
     Ok((http, ctl))
 }
 
+/// Connects to `node` over Erlang distribution, or settles for rabbitmqctl.
+async fn control(settings: &Settings, ctl: Ctl, node: &str) -> Control {
+    Control::new(ctl, node, attempt(settings, node).await)
+}
+
+/// Tries Erlang distribution to `node` (no log: the caller decides).
+async fn attempt(settings: &Settings, node: &str) -> anyhow::Result<dist::Distribution> {
+    control::attempt(node, settings.erlang_cookie.as_ref(), settings.home.as_deref()).await
+}
+
 impl Broker {
-    /// Identifies the node through the management API, or through
-    /// rabbitmqctl when the API does not answer. Rejected credentials are an
-    /// error, never a silent fallback.
+    /// Identifies the running node through the management API, or through
+    /// the node itself when the API does not answer. Rejected credentials
+    /// are an error, never a silent fallback.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Broker> {
-        let (http, ctl) = clients(settings)?;
-        let (identity, via_http) = match http.identity().await {
-            Ok(identity) => (identity, true),
-            Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => {
-                if let Ok(false) = ctl.app_running().await {
-                    return Err(anyhow::anyhow!(
-                        "the RabbitMQ application is stopped (its Erlang VM answers, the broker does not). \
-                         If a rabbitmq-backup restore was interrupted, finish it with `rabbitmq-backup restore --resume`; \
-                         an interrupted backup's broker starts itself again within its --pause-watchdog time; \
-                         otherwise start it with `rabbitmqctl start_app`"
-                    ));
-                }
-                tracing::warn!("{e:#}; using rabbitmqctl instead");
-                let (name, rabbitmq_version, erlang_version) = ctl.identity().await.map_err(|ctl_err| {
-                    if ctl::is_cookie_mismatch(&ctl_err) {
-                        return ctl_err.context(format!("the management API did not answer ({e:#})"));
-                    }
-                    anyhow::anyhow!(
-                        "cannot reach the RabbitMQ node: {e:#}; and {ctl_err:#}. Check that the node is running, and --management-url, --node and --rabbitmqctl"
-                    )
-                })?;
-                (
-                    NodeIdentity {
-                        name,
-                        rabbitmq_version,
-                        erlang_version,
-                    },
-                    false,
-                )
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(node) = &settings.node
-            && node != &identity.name
-        {
-            return Err(usage(format!(
-                "the management API at {} belongs to node {}, but --node names {node}: point both at the same node",
-                http.url(),
-                identity.name
-            )));
+        match Broker::reach(settings).await? {
+            (broker, AppState::Running) => Ok(broker),
+            (_, AppState::Stopped { .. }) => Err(anyhow::anyhow!(
+                "the RabbitMQ application is stopped (its Erlang VM answers, the broker does not). \
+                 If a rabbitmq-backup restore was interrupted, finish it with `rabbitmq-backup restore --resume`; \
+                 an interrupted backup's broker starts itself again within its --pause-watchdog time; \
+                 otherwise start it with `rabbitmqctl start_app`"
+            )),
         }
-        crate::repo::check_node_name(&identity.name)?;
-        Ok(Broker {
-            http,
-            ctl,
-            identity,
-            via_http,
-            probed_data_dir: None,
-        })
     }
 
     /// A node whose broker may be stopped (a restore to finish, a backup
-    /// killed in its pause): the management API when it answers, else
-    /// rabbitmqctl's probe, which also says whether the broker runs.
+    /// killed in its pause): the management API when it answers, else the
+    /// node's own probe, which also says whether the broker runs. The
+    /// Erlang distribution connection (to `--node`, else rabbitmqctl's
+    /// default node) is made while the API answers.
     pub async fn reach(settings: &Settings) -> anyhow::Result<(Broker, AppState)> {
         let (http, ctl) = clients(settings)?;
-        let unreachable = match http.identity().await {
+        let guess = settings.node.clone().unwrap_or_else(default_node_name);
+        let (answer, early) = tokio::join!(http.identity(), attempt(settings, &guess));
+        let unreachable = match answer {
             Ok(identity) => {
+                // The API may name another node than the guess: that one is
+                // asked (a named --node that differs is refused below).
+                let control = if identity.name == guess || settings.node.is_some() {
+                    Control::new(ctl.clone(), &guess, early)
+                } else {
+                    drop(early);
+                    control(settings, ctl.clone(), &identity.name).await
+                };
                 let broker = Broker {
                     http,
                     ctl,
+                    control,
                     identity,
                     via_http: true,
                     probed_data_dir: None,
@@ -133,34 +121,35 @@ impl Broker {
             Err(e) if http_failure_kind(&e) == Some(HttpFailureKind::Unreachable) => e,
             Err(e) => return Err(e),
         };
+        let control = Control::new(ctl.clone(), &guess, early);
         let Probe {
-            name,
-            data_dir,
+            node,
+            rabbitmq,
+            erlang,
             running,
+            data_dir,
             watchdog,
-        } = ctl.probe().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the node's Erlang VM with rabbitmqctl: {e:#}; check that the node runs, and --node and --rabbitmqctl")
+        } = control.probe().await.map_err(|node_err| {
+            if ctl::is_cookie_mismatch(&node_err) {
+                return node_err.context(format!("the management API did not answer ({unreachable:#})"));
+            }
+            anyhow::anyhow!(
+                "cannot reach the RabbitMQ node: {unreachable:#}; and {node_err:#}. Check that the node runs, and --management-url, --node and --rabbitmqctl"
+            )
         })?;
-        let identity = if running {
+        if running {
             // A running broker whose API does not answer: no management plugin.
-            tracing::warn!("{unreachable:#}; using rabbitmqctl instead");
-            let (name, rabbitmq_version, erlang_version) = ctl.identity().await?;
-            NodeIdentity {
-                name,
-                rabbitmq_version,
-                erlang_version,
-            }
-        } else {
-            NodeIdentity {
-                name,
-                rabbitmq_version: "unknown".into(),
-                erlang_version: "unknown".into(),
-            }
-        };
+            tracing::warn!("{unreachable:#}; asking the node itself instead");
+        }
         let broker = Broker {
             http,
             ctl,
-            identity,
+            control,
+            identity: NodeIdentity {
+                name: node,
+                rabbitmq_version: rabbitmq,
+                erlang_version: erlang,
+            },
             via_http: false,
             probed_data_dir: Some(data_dir),
         };
@@ -190,7 +179,7 @@ impl Broker {
                 tracing::warn!(
                     "the broker on {name} was stopped by a backup that was killed during its pause; starting it again"
                 );
-                self.ctl.start_app().await?;
+                self.control.start_app().await?;
                 Broker::connect(settings).await
             }
             AppState::Stopped { watchdog } => Err(crate::error::refused(format!(
@@ -282,15 +271,21 @@ impl Broker {
     /// The data directory: `override_dir` or the node's answer; checked to
     /// exist and be readable, with `msg_stores` inside.
     pub async fn data_dir(&self, override_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
-        let from_api = match (override_dir, self.via_http) {
-            (None, true) => self.http.data_dir(&self.identity.name).await,
-            (None, false) => self.probed_data_dir.clone(),
-            _ => None,
+        // The node itself answers exactly (and cheaply over distribution);
+        // the management API only when its node record has `db_dir` (not
+        // always right after boot).
+        let from_api = match (override_dir, &self.probed_data_dir) {
+            (Some(_), _) => None,
+            (None, Some(probed)) => Some(probed.clone()),
+            (None, None) if self.via_http && self.control.transport() == Transport::Rabbitmqctl => {
+                self.http.data_dir(&self.identity.name).await
+            }
+            (None, None) => None,
         };
         let dir = match (override_dir, from_api) {
             (Some(d), _) => d.to_path_buf(),
             (None, Some(d)) => d,
-            (None, None) => self.ctl.data_dir().await.map_err(|e| {
+            (None, None) => self.control.data_dir().await.map_err(|e| {
                 // --data-dir does not help a CLI that cannot authenticate.
                 if ctl::is_cookie_mismatch(&e) {
                     return e;
@@ -339,41 +334,18 @@ impl Broker {
 
     /// The queues of the given vhosts whose messages live on this node
     /// (classic: its home node; quorum and stream: its leader), with exact
-    /// counts, asked in parallel. On a cluster member, counts are per node,
-    /// never cluster-wide. `non_classic` says whether quorum queues or
-    /// streams may exist: their exact counts need one more query.
-    pub async fn queues(
-        &self,
-        vhosts: &[String],
-        non_classic: bool,
-    ) -> anyhow::Result<Vec<QueueStatus>> {
-        let exact = async {
-            if non_classic {
-                self.ctl.non_classic_counts().await
-            } else {
-                Ok(Vec::new())
-            }
-        };
-        let (lists, exact) = tokio::join!(
-            futures::future::try_join_all(vhosts.iter().map(|v| self.ctl.list_queues(v, true))),
-            exact
-        );
-        let mut all: Vec<QueueStatus> = lists?.into_iter().flatten().collect();
-        match exact {
-            Ok(exact) => {
-                for q in all.iter_mut().filter(|q| q.queue_type != "classic") {
-                    let found = exact.iter().find(|(v, n, _)| *v == q.vhost && *n == q.name);
-                    if let Some((_, _, count)) = found {
-                        q.messages = *count;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!("quorum and stream message counts may lag by a few seconds: {e:#}")
-            }
-        }
-        all.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
-        Ok(all)
+    /// counts (quorum queues and streams asked themselves: their listed
+    /// counts lag by seconds). On a cluster member, counts are per node,
+    /// never cluster-wide.
+    pub async fn queues(&self, vhosts: &[String]) -> anyhow::Result<Vec<QueueStatus>> {
+        Ok(self
+            .control
+            .queues(vhosts)
+            .await?
+            .into_iter()
+            .filter(|(_, home)| home.as_deref() == Some(self.identity.name.as_str()))
+            .map(|(q, _)| q)
+            .collect())
     }
 
     /// The queues of the given vhosts whose messages live on other cluster
@@ -382,18 +354,13 @@ impl Broker {
         &self,
         vhosts: &[String],
     ) -> anyhow::Result<Vec<(QueueStatus, String)>> {
-        let (all, homes) = tokio::try_join!(
-            futures::future::try_join_all(vhosts.iter().map(|v| self.ctl.list_queues(v, false))),
-            self.ctl.queue_homes()
-        )?;
-        Ok(all
+        Ok(self
+            .control
+            .queues(vhosts)
+            .await?
             .into_iter()
-            .flatten()
-            .filter_map(|q| {
-                let home = homes
-                    .iter()
-                    .find(|(v, n, _)| *v == q.vhost && *n == q.name)
-                    .map(|(_, _, node)| node.clone())?;
+            .filter_map(|(q, home)| {
+                let home = home?;
                 (home != self.identity.name).then_some((q, home))
             })
             .collect())

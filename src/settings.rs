@@ -90,6 +90,10 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// The file's per-command defaults.
     pub file: FileConfig,
+    /// `RABBITMQ_ERLANG_COOKIE`, for Erlang distribution (as rabbitmqctl).
+    pub erlang_cookie: Option<Secret>,
+    /// `HOME`, where the cookie file is looked for otherwise.
+    pub home: Option<PathBuf>,
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -195,6 +199,10 @@ impl Settings {
             verbosity,
             metrics_file: args.metrics_file.clone().or(file.metrics_file.clone()),
             file,
+            erlang_cookie: std::env::var("RABBITMQ_ERLANG_COOKIE")
+                .ok()
+                .map(Secret::new),
+            home: std::env::var_os("HOME").map(PathBuf::from),
         })
     }
 }

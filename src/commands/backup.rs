@@ -236,9 +236,7 @@ async fn capture(
         broker.queues_elsewhere(&definitions.vhosts).await?
     };
     let check_queues = || async {
-        let queues = broker
-            .queues(&definitions.vhosts, definitions.non_classic)
-            .await?;
+        let queues = broker.queues(&definitions.vhosts).await?;
         safety_checks(&queues, args)?;
         anyhow::Ok(queues)
     };
@@ -301,7 +299,7 @@ async fn capture(
             "the stop-app copy of the message store (or use --live)",
         )?;
         let pause_ms = pause_and_copy(
-            &broker.ctl,
+            &broker.control,
             &node,
             data_dir,
             staging.path(),
@@ -473,6 +471,7 @@ async fn capture(
         id: id.to_string(),
         location: repo.snapshot_location(&node, id),
         node,
+        control: broker.control.transport().as_str(),
         repository: repo.url().to_string(),
         consistency: consistency.as_str(),
         pause_ms,

@@ -323,6 +323,12 @@ impl Ctl {
         Ok(out.trim() == "true")
     }
 
+    /// Evaluates Erlang expressions on the node (`rabbitmqctl eval`) and
+    /// returns what it prints (see [`super::control`]).
+    pub async fn eval(&self, text: &str, patience: Duration) -> anyhow::Result<String> {
+        self.run(&["eval", text], patience).await
+    }
+
     /// Definitions as JSON, without the management plugin.
     pub async fn export_definitions(&self) -> anyhow::Result<Vec<u8>> {
         let out = self

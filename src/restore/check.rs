@@ -74,7 +74,7 @@ pub async fn counts(
     loop {
         let now: BTreeMap<(String, String), u64> = broker
             // Only classic queues are checked: no extra query for the others.
-            .queues(&vhosts, false)
+            .queues(&vhosts)
             .await?
             .into_iter()
             .map(|q| ((q.vhost, q.name), q.messages))

@@ -26,11 +26,11 @@ impl Node for BrokerNode<'_> {
     }
 
     async fn stop(&self) -> anyhow::Result<()> {
-        self.broker.ctl.stop_app(None).await
+        self.broker.control.stop_app(None).await
     }
 
     async fn start(&self) -> anyhow::Result<()> {
-        self.broker.ctl.start_app().await
+        self.broker.control.start_app().await.map(drop)
     }
 
     async fn check(&self, manifest: &Manifest) -> anyhow::Result<(Vec<QueueOutcome>, Vec<String>)> {

@@ -69,7 +69,7 @@ async fn queues(
         .map(|v| v.name.clone())
         .filter(|v| target.vhosts.contains(v))
         .collect();
-    let on_node = broker.queues(&target.vhosts, target.non_classic).await?;
+    let on_node = broker.queues(&target.vhosts).await?;
     let mut checks = Checks::default();
     let consumed = with_consumers(&on_node);
     if !consumed.is_empty() {

@@ -1,88 +1,179 @@
-//! The Erlang distribution client against real nodes of every version
-//! Debian ships (OTP 23, 25, 27, 29: the handshake changed over those).
+//! Talking to the node on every version Debian ships (OTP 23, 25, 27, 29:
+//! the distribution handshake changed over those): the Erlang distribution
+//! client, and every named expression through both transports with the
+//! same answers.
 
 use std::time::Duration;
 
-use erl_dist::term::{Binary, Term};
+use erl_dist::term::{Binary, FixInteger, Term};
+use rabbitmq_backup::rabbit::control::{Control, Transport, WatchdogOutcome};
+use rabbitmq_backup::rabbit::ctl::Ctl;
 use rabbitmq_backup::rabbit::dist::{CallError, Distribution, cookie};
 
+use crate::harness::amqp::publish;
+use crate::harness::fixtures::{classic_messages, oro_messages, topology};
 use crate::harness::rabbit::RabbitNode;
 use crate::harness::versions::Version;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
 }
 
-/// Connects with the cookie from the node's HOME, evaluates expressions
-/// with bindings, decodes JSON, and reports a raised error as such.
-fn talks_to(version: Version) {
+/// The Erlang/OTP release each version runs on in Debian.
+fn otp(version: Version) -> &'static str {
+    match version {
+        Version::V3_8 => "23",
+        Version::V3_10 => "25",
+        Version::V4_0 => "27",
+        Version::V4_3 => "29",
+    }
+}
+
+/// The client itself: bindings (never text) carry values, JSON decodes, a
+/// raised error is reported as such, and many calls share the connection.
+async fn client(node: &RabbitNode) {
+    let cookie = cookie::find(None, Some(&node.home())).unwrap();
+    let dist = Distribution::connect(&node.name, &cookie).await.unwrap();
+    let json = dist
+        .eval(
+            "rabbit_json:encode(#{<<\"v\">> => V, <<\"node\">> => node()}).",
+            vec![("V", Binary::from("vhost ü\"'x".as_bytes()).into())],
+            PATIENCE,
+        )
+        .await
+        .unwrap();
+    let Term::Binary(b) = json else {
+        panic!("{json}")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&b.bytes).unwrap();
+    assert_eq!(v["v"], "vhost ü\"'x");
+    assert_eq!(v["node"], node.name.as_str());
+    let err = dist.eval("1 = 2.", vec![], PATIENCE).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Raised { class, reason } if class == "error" && reason.contains("badmatch")),
+        "{err}"
+    );
+    let answers = futures::future::join_all(
+        (0..20).map(|i| dist.eval("N * 2.", vec![("N", FixInteger::from(i).into())], PATIENCE)),
+    )
+    .await;
+    for (i, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.unwrap(), Term::from(FixInteger::from(2 * i as i32)));
+    }
+    // A wrong cookie is named as the likely cause.
+    let wrong = cookie::find(Some(&rabbitmq_backup::settings::Secret::new("WRONG")), None).unwrap();
+    let err = format!(
+        "{:#}",
+        Distribution::connect(&node.name, &wrong).await.unwrap_err()
+    );
+    assert!(err.contains("cookie"), "{err}");
+}
+
+/// Every expression through `control`: the probe, data directory, exact
+/// counts of classic and quorum queues, stop and start with and without a
+/// watchdog.
+async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // The management API answers slightly before the boot is complete.
+    while !control.app_running().await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let probe = control.probe().await.unwrap();
+    assert_eq!(probe.node, node.name);
+    assert_eq!(probe.rabbitmq, version.number());
+    assert_eq!(probe.erlang, otp(version));
+    assert!(probe.running && !probe.watchdog);
+    assert_eq!(probe.data_dir, node.data_dir());
+    assert_eq!(control.data_dir().await.unwrap(), node.data_dir());
+
+    let queues = control.queues(&["/".into(), "oro".into()]).await.unwrap();
+    let names: Vec<(&str, &str, &str, u64)> = queues
+        .iter()
+        .map(|(q, home)| {
+            assert_eq!(home.as_deref(), Some(node.name.as_str()), "{version}");
+            (
+                q.vhost.as_str(),
+                q.name.as_str(),
+                q.queue_type.as_str(),
+                q.messages,
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("/", "classic", "classic", 7),
+            ("/", "quorum", "quorum", 4),
+            ("oro", "oro.default", "classic", 6)
+        ],
+        "{version}"
+    );
+    let classic = &queues[0].0;
+    assert!(classic.durable);
+    assert_eq!(classic.messages_persistent, Some(7));
+    assert_eq!(classic.consumers, 0);
+    assert_eq!((classic.policy.as_deref(), classic.message_ttl), (None, false));
+
+    // A backup's pause: a watchdog is left, and stood down by the start.
+    control
+        .stop_app(Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert!(!control.app_running().await.unwrap());
+    let probe = control.probe().await.unwrap();
+    assert!(!probe.running && probe.watchdog, "{version}");
+    control.pet_watchdog().await.unwrap();
+    assert_eq!(
+        control.start_app().await.unwrap(),
+        WatchdogOutcome::StoodDown
+    );
+    assert!(control.app_running().await.unwrap());
+    // A restore's: no watchdog.
+    control.stop_app(None).await.unwrap();
+    assert_eq!(control.start_app().await.unwrap(), WatchdogOutcome::None);
+}
+
+fn both_transports(version: Version) {
     let node = RabbitNode::start_version(version);
+    node.import_definitions(&topology());
+    publish(&node, "/", "", &classic_messages("classic", 7));
+    publish(&node, "/", "", &classic_messages("quorum", 4));
+    publish(&node, "oro", "oro.default", &oro_messages(6));
     runtime().block_on(async {
-        let cookie = cookie::find(None, Some(&node.home())).unwrap();
-        let dist = Distribution::connect(&node.name, &cookie).await.unwrap();
-        let name = dist
-            .eval("atom_to_binary(node(), utf8).", vec![], PATIENCE)
-            .await
-            .unwrap();
-        assert_eq!(name, Term::from(Binary::from(node.name.as_bytes())));
-        let json = dist
-            .eval(
-                "rabbit_json:encode(#{<<\"v\">> => V, <<\"running\">> => rabbit:is_running()}).",
-                vec![("V", Binary::from("vhost ü\"x".as_bytes()).into())],
-                PATIENCE,
-            )
-            .await
-            .unwrap();
-        let Term::Binary(b) = json else {
-            panic!("{json}")
-        };
-        let v: serde_json::Value = serde_json::from_slice(&b.bytes).unwrap();
-        assert_eq!(v["v"], "vhost ü\"x");
-        assert!(v["running"].is_boolean(), "{v}");
-        let err = dist.eval("1 = 2.", vec![], PATIENCE).await.unwrap_err();
-        assert!(
-            matches!(&err, CallError::Raised { class, .. } if class == "error"),
-            "{err}"
-        );
-        // Many questions on one connection, concurrently.
-        let answers = futures::future::join_all((0..20).map(|i| {
-            dist.eval(
-                "N * 2.",
-                vec![("N", Term::from(erl_dist::term::FixInteger::from(i)))],
-                PATIENCE,
-            )
-        }))
-        .await;
-        for (i, a) in answers.into_iter().enumerate() {
-            assert_eq!(
-                a.unwrap(),
-                Term::from(erl_dist::term::FixInteger::from(2 * i as i32))
-            );
-        }
+        client(&node).await;
+        let ctl = Ctl::new(node.ctl_with_home(), Some(node.name.clone()));
+        let via_dist = Control::connect(ctl.clone(), &node.name, None, Some(&node.home())).await;
+        assert_eq!(via_dist.transport(), Transport::Distribution);
+        expressions(&node, &via_dist, version).await;
+        let via_ctl = Control::rabbitmqctl(ctl);
+        assert_eq!(via_ctl.transport(), Transport::Rabbitmqctl);
+        expressions(&node, &via_ctl, version).await;
     });
 }
 
 #[test]
-fn distribution_on_3_8() {
-    talks_to(Version::V3_8);
+fn node_control_on_3_8() {
+    both_transports(Version::V3_8);
 }
 
 #[test]
-fn distribution_on_3_10() {
-    talks_to(Version::V3_10);
+fn node_control_on_3_10() {
+    both_transports(Version::V3_10);
 }
 
 #[test]
-fn distribution_on_4_0() {
-    talks_to(Version::V4_0);
+fn node_control_on_4_0() {
+    both_transports(Version::V4_0);
 }
 
 #[test]
-fn distribution_on_4_3() {
-    talks_to(Version::V4_3);
+fn node_control_on_4_3() {
+    both_transports(Version::V4_3);
 }

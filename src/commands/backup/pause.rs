@@ -8,31 +8,31 @@ use anyhow::Context;
 
 use crate::error::{Kind, class};
 use crate::output::bytes;
-use crate::rabbit::ctl::Ctl;
+use crate::rabbit::control::{Control, WatchdogOutcome};
 use crate::settings::BackupSettings;
 use crate::staging::copy_store;
 
 /// Stops the broker, copies the message store beside the data directory,
 /// starts the broker again whatever happened. Returns the pause in ms.
 /// A watchdog on the node starts the broker by itself should this process
-/// die meanwhile; it is petted while the copy runs.
+/// die (over Erlang distribution: at once, when its connection closes) or
+/// go quiet meanwhile; it is petted while the copy runs. Nothing but the
+/// copy happens between stop and start.
 pub(super) async fn pause_and_copy(
-    ctl: &Ctl,
+    ctl: &Control,
     node: &str,
     data_dir: &Path,
     staging: &Path,
     vhost_dirs: &[String],
     args: &BackupSettings,
 ) -> anyhow::Result<u64> {
-    tracing::info!(
-        "stopping the broker (rabbitmqctl stop_app) for a consistent copy of the message store"
-    );
+    tracing::info!("stopping the broker (stop_app) for a consistent copy of the message store");
     crate::failpoint::hit("backup:stop-app")?;
     let paused = Instant::now();
     if let Err(e) = ctl.stop_app(Some(args.pause_watchdog)).await {
         let restarted = ctl.start_app().await;
         return Err(match restarted {
-            Ok(()) => e.context("stop_app failed; the broker was started again"),
+            Ok(_) => e.context("stop_app failed; the broker was started again"),
             Err(start) => needs_start(
                 node,
                 e.context(format!("and start_app failed too: {start:#}")),
@@ -71,8 +71,14 @@ pub(super) async fn pause_and_copy(
         Err(e) => Err(e),
     };
     let pause_ms = paused.elapsed().as_millis() as u64;
-    if let Err(e) = started {
-        return Err(needs_start(node, e));
+    match started {
+        Err(e) => return Err(needs_start(node, e)),
+        Ok(WatchdogOutcome::Fired) => {
+            return Err(anyhow::anyhow!(
+                "the pause watchdog started the broker again before the copy was finished (no word from this tool for --pause-watchdog, or its connection to the node broke): the copy may be inconsistent, so no snapshot was made; the broker is running"
+            ));
+        }
+        Ok(_) => {}
     }
     tracing::info!("the broker is running again after a pause of {pause_ms} ms");
     tracing::debug!("copied {} during the pause", bytes(copied?));

@@ -29,6 +29,8 @@ pub struct BackupReport {
     pub id: String,
     /// Source node.
     pub node: String,
+    /// How the tool talked to the node: `distribution` or `rabbitmqctl`.
+    pub control: &'static str,
     /// Repository location, as given.
     pub repository: String,
     /// Where the snapshot is: its absolute directory, or its bucket, key

@@ -130,6 +130,24 @@ impl RabbitNode {
         self.boot();
     }
 
+    /// A `rabbitmqctl` that finds this node's cookie by itself (its HOME is
+    /// the node's), whatever the caller's HOME.
+    pub fn ctl_with_home(&self) -> PathBuf {
+        let path = self.root().join("bin/rabbitmqctl-with-home");
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nHOME={} exec {} \"$@\"\n",
+                self.home().display(),
+                self.ctl_program().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
+
     /// Kills the broker's VM by its pid and waits until epmd has forgotten
     /// the node's name (so the name can be registered again).
     pub fn kill(&mut self) {

@@ -1,0 +1,481 @@
+//! How the tool asks the node things and stops and starts its broker: over
+//! one Erlang distribution connection for the whole run when it can, else
+//! with `rabbitmqctl` (an Erlang VM booted per call, ~0.3 s each). Both
+//! evaluate the same named expressions ([`super::exprs`]); which one is
+//! used is logged and reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use erl_dist::term::{Atom, BigInteger, Binary, FixInteger, List, Term};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::ctl::{Ctl, QueueStatus};
+use super::dist::{CallError, Distribution, cookie};
+use super::exprs::{self, Expr};
+use crate::settings::Secret;
+
+/// Patience for commands that stop or start the broker.
+const SLOW: Duration = Duration::from_secs(600);
+/// Patience for queries.
+const QUERY: Duration = Duration::from_secs(180);
+
+/// The way the tool talks to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One Erlang distribution connection for the whole run.
+    Distribution,
+    /// A `rabbitmqctl` process per call.
+    Rabbitmqctl,
+}
+
+impl Transport {
+    /// As in `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Distribution => "distribution",
+            Transport::Rabbitmqctl => "rabbitmqctl",
+        }
+    }
+}
+
+/// A value bound to an expression's input variable.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    /// An Erlang binary.
+    Bin(Vec<u8>),
+    /// An integer.
+    Int(i64),
+    /// An atom.
+    Atom(String),
+    /// A list.
+    List(Vec<Arg>),
+}
+
+impl Arg {
+    fn term(&self) -> Term {
+        match self {
+            Arg::Bin(b) => Binary::from(b.as_slice()).into(),
+            Arg::Int(i) => match i32::try_from(*i) {
+                Ok(small) => FixInteger::from(small).into(),
+                Err(_) => BigInteger::from(*i).into(),
+            },
+            Arg::Atom(a) => Atom::from(a.as_str()).into(),
+            Arg::List(items) => List::from(items.iter().map(Arg::term).collect::<Vec<_>>()).into(),
+        }
+    }
+
+    /// Erlang source text for the same value (bytes as numbers: no quoting
+    /// or encoding question can arise).
+    fn literal(&self) -> String {
+        match self {
+            Arg::Bin(b) => {
+                let bytes: Vec<String> = b.iter().map(u8::to_string).collect();
+                format!("<<{}>>", bytes.join(","))
+            }
+            Arg::Int(i) => i.to_string(),
+            Arg::Atom(a) => format!("'{}'", a.replace('\\', "\\\\").replace('\'', "\\'")),
+            Arg::List(items) => {
+                let items: Vec<String> = items.iter().map(Arg::literal).collect();
+                format!("[{}]", items.join(","))
+            }
+        }
+    }
+}
+
+/// What the node's Erlang VM says about itself; answers whether or not
+/// the RabbitMQ application runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Probe {
+    /// Node name.
+    pub node: String,
+    /// RabbitMQ version.
+    pub rabbitmq: String,
+    /// Erlang/OTP release.
+    pub erlang: String,
+    /// Whether the broker application runs.
+    pub running: bool,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Whether a backup's pause watchdog waits on the node.
+    pub watchdog: bool,
+}
+
+/// What the pause watchdog had done when the broker was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogOutcome {
+    /// There was none.
+    None,
+    /// It was told to stand down before it acted.
+    StoodDown,
+    /// It had already started the broker, during the pause.
+    Fired,
+}
+
+#[derive(Deserialize)]
+struct Stopped {
+    stop_failed: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Started {
+    watchdog: WatchdogOutcome,
+}
+
+#[derive(Deserialize)]
+struct QueueRow {
+    vhost: String,
+    name: String,
+    #[serde(rename = "type")]
+    queue_type: String,
+    durable: bool,
+    messages: Option<u64>,
+    messages_persistent: Option<u64>,
+    consumers: Option<u64>,
+    policy: Option<String>,
+    message_ttl: bool,
+    home: Option<String>,
+}
+
+/// Talks to one node.
+#[derive(Debug)]
+pub struct Control {
+    dist: Option<Distribution>,
+    ctl: Ctl,
+    /// Set once the distribution connection failed mid-run.
+    lost: AtomicBool,
+}
+
+impl Control {
+    /// Connects over Erlang distribution to `node` with the cookie found as
+    /// `rabbitmqctl` finds it; if that is not possible, says why and uses
+    /// `rabbitmqctl`.
+    pub async fn connect(
+        ctl: Ctl,
+        node: &str,
+        env_cookie: Option<&Secret>,
+        home: Option<&Path>,
+    ) -> Control {
+        Control::new(ctl, node, attempt(node, env_cookie, home).await)
+    }
+
+    /// A control over `dist` if that connection was made (else rabbitmqctl),
+    /// saying which.
+    pub fn new(ctl: Ctl, node: &str, dist: anyhow::Result<Distribution>) -> Control {
+        let dist = match dist {
+            Ok(dist) => {
+                tracing::info!(
+                    "talking to node {node} over Erlang distribution (one connection, as hidden node {})",
+                    dist.local_node()
+                );
+                Some(dist)
+            }
+            Err(e) => {
+                tracing::info!("{e:#}; using rabbitmqctl instead (an Erlang VM per call, slower)");
+                None
+            }
+        };
+        Control {
+            dist,
+            ctl,
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// Uses `rabbitmqctl` only.
+    pub fn rabbitmqctl(ctl: Ctl) -> Control {
+        Control {
+            dist: None,
+            ctl,
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// The transport in use now.
+    pub fn transport(&self) -> Transport {
+        match &self.dist {
+            Some(_) if !self.lost.load(Ordering::Relaxed) => Transport::Distribution,
+            _ => Transport::Rabbitmqctl,
+        }
+    }
+
+    /// The rabbitmqctl behind this control (definitions without the
+    /// management API).
+    pub fn ctl(&self) -> &Ctl {
+        &self.ctl
+    }
+
+    /// Evaluates `expr` with `args` bound to its inputs and decodes its JSON.
+    /// A query whose distribution connection breaks is asked again with
+    /// rabbitmqctl; with `retry_on_loss` false (stopping the broker) the
+    /// error is returned instead, as the outcome is unknown.
+    async fn eval<T: DeserializeOwned>(
+        &self,
+        expr: &Expr,
+        args: &[(&str, Arg)],
+        patience: Duration,
+        retry_on_loss: bool,
+    ) -> anyhow::Result<T> {
+        debug_assert_eq!(
+            expr.inputs,
+            args.iter().map(|(n, _)| *n).collect::<Vec<_>>().as_slice()
+        );
+        if let (Some(dist), Transport::Distribution) = (&self.dist, self.transport()) {
+            let bindings = args.iter().map(|(n, a)| (*n, a.term())).collect();
+            match dist
+                .eval(&format!("{}.", expr.text), bindings, patience)
+                .await
+            {
+                Ok(Term::Binary(json)) => {
+                    return serde_json::from_slice(&json.bytes).with_context(|| {
+                        format!(
+                            "unexpected answer to the {} query: {}",
+                            expr.name,
+                            String::from_utf8_lossy(&json.bytes)
+                        )
+                    });
+                }
+                Ok(other) => {
+                    anyhow::bail!("unexpected answer to the {} query: {other}", expr.name)
+                }
+                Err(CallError::Connection(e)) if retry_on_loss => {
+                    self.lost.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        "the Erlang distribution connection to the node failed ({e}); using rabbitmqctl from now on"
+                    );
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("{} failed", expr.name)));
+                }
+            }
+        }
+        let text = ctl_text(expr, args);
+        let out = self
+            .ctl
+            .eval(&text, patience)
+            .await
+            .with_context(|| format!("{} failed", expr.name))?;
+        let json = decode_hex_output(&out)
+            .with_context(|| format!("unexpected answer to the {} query: {out:?}", expr.name))?;
+        serde_json::from_slice(&json).with_context(|| {
+            format!(
+                "unexpected answer to the {} query: {}",
+                expr.name,
+                String::from_utf8_lossy(&json)
+            )
+        })
+    }
+
+    /// Name, versions, data directory, whether the broker runs and whether
+    /// a pause watchdog waits: one question, which works while the broker
+    /// is stopped.
+    pub async fn probe(&self) -> anyhow::Result<Probe> {
+        self.eval(&exprs::PROBE, &[], QUERY, true).await
+    }
+
+    /// The node's data directory.
+    pub async fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir: String = self.eval(&exprs::DATA_DIR, &[], QUERY, true).await?;
+        Ok(PathBuf::from(dir))
+    }
+
+    /// Whether the RabbitMQ application runs.
+    pub async fn app_running(&self) -> anyhow::Result<bool> {
+        self.eval(&exprs::APP_RUNNING, &[], QUERY, true).await
+    }
+
+    /// Every queue of `vhosts` with exact counts and the node its messages
+    /// live on (classic: its home; quorum and stream: its leader; none for
+    /// a queue that is down), sorted by vhost and name.
+    pub async fn queues(
+        &self,
+        vhosts: &[String],
+    ) -> anyhow::Result<Vec<(QueueStatus, Option<String>)>> {
+        let arg = Arg::List(
+            vhosts
+                .iter()
+                .map(|v| Arg::Bin(v.as_bytes().to_vec()))
+                .collect(),
+        );
+        let rows: Vec<QueueRow> = self
+            .eval(&exprs::QUEUES, &[("Vhosts", arg)], QUERY, true)
+            .await
+            .context("cannot list the queues")?;
+        let mut queues: Vec<(QueueStatus, Option<String>)> = rows
+            .into_iter()
+            .map(|r| {
+                let status = QueueStatus {
+                    vhost: r.vhost,
+                    name: r.name,
+                    queue_type: r.queue_type,
+                    durable: r.durable,
+                    messages: r.messages.unwrap_or(0),
+                    messages_persistent: r.messages_persistent,
+                    consumers: r.consumers.unwrap_or(0),
+                    policy: r.policy,
+                    message_ttl: r.message_ttl,
+                };
+                (status, r.home)
+            })
+            .collect();
+        queues.sort_by(|(a, _), (b, _)| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
+        Ok(queues)
+    }
+
+    /// Stops the RabbitMQ application (the VM keeps running). With
+    /// `watchdog`, a process on the node starts it again if the tool goes
+    /// quiet that long or, over distribution, at once if the tool's
+    /// connection closes (a backup's pause). Without (a restore), any
+    /// earlier watchdog is stood down and none is left.
+    pub async fn stop_app(&self, watchdog: Option<Duration>) -> anyhow::Result<()> {
+        let ms = watchdog.map(|d| d.as_millis().max(1) as i64).unwrap_or(0);
+        let tool = match (&self.dist, self.transport()) {
+            (Some(dist), Transport::Distribution) => Arg::Atom(dist.local_node().to_string()),
+            _ => Arg::Atom("undefined".into()),
+        };
+        let fail = crate::failpoint::on_node("ctl:stop-app");
+        let answer: Stopped = self
+            .eval(
+                &exprs::STOP_APP,
+                &[
+                    ("Watchdog", Arg::Int(ms)),
+                    ("Tool", tool),
+                    ("Fail", Arg::Atom(fail.to_string())),
+                ],
+                SLOW,
+                false,
+            )
+            .await?;
+        match answer.stop_failed {
+            None => Ok(()),
+            Some(reason) => {
+                let reason: String = reason.chars().take(400).collect();
+                anyhow::bail!(
+                    "stopping the broker failed (the management agent's event handler was put back): {reason}"
+                )
+            }
+        }
+    }
+
+    /// Stands the watchdog down and starts the application; returns once it
+    /// has booted, with what the watchdog had done.
+    pub async fn start_app(&self) -> anyhow::Result<WatchdogOutcome> {
+        let started: Started = self.eval(&exprs::START_APP, &[], SLOW, true).await?;
+        Ok(started.watchdog)
+    }
+
+    /// Tells the pause watchdog the tool is alive.
+    pub async fn pet_watchdog(&self) -> anyhow::Result<()> {
+        if let (Some(dist), Transport::Distribution) = (&self.dist, self.transport()) {
+            return dist
+                .send_to_registered(exprs::WATCHDOG, Atom::from("pet").into())
+                .await
+                .map_err(anyhow::Error::new);
+        }
+        let _: bool = self.eval(&exprs::PET, &[], QUERY, true).await?;
+        Ok(())
+    }
+}
+
+/// Connects to `node` over Erlang distribution with the cookie found as
+/// `rabbitmqctl` finds it.
+pub async fn attempt(
+    node: &str,
+    env_cookie: Option<&Secret>,
+    home: Option<&Path>,
+) -> anyhow::Result<Distribution> {
+    let cookie = cookie::find(env_cookie, home)?;
+    Distribution::connect(node, &cookie).await
+}
+
+/// The expression as `rabbitmqctl eval` takes it: inputs bound first, the
+/// JSON printed as hex digits (whatever the terminal's encoding).
+fn ctl_text(expr: &Expr, args: &[(&str, Arg)]) -> String {
+    let mut text = String::new();
+    for (name, arg) in args {
+        text.push_str(&format!("{name} = {}, ", arg.literal()));
+    }
+    text.push_str(&format!(
+        "R__ = begin {} end, lists:flatten([io_lib:format(\"~2.16.0B\", [X__]) || <<X__>> <= R__]).",
+        expr.text
+    ));
+    text
+}
+
+/// `"7B22…"` (possibly wrapped over lines) → the bytes.
+fn decode_hex_output(out: &str) -> anyhow::Result<Vec<u8>> {
+    let trimmed = out.trim();
+    if !trimmed.starts_with('"') || !trimmed.ends_with('"') {
+        anyhow::bail!("not a string");
+    }
+    let digits: String = trimmed.chars().filter(char::is_ascii_hexdigit).collect();
+    hex::decode(digits).context("not hex")
+}
+
+/// What `rabbitmqctl` takes as the default node: `rabbit@<short host name>`.
+pub fn default_node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is ours and its length is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    };
+    let short = host.split('.').next().unwrap_or("localhost");
+    format!("rabbit@{short}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_need_no_quoting() {
+        assert_eq!(Arg::Bin(b"a'\"\\".to_vec()).literal(), "<<97,39,34,92>>");
+        assert_eq!(
+            Arg::List(vec![Arg::Int(-3), Arg::Atom("it's".into())]).literal(),
+            "[-3,'it\\'s']"
+        );
+    }
+
+    #[test]
+    fn ctl_text_binds_inputs_and_prints_hex() {
+        let text = ctl_text(
+            &exprs::QUEUES,
+            &[("Vhosts", Arg::List(vec![Arg::Bin(b"/".to_vec())]))],
+        );
+        assert!(
+            text.starts_with("Vhosts = [<<47>>], R__ = begin "),
+            "{text}"
+        );
+        assert!(text.ends_with("<= R__])."), "{text}");
+    }
+
+    #[test]
+    fn hex_output_decodes_even_when_wrapped() {
+        assert_eq!(decode_hex_output("\"7B7D\"\n").unwrap(), b"{}".to_vec());
+        assert_eq!(
+            decode_hex_output("\"7B22\"\n \"7D\"\n").unwrap(),
+            b"{\"}".to_vec()
+        );
+        assert_eq!(
+            decode_hex_output("\"7B22\n 617D\"").unwrap(),
+            b"{\"a}".to_vec()
+        );
+        assert!(decode_hex_output("{badrpc,nodedown}").is_err());
+    }
+
+    #[test]
+    fn default_node_is_rabbit_at_the_short_host_name() {
+        let name = default_node_name();
+        assert!(name.starts_with("rabbit@"), "{name}");
+        assert!(!name.contains('.'), "{name}");
+    }
+}

@@ -1,0 +1,188 @@
+//! Every Erlang expression the tool evaluates on the node, by name. Each
+//! returns JSON (`rabbit_json:encode`), so both transports read the same
+//! answer: Erlang distribution gets the binary itself, `rabbitmqctl eval`
+//! prints it hex-encoded (see [`super::control`]). Inputs are variables
+//! bound by the caller (listed in `inputs`), never text spliced in.
+//!
+//! Checked on RabbitMQ 3.8.9 (OTP 23), 3.10.8 (25), 4.0.5 (27), 4.3.6 (29).
+
+/// A named expression (without the final `.`).
+#[derive(Debug, Clone, Copy)]
+pub struct Expr {
+    /// For messages and logs.
+    pub name: &'static str,
+    /// Variables the caller binds.
+    pub inputs: &'static [&'static str],
+    /// Erlang expressions, comma-separated.
+    pub text: &'static str,
+}
+
+/// `{"node", "rabbitmq", "erlang", "running", "data_dir", "watchdog"}`:
+/// works while the broker is stopped (the VM answers). `watchdog` says
+/// whether a backup's pause watchdog waits on the node.
+pub const PROBE: Expr = Expr {
+    name: "probe",
+    inputs: &[],
+    text: "rabbit_json:encode(#{\
+        node => atom_to_binary(node(), utf8), \
+        rabbitmq => case application:get_key(rabbit, vsn) of \
+            {ok, V} -> unicode:characters_to_binary(V); _ -> <<\"unknown\">> end, \
+        erlang => unicode:characters_to_binary(erlang:system_info(otp_release)), \
+        running => rabbit:is_running(), \
+        data_dir => unicode:characters_to_binary(\
+            try rabbit:data_dir() catch error:undef -> rabbit_mnesia:dir() end), \
+        watchdog => is_pid(whereis(rabbitmq_backup_watchdog))})",
+};
+
+/// The data directory: `rabbit:data_dir()` (3.12+; it outlives Mnesia),
+/// else `rabbit_mnesia:dir()` as in the procedure (3.8-4.3).
+pub const DATA_DIR: Expr = Expr {
+    name: "data directory",
+    inputs: &[],
+    text: "rabbit_json:encode(unicode:characters_to_binary(\
+        try rabbit:data_dir() catch error:undef -> rabbit_mnesia:dir() end))",
+};
+
+/// Whether the RabbitMQ application runs.
+pub const APP_RUNNING: Expr = Expr {
+    name: "app running",
+    inputs: &[],
+    text: "rabbit_json:encode(rabbit:is_running())",
+};
+
+/// Every queue of the vhosts in `Vhosts` (binaries) with exact counts:
+/// classic queues are asked themselves (`info_all`, as `list_queues`);
+/// quorum queues and streams through `rabbit_amqqueue:stat/1`, because
+/// their `messages` info lags by seconds. `[{vhost, name, type, durable,
+/// messages, messages_persistent, consumers, policy, message_ttl, home}]`;
+/// a count the queue does not give is null; `home` is the node holding the
+/// messages (classic: the queue's process; quorum and stream: the leader),
+/// null for a queue that is down; `message_ttl`: the queue's own
+/// arguments set `x-message-ttl`.
+pub const QUEUES: Expr = Expr {
+    name: "queues",
+    inputs: &["Vhosts"],
+    text: "N = fun(X) when is_integer(X) -> X; (_) -> null end, \
+        T = fun(rabbit_classic_queue) -> <<\"classic\">>; (rabbit_quorum_queue) -> <<\"quorum\">>; \
+            (rabbit_stream_queue) -> <<\"stream\">>; (A) when is_atom(A) -> atom_to_binary(A, utf8); \
+            (_) -> <<\"classic\">> end, \
+        Qs = lists:append([rabbit_amqqueue:list(V) || V <- Vhosts]), \
+        Home = fun(Q) -> case amqqueue:get_pid(Q) of \
+            {_, Nd} when is_atom(Nd) -> atom_to_binary(Nd, utf8); \
+            P when is_pid(P) -> atom_to_binary(node(P), utf8); _ -> null end end, \
+        Homes = maps:from_list([{amqqueue:get_name(Q), Home(Q)} || Q <- Qs]), \
+        Exact = maps:from_list([{amqqueue:get_name(Q), M} || Q <- Qs, \
+            not lists:member(amqqueue:get_type(Q), [classic, rabbit_classic_queue]), \
+            {ok, M, _} <- [catch rabbit_amqqueue:stat(Q)]]), \
+        rabbit_json:encode(lists:append([[begin \
+            {resource, QV, queue, QN} = Name = proplists:get_value(name, I), \
+            Args = proplists:get_value(arguments, I), \
+            #{vhost => QV, name => QN, type => T(proplists:get_value(type, I)), \
+              durable => proplists:get_value(durable, I) =:= true, \
+              messages => maps:get(Name, Exact, N(proplists:get_value(messages, I))), \
+              messages_persistent => N(proplists:get_value(messages_persistent, I)), \
+              consumers => N(proplists:get_value(consumers, I)), \
+              policy => case proplists:get_value(policy, I) of \
+                  <<_, _/binary>> = Pol -> Pol; _ -> null end, \
+              message_ttl => is_list(Args) andalso lists:keymember(<<\"x-message-ttl\">>, 1, Args), \
+              home => maps:get(Name, Homes, null)} end \
+            || I <- rabbit_amqqueue:info_all(V, [name, type, durable, messages, \
+                messages_persistent, consumers, policy, arguments])] \
+            || V <- Vhosts]))",
+};
+
+/// The name the pause watchdog registers on the node.
+pub const WATCHDOG: &str = "rabbitmq_backup_watchdog";
+
+/// Stops the RabbitMQ application (the VM keeps running), as `rabbitmqctl
+/// stop_app` does (`rabbit:stop()`), after standing down any earlier
+/// watchdog.
+///
+/// The management agent's event handler is removed first: removed during
+/// the stop instead, its cleanup waits on processes that are themselves
+/// stopping and stalls the stop for 5 s (RabbitMQ 3.10). The agent adds it
+/// back when the application starts; where there is none this is a no-op.
+/// If the stop fails and the broker still runs, the handler is put back at
+/// once (removing it also turned statistics off): the broker is left as
+/// found, and the answer is `{"stop_failed": "<reason>"}`. `Fail` true
+/// makes the stop fail on the node (the `ctl:stop-app` failpoint).
+///
+/// With `Watchdog` > 0 (ms), a process is left on the node that starts the
+/// application again if the tool goes quiet that long (`pet` messages
+/// keep it waiting) or, with `Tool` (the tool's node name over Erlang
+/// distribution; `undefined` over rabbitmqctl), at once when that
+/// connection closes: a backup killed during its pause never leaves the
+/// broker stopped. It answers `{done, From}` with whether it fired.
+/// Restores pass 0: their state machine decides when the broker starts.
+pub const STOP_APP: Expr = Expr {
+    name: "stop_app",
+    inputs: &["Watchdog", "Tool", "Fail"],
+    text: "case whereis(rabbitmq_backup_watchdog) of undefined -> ok; \
+            Old -> OldRef = monitor(process, Old), exit(Old, kill), \
+            receive {'DOWN', OldRef, _, _, _} -> ok end end, \
+        HadHandler = (catch lists:member(rabbit_mgmt_db_handler, \
+            gen_event:which_handlers(rabbit_event))) =:= true, \
+        _ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
+        case (catch case Fail of true -> erlang:error(rabbitmq_backup_failpoint); \
+                _ -> rabbit:stop() end) of \
+        ok -> \
+            case Watchdog of 0 -> ok; _ -> \
+                W = spawn(fun() -> \
+                    case Tool of undefined -> ok; _ -> erlang:monitor_node(Tool, true) end, \
+                    Fire = fun(Why) -> \
+                        logger:warning(\"rabbitmq-backup: ~ts during a backup pause; starting the broker again\", [Why]), \
+                        _ = (catch rabbit:start()), \
+                        receive {done, From} -> From ! {rabbitmq_backup_watchdog, self(), fired} \
+                        after 3600000 -> ok end end, \
+                    Loop = fun(Again) -> receive \
+                        pet -> Again(Again); \
+                        {done, From} -> From ! {rabbitmq_backup_watchdog, self(), stood_down}; \
+                        {nodedown, _} -> Fire(\"the tool's connection closed\") \
+                        after Watchdog -> Fire(io_lib:format(\"no word from the tool for ~b ms\", [Watchdog])) \
+                        end end, \
+                    Loop(Loop) end), \
+                register(rabbitmq_backup_watchdog, W) end, \
+            rabbit_json:encode(#{stopped => true}); \
+        StopFailed -> \
+            _ = case HadHandler andalso rabbit:is_running() of \
+                true -> (catch rabbit_mgmt_db_handler:add_handler()); false -> ok end, \
+            rabbit_json:encode(#{stop_failed => \
+                unicode:characters_to_binary(io_lib:format(\"~tp\", [StopFailed]))}) \
+        end",
+};
+
+/// Stands the pause watchdog down (if any), then starts the application
+/// and returns once it has booted: `{"watchdog": "none" | "stood_down" |
+/// "fired"}`. "fired" means the broker ran again before this call, during
+/// the pause: what was copied meanwhile may be inconsistent.
+pub const START_APP: Expr = Expr {
+    name: "start_app",
+    inputs: &[],
+    text: "Watchdog = case whereis(rabbitmq_backup_watchdog) of \
+            undefined -> <<\"none\">>; \
+            W -> Ref = monitor(process, W), W ! {done, self()}, \
+                receive {rabbitmq_backup_watchdog, W, Outcome} -> \
+                    demonitor(Ref, [flush]), atom_to_binary(Outcome, utf8); \
+                {'DOWN', Ref, _, _, _} -> <<\"none\">> end end, \
+        ok = rabbit:start(), \
+        rabbit_json:encode(#{watchdog => Watchdog})",
+};
+
+/// Tells the pause watchdog the tool is alive (over rabbitmqctl; over
+/// distribution a message is sent instead).
+pub const PET: Expr = Expr {
+    name: "pet the watchdog",
+    inputs: &[],
+    text: "_ = (catch (rabbitmq_backup_watchdog ! pet)), rabbit_json:encode(true)",
+};
+
+/// Every expression, for tests that check them all on each version.
+pub const ALL: [Expr; 7] = [
+    PROBE,
+    DATA_DIR,
+    APP_RUNNING,
+    QUEUES,
+    STOP_APP,
+    START_APP,
+    PET,
+];
