@@ -2,8 +2,10 @@
 //! rules `<name>[@<n>]=<action>`: `fail` makes the tool fail at the n-th
 //! pass (default: the first) through the point, `wait` writes
 //! `<name>@<n>.reached` into `RABBITMQ_BACKUP_FAILPOINT_DIR` and hangs there
-//! so a test can kill the tool at an exact instant, and a number is a value
-//! the tool reads instead of measuring it ([`value`]).
+//! so a test can kill the tool at an exact instant, `sleep:<secs>` stalls
+//! the thread there that long, then goes on (the tool alive but silent),
+//! and a number is a value the tool reads instead of measuring it
+//! ([`value`]).
 //! `RABBITMQ_BACKUP_FAILPOINT_RECORD=<file>` appends `<name>@<n>` to the file
 //! at every pass, so tests enumerate the points of a run instead of listing
 //! them by hand. Unset, a point costs one lookup.
@@ -93,7 +95,13 @@ pub fn hit(name: &str) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_secs(3600));
             }
         }
-        _ => Ok(()),
+        other => {
+            let sleep = other.and_then(|a| a.strip_prefix("sleep:"));
+            if let Some(secs) = sleep.and_then(|s| s.parse().ok()) {
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod hardening;
 mod messages;
 mod mistakes;
 mod operator;
+mod pause;
 mod reliability;
 mod restore;
 mod restore_safety;
