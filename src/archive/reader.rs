@@ -4,12 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::digests::Digests;
+use super::frames::ParallelDecoder;
 use super::manifest::{FileEntry, Manifest};
 use super::paths::{DEFINITIONS, check_archive_path};
 use crate::error::integrity;
@@ -44,7 +46,7 @@ impl<R: Read> Read for Counting<R> {
 /// integrity error; `dest` may then hold partial data and
 /// is the caller's to remove.
 pub fn unpack(
-    stored: impl Read,
+    stored: impl Read + Send + 'static,
     manifest: &Manifest,
     dest: Option<&Path>,
     progress: impl FnMut(u64),
@@ -61,8 +63,8 @@ pub fn unpack_selected(
     keep: impl Fn(&str) -> bool,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Vec<u8>> {
-    let decoder = zstd::stream::read::Decoder::new(stored)
-        .map_err(|e| integrity(format!("cannot start decompressing: {e}")))?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let decoder = ParallelDecoder::new(stored, workers);
     let mut counting = Counting {
         inner: decoder,
         count: 0,
@@ -75,8 +77,9 @@ pub fn unpack_selected(
     let expected_dirs: HashSet<&str> = manifest.dirs.iter().map(|d| d.path.as_str()).collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut definitions = None;
-    // One copy buffer for every file: stores hold thousands of small ones.
-    let mut buf = vec![0u8; 1 << 20];
+    // File digests are computed on other threads; checked once all is read.
+    let mut digests = Digests::new(workers);
+    let mut checks: Vec<(String, &str)> = Vec::new();
     let mut long_name: Option<Vec<u8>> = None;
 
     {
@@ -139,7 +142,9 @@ pub fn unpack_selected(
                         check_digest(&path, &digest, &manifest.definitions.sha256)?;
                         definitions = Some(data);
                     } else {
-                        copy_checked(&mut entry, target.as_deref(), expected, &path, &mut buf)?;
+                        let id = checks.len();
+                        copy_out(&mut entry, target.as_deref(), expected, &mut digests, id)?;
+                        checks.push((path, &expected.sha256));
                         progress(expected.size);
                     }
                 }
@@ -165,6 +170,13 @@ pub fn unpack_selected(
             count(counting.count, "byte"),
             manifest.totals.tar_bytes
         )));
+    }
+    let computed = digests.finish()?;
+    for (id, (path, expected)) in checks.iter().enumerate() {
+        let digest = computed
+            .get(&id)
+            .ok_or_else(|| anyhow::anyhow!("no digest was computed for {path}"))?;
+        check_digest(path, digest, expected)?;
     }
     if let Some(missing) = manifest.files.iter().find(|f| !seen.contains(&f.path)) {
         return Err(integrity(format!(
@@ -276,13 +288,14 @@ fn check_digest(path: &str, digest: &[u8], expected: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Streams one entry into `target` (if any), checking its digest.
-fn copy_checked(
+/// Streams one entry into `target` (if any), its bytes to the digest of
+/// file `id`.
+fn copy_out(
     entry: &mut impl Read,
     target: Option<&Path>,
     expected: &FileEntry,
-    path: &str,
-    buf: &mut [u8],
+    digests: &mut Digests,
+    id: usize,
 ) -> anyhow::Result<()> {
     let mut out = match target {
         Some(target) => {
@@ -294,29 +307,31 @@ fn copy_checked(
                 .create_new(true)
                 .open(target)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", target.display()))?;
-            Some(BufWriter::with_capacity(1 << 20, file))
+            Some(file)
         }
         None => None,
     };
-    let mut hasher = Sha256::new();
-    loop {
-        let n = entry.read(buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+    let mut left = expected.size;
+    while left > 0 {
+        // Owned buffers: each goes on to a hashing thread once written.
+        let mut buf = vec![0u8; left.min(COPY_BUFFER) as usize];
+        entry.read_exact(&mut buf)?;
+        left -= buf.len() as u64;
         if let Some(out) = out.as_mut() {
-            out.write_all(&buf[..n])?;
+            out.write_all(&buf)?;
         }
+        digests.update(id, buf);
     }
-    check_digest(path, &hasher.finalize(), &expected.sha256)?;
+    digests.end(id);
     if let Some(out) = out {
-        let file = out.into_inner().map_err(|e| e.into_error())?;
         // Permission bits only: never set-id bits from an archive.
-        file.set_permissions(fs::Permissions::from_mode(expected.mode & 0o777))?;
+        out.set_permissions(fs::Permissions::from_mode(expected.mode & 0o777))?;
     }
     Ok(())
 }
+
+/// Bytes read, written and hashed at a time.
+const COPY_BUFFER: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -363,7 +378,13 @@ mod tests {
     fn round_trip() {
         let (stored, m) = build();
         let dest = tempfile::tempdir().unwrap();
-        let defs = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap();
+        let defs = unpack(
+            io::Cursor::new(stored.clone()),
+            &m,
+            Some(dest.path()),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(defs, br#"{"queues":[]}"#);
         let idx = fs::read(dest.path().join("msg_stores/vhosts/V/queues/Q/0.idx")).unwrap();
         assert_eq!(idx, vec![3u8; 70_000]);
@@ -391,7 +412,13 @@ mod tests {
             .unwrap();
         f.sha256 = "0".repeat(64);
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap_err();
+        let err = unpack(
+            io::Cursor::new(stored.clone()),
+            &m,
+            Some(dest.path()),
+            |_| {},
+        )
+        .unwrap_err();
         assert_eq!(kind_of(&err), Kind::Integrity);
         assert!(err.to_string().contains("0.idx"), "{err}");
     }
@@ -401,7 +428,13 @@ mod tests {
         let (stored, mut m) = build();
         m.files.retain(|f| !f.path.ends_with("0.idx"));
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap_err();
+        let err = unpack(
+            io::Cursor::new(stored.clone()),
+            &m,
+            Some(dest.path()),
+            |_| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("does not list"), "{err}");
     }
 
@@ -412,7 +445,13 @@ mod tests {
         extra.path = "msg_stores/vhosts/V/extra".into();
         m.files.push(extra);
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap_err();
+        let err = unpack(
+            io::Cursor::new(stored.clone()),
+            &m,
+            Some(dest.path()),
+            |_| {},
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("lacks msg_stores/vhosts/V/extra"),
             "{err}"
@@ -580,7 +619,13 @@ mod tests {
             let dest = tempfile::tempdir().unwrap();
             let inner = dest.path().join("stage");
             fs::create_dir(&inner).unwrap();
-            let err = unpack(&stored[..], &sample(), Some(&inner), |_| {}).unwrap_err();
+            let err = unpack(
+                io::Cursor::new(stored.clone()),
+                &sample(),
+                Some(&inner),
+                |_| {},
+            )
+            .unwrap_err();
             assert_eq!(kind_of(&err), Kind::Integrity, "{path}: {err}");
             let leftover: Vec<_> = fs::read_dir(dest.path()).unwrap().collect();
             assert_eq!(

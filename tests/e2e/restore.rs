@@ -259,7 +259,7 @@ fn backup_and_restore_work_without_the_management_api() {
         .var("RABBITMQ_MANAGEMENT_URL", &no_api)
         .run(&["backup", "--repo", &repo, "--json"]);
     assert!(
-        run.stderr.contains("using rabbitmqctl instead"),
+        run.stderr.contains("asking the node itself instead"),
         "{}",
         run.stderr
     );
