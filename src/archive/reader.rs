@@ -491,7 +491,13 @@ mod tests {
             ..Default::default()
         };
         let dest = tempfile::tempdir().unwrap();
-        unpack(&stored[..], &m, Some(dest.path()), |_| {}).unwrap();
+        unpack(
+            std::io::Cursor::new(stored.clone()),
+            &m,
+            Some(dest.path()),
+            |_| {},
+        )
+        .unwrap();
         let path = format!("msg_stores/vhosts/V/queues/{long}/0.idx");
         assert_eq!(fs::read(dest.path().join(path)).unwrap(), b"index");
     }
@@ -530,7 +536,7 @@ mod tests {
         let m = recording(1 << 40);
         for err in [
             definitions_only(&stored[..], &m).unwrap_err(),
-            unpack(&stored[..], &m, None, |_| {}).unwrap_err(),
+            unpack(std::io::Cursor::new(stored.clone()), &m, None, |_| {}).unwrap_err(),
         ] {
             assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
             assert!(err.to_string().contains("more than"), "{err}");
@@ -551,7 +557,13 @@ mod tests {
             64 << 20,
         );
         assert!(stored.len() < 64 << 10);
-        let err = unpack(&stored[..], &sample(), None, |_| {}).unwrap_err();
+        let err = unpack(
+            std::io::Cursor::new(stored.clone()),
+            &sample(),
+            None,
+            |_| {},
+        )
+        .unwrap_err();
         assert_eq!(kind_of(&err), Kind::Integrity, "{err}");
         assert!(err.to_string().contains("long name"), "{err}");
         let err = definitions_only(&stored[..], &sample()).unwrap_err();
@@ -578,7 +590,7 @@ mod tests {
             let m = recording(recorded);
             for result in [
                 definitions_only(&stored[..], &m),
-                unpack(&stored[..], &m, None, |_| {}),
+                unpack(std::io::Cursor::new(stored.clone()), &m, None, |_| {}),
             ] {
                 // The digest never matches: every outcome is an error.
                 let err = result.unwrap_err();
