@@ -69,7 +69,12 @@ async fn control(settings: &Settings, ctl: Ctl, node: &str) -> Control {
 
 /// Tries Erlang distribution to `node` (no log: the caller decides).
 async fn attempt(settings: &Settings, node: &str) -> anyhow::Result<dist::Distribution> {
-    control::attempt(node, settings.erlang_cookie.as_ref(), settings.home.as_deref()).await
+    control::attempt(
+        node,
+        settings.erlang_cookie.as_ref(),
+        settings.home.as_deref(),
+    )
+    .await
 }
 
 impl Broker {
@@ -206,25 +211,36 @@ impl Broker {
         crate::repo::check_node_name(&self.identity.name)
     }
 
+    /// Whether the management API is the cheaper way to ask: it answers
+    /// and each question to the node would boot a rabbitmqctl VM.
+    fn http_first(&self) -> bool {
+        self.via_http && self.control.transport() == Transport::Rabbitmqctl
+    }
+
     /// Every member of the node's cluster (the node alone when it is not
     /// clustered), sorted.
     pub async fn cluster_members(&self) -> anyhow::Result<Vec<String>> {
-        if self.via_http
+        if self.http_first()
             && let Some(nodes) = self.http.cluster_nodes().await
         {
             return Ok(nodes);
         }
-        self.ctl.cluster_members().await
+        Ok(self.control.cluster().await?.members)
     }
 
     /// The cluster's name, if the node can tell.
     pub async fn cluster_name(&self) -> Option<String> {
-        if self.via_http
+        if self.http_first()
             && let Some(name) = self.http.cluster_name().await
         {
             return Some(name);
         }
-        self.ctl.cluster_name().await.ok().filter(|n| !n.is_empty())
+        self.control
+            .cluster()
+            .await
+            .ok()?
+            .name
+            .filter(|n| !n.is_empty())
     }
 
     /// The AMQP URL to reach this node: `--amqp-url` if given, else the
@@ -235,13 +251,13 @@ impl Broker {
         if let Some(url) = &settings.amqp_url {
             return Ok(url.clone());
         }
-        let listener = match self.via_http {
+        let listener = match self.http_first() {
             true => self.http.amqp_listener(&self.identity.name).await,
             false => None,
         };
         let listener = match listener {
             Some(l) => Some(l),
-            None => self.ctl.amqp_listener().await.unwrap_or_else(|e| {
+            None => self.control.amqp_listener().await.unwrap_or_else(|e| {
                 tracing::warn!(
                     "cannot ask node {} for its AMQP listener: {e:#}",
                     self.identity.name
@@ -277,9 +293,7 @@ impl Broker {
         let from_api = match (override_dir, &self.probed_data_dir) {
             (Some(_), _) => None,
             (None, Some(probed)) => Some(probed.clone()),
-            (None, None) if self.via_http && self.control.transport() == Transport::Rabbitmqctl => {
-                self.http.data_dir(&self.identity.name).await
-            }
+            (None, None) if self.http_first() => self.http.data_dir(&self.identity.name).await,
             (None, None) => None,
         };
         let dir = match (override_dir, from_api) {

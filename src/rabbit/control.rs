@@ -105,6 +105,22 @@ pub struct Probe {
     pub watchdog: bool,
 }
 
+/// The node's cluster as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Cluster {
+    /// Every member (the node alone when it is not clustered), sorted.
+    pub members: Vec<String>,
+    /// The cluster's name, if it has one.
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Listener {
+    protocol: String,
+    ip: String,
+    port: u16,
+}
+
 /// What the pause watchdog had done when the broker was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -282,6 +298,22 @@ impl Control {
     pub async fn data_dir(&self) -> anyhow::Result<PathBuf> {
         let dir: String = self.eval(&exprs::DATA_DIR, &[], QUERY, true).await?;
         Ok(PathBuf::from(dir))
+    }
+
+    /// The node's cluster members and name.
+    pub async fn cluster(&self) -> anyhow::Result<Cluster> {
+        let mut cluster: Cluster = self.eval(&exprs::CLUSTER, &[], QUERY, true).await?;
+        cluster.members.sort();
+        Ok(cluster)
+    }
+
+    /// The node's AMQP listener: (`amqp` or `amqp/ssl`, address, port).
+    pub async fn amqp_listener(&self) -> anyhow::Result<Option<(String, String, u16)>> {
+        let listeners: Vec<Listener> = self.eval(&exprs::AMQP_LISTENERS, &[], QUERY, true).await?;
+        Ok(listeners
+            .into_iter()
+            .next()
+            .map(|l| (l.protocol, l.ip, l.port)))
     }
 
     /// Whether the RabbitMQ application runs.

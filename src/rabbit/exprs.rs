@@ -50,6 +50,29 @@ pub const APP_RUNNING: Expr = Expr {
     text: "rabbit_json:encode(rabbit:is_running())",
 };
 
+/// `{"members": [node…], "name": "…" | null}`: the cluster as the node
+/// sees it (`rabbit_nodes:all/0` from 3.11, `rabbit_mnesia` before).
+pub const CLUSTER: Expr = Expr {
+    name: "cluster",
+    inputs: &[],
+    text: "rabbit_json:encode(#{\
+        members => [atom_to_binary(M, utf8) || M <- \
+            try rabbit_nodes:all() catch error:undef -> rabbit_mnesia:cluster_nodes(all) end], \
+        name => case catch rabbit_nodes:cluster_name() of \
+            C when is_binary(C) -> C; _ -> null end})",
+};
+
+/// `[{"protocol": "amqp" | "amqp/ssl", "ip", "port"}]`: this node's AMQP
+/// listeners.
+pub const AMQP_LISTENERS: Expr = Expr {
+    name: "AMQP listeners",
+    inputs: &[],
+    text: "rabbit_json:encode([#{protocol => atom_to_binary(P, utf8), \
+            ip => unicode:characters_to_binary(inet:ntoa(IP)), port => Port} || \
+        {listener, N, P, _H, IP, Port, _O} <- rabbit_networking:active_listeners(), \
+        N =:= node(), P =:= amqp orelse P =:= 'amqp/ssl'])",
+};
+
 /// Every queue of the vhosts in `Vhosts` (binaries) with exact counts:
 /// classic queues are asked themselves (`info_all`, as `list_queues`);
 /// quorum queues and streams through `rabbit_amqqueue:stat/1`, because
@@ -177,9 +200,11 @@ pub const PET: Expr = Expr {
 };
 
 /// Every expression, for tests that check them all on each version.
-pub const ALL: [Expr; 7] = [
+pub const ALL: [Expr; 9] = [
     PROBE,
     DATA_DIR,
+    CLUSTER,
+    AMQP_LISTENERS,
     APP_RUNNING,
     QUEUES,
     STOP_APP,

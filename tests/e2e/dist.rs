@@ -75,9 +75,9 @@ async fn client(node: &RabbitNode) {
     assert!(err.contains("cookie"), "{err}");
 }
 
-/// Every expression through `control`: the probe, data directory, exact
-/// counts of classic and quorum queues, stop and start with and without a
-/// watchdog.
+/// Every expression through `control`: the probe, data directory, cluster,
+/// AMQP listener, exact counts of classic and quorum queues, stop and start
+/// with and without a watchdog.
 async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // The management API answers slightly before the boot is complete.
@@ -92,6 +92,12 @@ async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
     assert!(probe.running && !probe.watchdog);
     assert_eq!(probe.data_dir, node.data_dir());
     assert_eq!(control.data_dir().await.unwrap(), node.data_dir());
+    let cluster = control.cluster().await.unwrap();
+    assert_eq!(cluster.members, vec![node.name.as_str()], "{version}");
+    let (protocol, _, port) = control.amqp_listener().await.unwrap().unwrap();
+    let url = node.amqp_url();
+    assert_eq!(protocol, "amqp");
+    assert!(url.ends_with(&format!(":{port}")), "{url} vs {port}");
 
     let queues = control.queues(&["/".into(), "oro".into()]).await.unwrap();
     let names: Vec<(&str, &str, &str, u64)> = queues
@@ -119,7 +125,10 @@ async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
     assert!(classic.durable);
     assert_eq!(classic.messages_persistent, Some(7));
     assert_eq!(classic.consumers, 0);
-    assert_eq!((classic.policy.as_deref(), classic.message_ttl), (None, false));
+    assert_eq!(
+        (classic.policy.as_deref(), classic.message_ttl),
+        (None, false)
+    );
 
     // A backup's pause: a watchdog is left, and stood down by the start.
     control

@@ -124,7 +124,15 @@ fn a_watchdog_left_by_a_killed_backup_never_starts_the_broker_during_a_restore()
     let (node, _dir, repo, tool) = backed_up();
     let backup = ["backup", "--repo", repo.as_str()];
     let restore = ["restore", "--repo", repo.as_str(), "--replace-messages"];
-    let patient = tool.clone().var("RABBITMQ_BACKUP_PAUSE_WATCHDOG", "900");
+    // Backups over rabbitmqctl (no cookie where the tool looks): over Erlang
+    // distribution the watchdog would start the broker as soon as the
+    // killed tool's connection closed.
+    let empty_home = tempfile::tempdir().unwrap();
+    let patient = tool
+        .clone()
+        .var("RABBITMQ_BACKUP_PAUSE_WATCHDOG", "900")
+        .var("HOME", empty_home.path().to_str().unwrap())
+        .var("RABBITMQCTL", node.ctl_with_home().to_str().unwrap());
 
     // A backup killed in its pause: the broker stays stopped, a watchdog waits.
     patient.kill_at("backup:after-stop-app", &backup, Duration::from_secs(180));
