@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -38,7 +39,7 @@ mod pause;
 mod report;
 
 use pause::pause_and_copy;
-pub use report::{BackupReport, UncoveredQueue};
+pub use report::{BackupReport, Phases, UncoveredQueue};
 
 /// Runs `backup`.
 pub async fn run(
@@ -48,20 +49,32 @@ pub async fn run(
 ) -> anyhow::Result<BackupReport> {
     let started = Instant::now();
     let created = OffsetDateTime::now_utc();
-    let repo = super::open_repository_for_backup(settings).await?;
+    // Independent questions are asked at once: every round trip here is a
+    // fixed cost of every backup. Their errors are still reported in order.
+    let (repo, broker) = tokio::join!(
+        super::open_repository_for_backup(settings),
+        // The broker may be stopped by an earlier backup killed in its pause.
+        Broker::reach(settings)
+    );
+    let repo = repo?;
     // A missing local repository whose parent is missing too is a typo or an
-    // unmounted filesystem: refused before the node is asked anything.
+    // unmounted filesystem: refused before anything else is reported.
     let creation = match settings.repo {
         RepoUrl::Local { ref path } => Some(local::plan_creation(path)?),
         RepoUrl::S3 { .. } => None,
     };
-    // The broker may be stopped by an earlier backup killed in its pause.
-    let (broker, state) = Broker::reach(settings).await?;
-    let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
-    repo.storage()
-        .check()
-        .await
-        .with_context(|| format!("the repository {} is not usable", repo.url()))?;
+    let (broker, state) = broker?;
+    // The bucket's retention report is read meanwhile (it never fails a backup).
+    let retention = tokio::spawn({
+        let repo = repo.clone();
+        async move { retention_warnings(&repo).await }
+    });
+    let (data_dir, usable) = tokio::join!(
+        broker.data_dir(settings.data_dir.as_deref()),
+        repo.storage().check()
+    );
+    let data_dir = data_dir?;
+    usable.with_context(|| format!("the repository {} is not usable", repo.url()))?;
     let _lock = NodeLock::acquire(&data_dir, "backup")?;
     if let Some(area) = crate::restore::machine::interrupted(&data_dir)? {
         return Err(refused(format!(
@@ -111,7 +124,7 @@ pub async fn run(
         ),
     )
     .await?;
-    report.repository_warnings = retention_warnings(&repo).await;
+    report.repository_warnings = retention.await.unwrap_or_default();
     for warning in report.warnings.iter().chain(&report.repository_warnings) {
         tracing::warn!("{warning}");
     }
@@ -223,8 +236,13 @@ async fn capture(
 ) -> anyhow::Result<BackupReport> {
     let (id, created, started) = (start.id, start.created, start.started);
     let node = broker.identity.name.clone();
-    let definitions = Definitions::parse(broker.export_definitions().await?)?;
-    let members = broker.cluster_members().await?;
+    let (exported, earlier, members) = tokio::join!(
+        broker.export_definitions(),
+        repo.list(Some(&node)),
+        broker.cluster_members()
+    );
+    let definitions = Definitions::parse(exported?)?;
+    let members = members?;
     let (members, cluster_name) = if members.len() > 1 {
         (members, broker.cluster_name().await)
     } else {
@@ -262,12 +280,7 @@ async fn capture(
         })
         .collect();
     let vhost_dirs: Vec<String> = vhosts.iter().map(|v| v.dir.clone()).collect();
-    let earlier: Vec<String> = repo
-        .list(Some(&node))
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let earlier: Vec<String> = earlier?.into_iter().map(|s| s.id).collect();
     let tier = tier_for(created, &earlier);
     signals::check()?;
 
@@ -322,12 +335,19 @@ async fn capture(
     let live = args.live;
     let producer_source: PathBuf = source.clone();
     let selected: BTreeSet<String> = vhost_dirs.iter().cloned().collect();
+    // When the first store byte is read and the last chunk is stored (ms
+    // since the start), for the report's fixed-cost breakdown.
+    let first_read = Arc::new(AtomicU64::new(0));
+    let last_upload = Arc::new(AtomicU64::new(0));
+    let uploaded_at = last_upload.clone();
     let target = UploadTarget {
         storage: repo.storage().clone(),
         key_of: repo.chunk_keys(&node, id),
         tags: tier.tags(),
         concurrency: args.upload_concurrency,
-        on_uploaded: Box::new(|_| {}),
+        on_uploaded: Box::new(move |_| {
+            uploaded_at.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }),
     };
     let encryption = encrypt_to.as_ref().map(|r| r.encryption());
     let options = ChunkOptions {
@@ -360,7 +380,9 @@ async fn capture(
         }
     };
     let (feed, side) = logical::link();
+    let read_at = first_read.clone();
     let uploading = transfer::upload(options, target, gate, move |sink| {
+        read_at.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let (_, written) = write_archive(
             sink,
             &definitions_bytes,
@@ -476,6 +498,10 @@ async fn capture(
         consistency: consistency.as_str(),
         pause_ms,
         duration_ms: started.elapsed().as_millis() as u64,
+        phases: Phases {
+            first_read_ms: first_read.load(Ordering::Relaxed),
+            last_upload_ms: last_upload.load(Ordering::Relaxed),
+        },
         tier: tier.as_str(),
         files: manifest.totals.files,
         file_bytes: manifest.totals.file_bytes,

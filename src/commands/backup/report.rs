@@ -22,6 +22,17 @@ pub struct UncoveredQueue {
     pub reason: Option<String>,
 }
 
+/// Milestones of a backup, in milliseconds since it started: what came
+/// before the first byte of the store was read (connecting, checks, the
+/// pause) and after the last chunk was stored are fixed costs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Phases {
+    /// The archive started reading the store (after the pause, if any).
+    pub first_read_ms: u64,
+    /// The last chunk was stored.
+    pub last_upload_ms: u64,
+}
+
 /// The result of a backup (`--json` schema).
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
@@ -42,6 +53,8 @@ pub struct BackupReport {
     pub pause_ms: u64,
     /// Wall time of the whole backup, in milliseconds.
     pub duration_ms: u64,
+    /// When reading and uploading happened within that time.
+    pub phases: Phases,
     /// Retention tier.
     pub tier: &'static str,
     /// Files archived.
