@@ -1,16 +1,20 @@
-//! rabbitmq-backup against the shell pipeline an operator would use, on the
+//! rabbitmq-backup against what an operator would otherwise run, on the
 //! same data and the same S3 server (Garage), in alternation:
 //!
 //! - `backup --live`            vs `tar -c msg_stores | zstd -3 -T0 | aws s3 cp - s3://…`
 //! - `backup` (stop-app)        vs `stop_app; <that pipeline>; start_app`   (the pause)
 //! - `restore`                  vs `stop_app; aws s3 cp s3://… - | zstd -d | tar -x; start_app`
-//! - the same three encrypted (`--encrypt-to`, `--identity`) vs the pipelines
-//!   with `age -r` / `age -d -i` inserted, and the cost of encryption to us
-//!   (encrypted against plain, side by side)
+//! - with `--peer PATH` (small sizes): backup and restore against the
+//!   logical peer `rabbitmq-backup-core` (see `bench/peer/`)
+//! - with `--encrypted`: the first three encrypted (`--encrypt-to`,
+//!   `--identity`) vs the pipelines with `age -r` / `age -d -i` inserted,
+//!   and the cost of encryption to us (encrypted against plain)
 //!
-//! Prints medians of wall time, CPU time and peak memory (summed over the
-//! pipeline's processes), throughput and pauses, and ratios; then the same
-//! at `--scale` times the data. Run with `bench/run` (see BENCHMARKS.md).
+//! at several sizes (200 small messages, 3600 messages ≈ 30 MB, 200 MiB,
+//! 1 GiB), with our fixed costs broken down (before the first store byte
+//! is read, the pause, after the last chunk is stored), then RabbitMQ's own
+//! stop and start per version (the pause's floor), then the targets. Prints
+//! medians of alternating runs. Run with `bench/run` (see BENCHMARKS.md).
 
 /// The end-to-end tests' harness (nodes, Garage), shared as source.
 #[path = "../tests/e2e/harness"]
@@ -28,355 +32,113 @@ mod harness {
     pub use process::{free_port, set_parent_death_signal};
 }
 
+#[path = "pipeline/data.rs"]
+mod data;
+#[path = "pipeline/floor.rs"]
+mod floor;
+#[path = "pipeline/measure.rs"]
+mod measure;
+#[path = "pipeline/peer.rs"]
+mod peer;
+
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::BasicProperties;
-
-use harness::amqp::{Msg, publish};
+use data::{Size, dir_size, load};
 use harness::garage::garage;
 use harness::rabbit::{CTL, RabbitNode};
 use harness::tool::Tool;
-
-/// What one process (or pipeline) cost.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cost {
-    wall: Duration,
-    cpu: Duration,
-    peak_kib: u64,
-    pause: Option<Duration>,
-    /// CPU the S3 server (Garage) spent meanwhile.
-    server_cpu: Duration,
-}
-
-/// CPU time used so far by a process, from /proc.
-fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-/// Runs `f`, adding the server's CPU time over the run to its cost.
-fn with_server(pid: u32, f: impl FnOnce() -> Cost) -> Cost {
-    let before = cpu_of(pid);
-    let mut cost = f();
-    cost.server_cpu = cpu_of(pid).saturating_sub(before);
-    cost
-}
-
-/// Waits for `pid` with wait4, returning CPU time and peak RSS.
-fn reap(child: &Child) -> (Duration, u64, std::process::ExitStatus) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data we own; the pid is our child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(rc > 0, "wait4 failed");
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    (
-        tv(usage.ru_utime) + tv(usage.ru_stime),
-        usage.ru_maxrss as u64,
-        std::process::ExitStatus::from_raw(status),
-    )
-}
-
-/// Runs a pipeline of commands (stdout → stdin), measuring every process.
-#[allow(clippy::zombie_processes)] // every child is reaped by `reap` (wait4)
-fn pipeline(stages: Vec<Command>) -> (Cost, Vec<u8>) {
-    let started = Instant::now();
-    let mut children: Vec<Child> = Vec::new();
-    let n = stages.len();
-    for (i, mut cmd) in stages.into_iter().enumerate() {
-        if let Some(prev) = children.last_mut() {
-            cmd.stdin(Stdio::from(prev.stdout.take().unwrap()));
-        }
-        cmd.stdout(Stdio::piped());
-        if i + 1 < n {
-            cmd.stderr(Stdio::inherit());
-        }
-        children.push(cmd.spawn().expect("spawn"));
-    }
-    let mut out = Vec::new();
-    children
-        .last_mut()
-        .unwrap()
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    let mut cost = Cost::default();
-    for child in &children {
-        let (cpu, peak, status) = reap(child);
-        assert!(status.success(), "a pipeline stage failed: {status}");
-        cost.cpu += cpu;
-        cost.peak_kib += peak;
-    }
-    cost.wall = started.elapsed();
-    (cost, out)
-}
-
-fn sh(script: &str) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
-    cmd
-}
+use measure::{Cost, Medians, Series, pipeline, reap, sh};
 
 fn aws_bin() -> PathBuf {
     let venv = harness::process::tool_cache().join("awscli-venv/bin/aws");
     if venv.is_file() { venv } else { "aws".into() }
 }
 
-/// Application-like JSON, about 2.5x compressible with zstd -3.
-fn payload(i: usize, size: usize, rng: &mut u64) -> Vec<u8> {
-    const WORDS: [&str; 24] = [
-        "order",
-        "customer",
-        "product",
-        "price",
-        "quantity",
-        "warehouse",
-        "shipment",
-        "invoice",
-        "email",
-        "template",
-        "status",
-        "pending",
-        "complete",
-        "search",
-        "reindex",
-        "integration",
-        "sync",
-        "channel",
-        "website",
-        "locale",
-        "currency",
-        "discount",
-        "address",
-        "payment",
-    ];
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
-    let mut out = format!("{{\"id\":{i},\"items\":[").into_bytes();
-    while out.len() + 80 < size {
-        let r = next();
-        let word = WORDS[(r % 24) as usize];
-        out.extend_from_slice(
-            format!(
-                "{{\"{word}\":\"{:016x}{:08x}\",\"n\":{}}},",
-                next(),
-                r >> 32,
-                r % 100_000
-            )
-            .as_bytes(),
-        );
-    }
-    out.extend_from_slice(b"{}]}");
-    out.resize(size, b' ');
-    out
-}
-
-/// Publishes about `mib` MiB of persistent messages of mixed sizes into
-/// four classic queues and one priority queue.
-fn load(node: &RabbitNode, mib: usize) -> (usize, f64) {
-    let queues = ["orders", "emails", "search", "integration", "prio"];
-    let defs = serde_json::json!({
-        "queues": queues.iter().map(|q| {
-            let args = if *q == "prio" { serde_json::json!({"x-max-priority": 4}) } else { serde_json::json!({}) };
-            serde_json::json!({"name": q, "vhost": "/", "durable": true, "auto_delete": false, "arguments": args})
-        }).collect::<Vec<_>>()
-    });
-    node.import_definitions(&defs);
-    // Mostly small messages, as an application sends them; by bytes, the
-    // large ones dominate.
-    let sizes = [
-        1_000, 1_500, 2_000, 3_000, 1_000, 8_000, 12_000, 2_500, 40_000, 1_200, 150_000, 6_000,
-        500_000,
-    ];
-    let target = mib << 20;
-    let (mut total, mut count, mut rng) = (0usize, 0usize, 0x9e37_79b9_7f4a_7c15u64);
-    let mut sample = Vec::new();
-    while total < target {
-        let mut batch = Vec::new();
-        while batch.len() < 200 && total < target {
-            let size = sizes[count % sizes.len()];
-            let body = payload(count, size, &mut rng);
-            if sample.len() < 4 << 20 {
-                sample.extend_from_slice(&body);
-            }
-            let queue = queues[count % queues.len()];
-            batch.push(Msg {
-                routing_key: queue.into(),
-                properties: BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_priority((count % 5) as u8),
-                body,
-            });
-            total += size;
-            count += 1;
-        }
-        publish(node, "/", "", &batch);
-    }
-    let ratio = sample.len() as f64 / zstd::bulk::compress(&sample, 3).unwrap().len() as f64;
-    (count, ratio)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-struct Series {
-    name: &'static str,
-    ours: Vec<Cost>,
-    theirs: Vec<Cost>,
-}
-
-impl Series {
-    fn new(name: &'static str) -> Self {
-        Series {
-            name,
-            ours: vec![],
-            theirs: vec![],
-        }
-    }
-
-    /// One pair of measurements, each with the S3 server's CPU; who goes
-    /// first alternates with `run`, so neither always finds a warm cache.
-    fn measure(
-        &mut self,
-        run: usize,
-        server: u32,
-        mut ours: impl FnMut() -> Cost,
-        mut theirs: impl FnMut() -> Cost,
-    ) {
-        for ours_first in [run.is_multiple_of(2), !run.is_multiple_of(2)] {
-            if ours_first {
-                self.ours.push(with_server(server, &mut ours));
-            } else {
-                self.theirs.push(with_server(server, &mut theirs));
-            }
-        }
-    }
-
-    fn med(costs: &[Cost], f: impl Fn(&Cost) -> f64) -> f64 {
-        median(costs.iter().map(f).collect())
-    }
-
-    /// One row: what `other` (the same operation, encrypted) costs us
-    /// against `self`.
-    fn print_cost_of(&self, other: &Series) {
-        let wall = |c: &Cost| c.wall.as_secs_f64();
-        let cpu = |c: &Cost| c.cpu.as_secs_f64();
-        let peak = |c: &Cost| c.peak_kib as f64 / 1024.0;
-        let (pw, ew) = (Self::med(&self.ours, wall), Self::med(&other.ours, wall));
-        let (pc, ec) = (Self::med(&self.ours, cpu), Self::med(&other.ours, cpu));
-        let (pp, ep) = (Self::med(&self.ours, peak), Self::med(&other.ours, peak));
-        println!(
-            "| {} | {pw:.2} s | {ew:.2} s | {:+.1}% | {pc:.2} s | {ec:.2} s | {:+.1}% | {pp:.0} / {ep:.0} MiB |",
-            self.name,
-            100.0 * (ew - pw) / pw,
-            100.0 * (ec - pc) / pc
-        );
-    }
-
-    fn print(&self, data_mib: f64) -> (f64, f64, f64, Option<(f64, f64)>) {
-        let wall = |c: &Cost| c.wall.as_secs_f64();
-        let cpu = |c: &Cost| c.cpu.as_secs_f64();
-        let peak = |c: &Cost| c.peak_kib as f64 / 1024.0;
-        let (ow, tw) = (Self::med(&self.ours, wall), Self::med(&self.theirs, wall));
-        let (oc, tc) = (Self::med(&self.ours, cpu), Self::med(&self.theirs, cpu));
-        let (op, tp) = (Self::med(&self.ours, peak), Self::med(&self.theirs, peak));
-        let server = |c: &Cost| c.server_cpu.as_secs_f64();
-        let (os, ts) = (
-            Self::med(&self.ours, server),
-            Self::med(&self.theirs, server),
-        );
-        println!(
-            "| {} | {ow:.2} s | {tw:.2} s | **{:.2}x** | {oc:.2} s | {tc:.2} s | {:.2}x | {os:.2} / {ts:.2} s | {op:.0} MiB | {tp:.0} MiB | {:.0} / {:.0} MB/s |",
-            self.name,
-            tw / ow,
-            tc / oc,
-            data_mib * 1.048576 / ow,
-            data_mib * 1.048576 / tw
-        );
-        let pauses = self.theirs[0].pause.map(|_| {
-            let p = |c: &Cost| c.pause.unwrap_or_default().as_secs_f64();
-            (Self::med(&self.ours, p), Self::med(&self.theirs, p))
-        });
-        (ow, tw, op, pauses)
-    }
-}
-
 struct Args {
-    mib: usize,
+    sizes: Vec<Size>,
     runs: usize,
-    scale: usize,
+    floor: bool,
+    peer: Option<PathBuf>,
+    encrypted: bool,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        mib: 1024,
+        sizes: ["200small", "3600medium", "200mib", "1gib"]
+            .iter()
+            .map(|s| Size::parse(s))
+            .collect(),
         runs: 5,
-        scale: 4,
+        floor: true,
+        peer: std::env::var_os("BENCH_PEER").map(PathBuf::from),
+        encrypted: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
-        let value = || {
-            argv.get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .expect("a number after the flag")
-        };
+        let value = || argv.get(i + 1).cloned().expect("a value after the flag");
         match argv[i].as_str() {
-            "--size-mib" => a.mib = value(),
-            "--runs" => a.runs = value(),
-            "--scale" => a.scale = value(),
+            "--sizes" => a.sizes = value().split(',').map(Size::parse).collect(),
+            "--runs" => a.runs = value().parse().expect("a number of runs"),
+            "--no-floor" => {
+                a.floor = false;
+                i += 1;
+                continue;
+            }
+            "--encrypted" => {
+                a.encrypted = true;
+                i += 1;
+                continue;
+            }
+            "--peer" => a.peer = Some(value().into()),
             "--bench" => {
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other}; use --size-mib N --runs N --scale N"),
+            other => panic!(
+                "unknown argument {other}; use --sizes 200small,3600medium,200mib,1gib --runs N [--no-floor] [--peer PATH] [--encrypted]"
+            ),
         }
         i += 2;
     }
     a
 }
 
-/// One data size: load a node, alternate ours and theirs `runs` times.
-fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
+/// What a round found, for the targets.
+#[derive(Debug, Default)]
+struct Found {
+    live: Medians,
+    stop: Medians,
+    restore: Medians,
+    stored_ours: Option<u64>,
+    stored_pipeline: u64,
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// One data size: load a node, alternate ours and the references `runs` times.
+fn round(size: Size, runs: usize, peer: Option<&std::path::Path>, encrypted: bool) -> Found {
     let g = garage();
     let bucket = g.bucket();
     let node = RabbitNode::start();
     let started = Instant::now();
-    let (messages, ratio) = load(&node, mib);
+    let (messages, ratio) = load(&node, size);
     let data_dir = node.data_dir();
-    let store_mib = dir_size(&data_dir.join("msg_stores")) as f64 / 1048576.0;
+    let store_bytes = dir_size(&data_dir.join("msg_stores"));
+    let data_mb = store_bytes as f64 / 1e6;
     println!(
-        "\n### {mib} MiB of messages ({messages} messages, payload zstd -3 ratio {ratio:.2}, msg_stores {store_mib:.0} MiB, loaded in {:.0} s)\n",
-        started.elapsed().as_secs_f64()
+        "\n### {} ({messages} messages, payload zstd -3 ratio {ratio:.2}, msg_stores {:.1} MB, loaded in {:.0} s; load average before: {})\n",
+        size.label(),
+        data_mb,
+        started.elapsed().as_secs_f64(),
+        load_average()
     );
     let tool = Tool::new().with(node.env()).with(g.env());
     if std::env::var("BENCH_PARK").is_ok() {
@@ -404,8 +166,7 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
     };
     let repo = format!("s3://{bucket}/ours");
     let keys = tempfile::tempdir().unwrap();
-    let (key, recipient) = age_key(keys.path());
-    let key = key.display().to_string();
+    let (key, recipient) = age_key(keys.path(), encrypted);
     let pipe_key = |sealed: bool| {
         format!(
             "s3://{bucket}/pipeline/msg_stores.tar.zst{}",
@@ -451,187 +212,263 @@ fn round(mib: usize, runs: usize) -> (f64, f64, Option<(f64, f64)>) {
         let (cpu, peak, status) = reap(&child);
         assert!(status.success(), "rabbitmq-backup {args:?} failed");
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let pause = report["pause_ms"].as_u64().map(Duration::from_millis);
+        let ms = |v: &serde_json::Value| v.as_u64().map(Duration::from_millis);
         (
             Cost {
                 wall: started.elapsed(),
                 cpu,
                 peak_kib: peak,
-                pause,
+                pause: ms(&report["pause_ms"]),
                 server_cpu: Duration::ZERO,
+                first_read: ms(&report["phases"]["first_read_ms"]),
+                last_upload: ms(&report["phases"]["last_upload_ms"]),
+                stored: report["stored_bytes"].as_u64(),
             },
             report,
         )
     };
+    let pipeline_stop_upload = |sealed: bool| {
+        let t0 = Instant::now();
+        pipeline(vec![sh(&ctl("stop_app"))]);
+        let (mut c, _) = pipeline(upload_sealed(&data_dir, sealed));
+        pipeline(vec![sh(&ctl("start_app"))]);
+        c.pause = Some(t0.elapsed());
+        c.wall = t0.elapsed();
+        c
+    };
+    let pipeline_restore = |sealed: bool| {
+        let t0 = Instant::now();
+        pipeline(vec![sh(&ctl("stop_app"))]);
+        pipeline(vec![sh(&format!(
+            "rm -rf {}/msg_stores",
+            data_dir.display()
+        ))]);
+        let mut cp = Command::new(&aws);
+        cp.args([
+            "--endpoint-url",
+            &endpoint,
+            "s3",
+            "cp",
+            &pipe_key(sealed),
+            "-",
+            "--only-show-errors",
+        ]);
+        aws_env(&mut cp);
+        let mut stages = vec![cp];
+        if sealed {
+            stages.push(sh(&format!("age -d -i {}", key.display())));
+        }
+        stages.push(sh("zstd -q -d -c"));
+        stages.push(sh(&format!("tar -C {} -xf -", data_dir.display())));
+        let (mut c, _) = pipeline(stages);
+        pipeline(vec![sh(&ctl("start_app"))]);
+        c.pause = Some(t0.elapsed());
+        c.wall = t0.elapsed();
+        c
+    };
 
-    let mut live = [
-        Series::new("backup --live"),
-        Series::new("backup --live, encrypted (age)"),
-    ];
-    let mut live3 = Series::new("backup --live, both zstd -3");
-    let mut stop = [
-        Series::new("backup (stop-app)"),
-        Series::new("backup (stop-app), encrypted (age)"),
-    ];
-    let mut restore = [
-        Series::new("restore"),
-        Series::new("restore, encrypted (age)"),
-    ];
-    // Our flags for an encrypted run; the pipelines insert `age` instead.
-    let encrypt = ["--encrypt-to", recipient.as_str()];
-    let decrypt = ["--identity", key.as_str()];
+    const PIPE: &str = "tar | zstd -3 -T0 | aws s3 cp";
+    let mut live = Series::new("backup --live", PIPE);
+    let mut live3 = Series::new("backup --live, both zstd -3", PIPE);
+    let mut stop = Series::new("backup (stop-app)", "stop_app; tar | zstd | aws; start_app");
+    let mut restore = Series::new("restore", "stop_app; aws | zstd -d | tar -x; start_app");
+    let mut sealed_live = Series::new("backup --live, encrypted (age)", "tar | zstd | age | aws");
+    let mut sealed_stop = Series::new(
+        "backup (stop-app), encrypted (age)",
+        "stop_app; tar | zstd | age | aws; start_app",
+    );
+    let mut sealed_restore = Series::new(
+        "restore, encrypted (age)",
+        "stop_app; aws | age -d | zstd -d | tar -x; start_app",
+    );
+    let mut peer_backup = Series::new("backup --live", "logical peer backup");
+    let mut peer_restore = Series::new("restore", "logical peer restore");
+    let peer = peer.map(|p| peer::Peer::new(p, &node, g, &bucket));
+    let mut last_id = String::new();
     for run in 0..runs {
-        for sealed in [false, true] {
-            let i = usize::from(sealed);
-            let with = |args: &[&str], flags: &[&str]| -> Vec<String> {
-                let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-                if sealed {
-                    all.extend(flags.iter().map(|a| a.to_string()));
-                }
-                all
+        live.measure(
+            run,
+            g.pid,
+            || ours(&["backup", "--live", "--repo", &repo, "--json"]).0,
+            || pipeline(upload(&data_dir)).0,
+        );
+        // The same at equal compression level, for comparison.
+        let level3 = [
+            "backup",
+            "--live",
+            "--compression-level",
+            "3",
+            "--repo",
+            &repo,
+            "--json",
+        ];
+        live3.measure(
+            run,
+            g.pid,
+            || ours(&level3).0,
+            || pipeline(upload(&data_dir)).0,
+        );
+        // Restores use this consistent snapshot, as the pipeline's restore
+        // uses its stop-app tarball: a live copy makes the node rebuild its
+        // indices from every message file.
+        stop.measure(
+            run,
+            g.pid,
+            || {
+                let (c, r) = ours(&["backup", "--repo", &repo, "--json"]);
+                last_id = r["id"].as_str().unwrap().to_string();
+                c
+            },
+            || pipeline_stop_upload(false),
+        );
+        let restore_args = [
+            "restore",
+            &last_id,
+            "--repo",
+            &repo,
+            "--replace-messages",
+            "--json",
+        ];
+        restore.measure(
+            run,
+            g.pid,
+            || ours(&restore_args).0,
+            || pipeline_restore(false),
+        );
+        if encrypted {
+            let sealed = |args: &[&str], extra: [&str; 2]| -> Vec<String> {
+                args.iter().chain(&extra).map(|a| a.to_string()).collect()
             };
+            let to = ["--encrypt-to", recipient.as_str()];
+            let identity = key.display().to_string();
+            let with_identity = ["--identity", identity.as_str()];
             let run_ours = |args: Vec<String>| {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 ours(&args)
             };
-            live[i].measure(
+            sealed_live.measure(
+                run,
+                g.pid,
+                || run_ours(sealed(&["backup", "--live", "--repo", &repo, "--json"], to)).0,
+                || pipeline(upload_sealed(&data_dir, true)).0,
+            );
+            let mut sealed_id = String::new();
+            sealed_stop.measure(
                 run,
                 g.pid,
                 || {
-                    run_ours(with(
-                        &["backup", "--live", "--repo", &repo, "--json"],
-                        &encrypt,
-                    ))
-                    .0
+                    let (c, r) = run_ours(sealed(&["backup", "--repo", &repo, "--json"], to));
+                    sealed_id = r["id"].as_str().unwrap().to_string();
+                    c
                 },
-                || pipeline(upload_sealed(&data_dir, sealed)).0,
+                || pipeline_stop_upload(true),
             );
-            if !sealed {
-                // The same at equal compression level, for comparison.
-                live3.measure(
-                    run,
-                    g.pid,
-                    || {
-                        ours(&[
-                            "backup",
-                            "--live",
-                            "--compression-level",
-                            "3",
-                            "--repo",
-                            &repo,
-                            "--json",
-                        ])
-                        .0
-                    },
-                    || pipeline(upload(&data_dir)).0,
-                );
-            }
-            // Restores use this consistent snapshot, as the pipeline's restore
-            // uses its stop-app tarball: a live copy makes the node rebuild its
-            // indices from every message file.
-            let mut last_id = String::new();
-            stop[i].measure(
+            let args = [
+                "restore",
+                &sealed_id,
+                "--repo",
+                &repo,
+                "--replace-messages",
+                "--json",
+            ];
+            sealed_restore.measure(
                 run,
                 g.pid,
-                || {
-                    let (c, r) = run_ours(with(&["backup", "--repo", &repo, "--json"], &encrypt));
-                    last_id = r["id"].as_str().unwrap().to_string();
-                    c
-                },
-                || {
-                    let t0 = Instant::now();
-                    pipeline(vec![sh(&ctl("stop_app"))]);
-                    let (mut c, _) = pipeline(upload_sealed(&data_dir, sealed));
-                    pipeline(vec![sh(&ctl("start_app"))]);
-                    c.pause = Some(t0.elapsed());
-                    c.wall = t0.elapsed();
-                    c
-                },
+                || run_ours(sealed(&args, with_identity)).0,
+                || pipeline_restore(true),
             );
-            restore[i].measure(
+        }
+        if let Some(peer) = &peer {
+            peer_backup.measure(
                 run,
                 g.pid,
-                || {
-                    run_ours(with(
-                        &[
-                            "restore",
-                            &last_id,
-                            "--repo",
-                            &repo,
-                            "--replace-messages",
-                            "--json",
-                        ],
-                        &decrypt,
-                    ))
-                    .0
-                },
-                || {
-                    let t0 = Instant::now();
-                    pipeline(vec![sh(&ctl("stop_app"))]);
-                    pipeline(vec![sh(&format!(
-                        "rm -rf {}/msg_stores",
-                        data_dir.display()
-                    ))]);
-                    let mut cp = Command::new(&aws);
-                    cp.args([
-                        "--endpoint-url",
-                        &endpoint,
-                        "s3",
-                        "cp",
-                        &pipe_key(sealed),
-                        "-",
-                        "--only-show-errors",
-                    ]);
-                    aws_env(&mut cp);
-                    let mut stages = vec![cp];
-                    if sealed {
-                        stages.push(sh(&format!("age -d -i {key}")));
-                    }
-                    stages.push(sh("zstd -q -d -c"));
-                    stages.push(sh(&format!("tar -C {} -xf -", data_dir.display())));
-                    let (mut c, _) = pipeline(stages);
-                    pipeline(vec![sh(&ctl("start_app"))]);
-                    c.pause = Some(t0.elapsed());
-                    c.wall = t0.elapsed();
-                    c
-                },
+                || ours(&["backup", "--live", "--repo", &repo, "--json"]).0,
+                || peer.backup(),
             );
+            peer_restore.measure(run, g.pid, || ours(&restore_args).0, || peer.restore());
         }
         // Keep the bucket small: only the newest snapshot stays.
         let _ = tool.run(&["prune", "--keep-last", "1", "--repo", &repo]);
-        eprintln!("run {} of {runs} done", run + 1);
+        eprintln!("{}: run {} of {runs} done", size.label(), run + 1);
     }
+    // The pipeline's stored size, outside the measurements.
+    let (_, compressed) = pipeline(vec![
+        sh(&format!("tar -C {} -cf - msg_stores", data_dir.display())),
+        sh("zstd -q -3 -T0 -c"),
+    ]);
     println!(
-        "| operation | ours | pipeline | speed-up | ours CPU | pipeline CPU | CPU ratio | S3 server CPU ours / pipeline | ours peak | pipeline peak | throughput ours / pipeline |"
+        "| operation | reference | ours | reference | speed-up | ours CPU | reference CPU | CPU ratio | S3 server CPU ours / reference | ours peak | reference peak | throughput ours / reference |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let (_, _, backup_peak, _) = live[0].print(mib as f64);
-    live[1].print(mib as f64);
-    live3.print(mib as f64);
-    let (_, _, _, stop_pause) = stop[0].print(mib as f64);
-    stop[1].print(mib as f64);
-    let (_, _, restore_peak, restore_pause) = restore[0].print(mib as f64);
-    restore[1].print(mib as f64);
-    let (op, tp) = stop_pause.unwrap();
-    let (orp, trp) = restore_pause.unwrap();
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut found = Found {
+        live: live.print(data_mb),
+        ..Found::default()
+    };
+    live3.print(data_mb);
+    found.stop = stop.print(data_mb);
+    found.restore = restore.print(data_mb);
+    if encrypted {
+        sealed_live.print(data_mb);
+        sealed_stop.print(data_mb);
+        sealed_restore.print(data_mb);
+    }
+    if peer.is_some() {
+        peer_backup.print(data_mb);
+        peer_restore.print(data_mb);
+    }
+    found.stored_ours = live.stored();
+    found.stored_pipeline = compressed.len() as u64;
+    let pause = |m: &Medians| {
+        (
+            m.ours_pause.unwrap_or(f64::NAN),
+            m.theirs_pause.unwrap_or(f64::NAN),
+        )
+    };
+    let (op, tp) = pause(&found.stop);
+    let (orp, trp) = pause(&found.restore);
     println!(
         "\npauses (median): stop-app backup ours {op:.2} s vs pipeline {tp:.2} s (**{:.1}x shorter**); restore ours {orp:.2} s vs pipeline {trp:.2} s",
         tp / op
     );
-    println!("\nencryption cost, ours (median, encrypted against plain):\n");
     println!(
-        "| operation | plain | encrypted | wall | plain CPU | encrypted CPU | CPU | peak plain / encrypted |"
+        "stored: ours (level 1) {:.1} MB, level 3 {:.1} MB; pipeline (zstd -3) {:.1} MB",
+        found.stored_ours.unwrap_or(0) as f64 / 1e6,
+        live3.stored().unwrap_or(0) as f64 / 1e6,
+        found.stored_pipeline as f64 / 1e6
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for pair in [&live, &stop, &restore] {
-        pair[0].print_cost_of(&pair[1]);
+    println!(
+        "\nOur fixed costs (medians): before the first store byte is read (start, connection, checks, pause), the pause, the data phase, after the last chunk is stored (manifest, report, exit)\n"
+    );
+    println!("| operation | wall | before first read | pause | data | after last upload |");
+    println!("|---|---|---|---|---|---|");
+    for s in [&live, &live3, &stop, &restore] {
+        s.print_fixed_costs();
     }
-    (backup_peak.max(restore_peak), orp, Some((op, tp)))
+    if encrypted {
+        println!("\nencryption cost, ours (median, encrypted against plain):\n");
+        println!(
+            "| operation | plain | encrypted | wall | plain CPU | encrypted CPU | CPU | peak plain / encrypted |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for (plain, sealed) in [
+            (&live, &sealed_live),
+            (&stop, &sealed_stop),
+            (&restore, &sealed_restore),
+        ] {
+            plain.print_cost_of(sealed);
+        }
+    }
+    println!("\nload average after: {}", load_average());
+    found
 }
 
-/// An age key pair made by `age-keygen`: (identity file, recipient).
-fn age_key(dir: &std::path::Path) -> (PathBuf, String) {
+/// An age key pair made by `age-keygen` when `wanted`: (identity file,
+/// recipient); placeholders otherwise (no `age` needed).
+fn age_key(dir: &std::path::Path, wanted: bool) -> (PathBuf, String) {
     let key = dir.join("key.txt");
+    if !wanted {
+        return (key, String::new());
+    }
     let made = Command::new("age-keygen").arg("-o").arg(&key).output();
     assert!(
         made.is_ok_and(|o| o.status.success()),
@@ -648,26 +485,10 @@ fn age_key(dir: &std::path::Path) -> (PathBuf, String) {
     )
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                dir_size(&e.path())
-            } else {
-                m.len()
-            }
-        })
-        .sum()
-}
-
 fn main() {
     let a = args();
     println!(
-        "# rabbitmq-backup benchmark\n\nmachine: {} CPUs, {}; runs per measurement: {}",
+        "# rabbitmq-backup benchmark\n\nmachine: {} CPUs, {}; runs per measurement: {}; load average at start: {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -682,16 +503,87 @@ fn main() {
                     .to_string())
             )
             .unwrap_or_default(),
-        a.runs
+        a.runs,
+        load_average()
     );
-    let (peak1, pause1, _) = round(a.mib, a.runs);
-    if a.scale > 1 {
-        let (peak4, pause4, _) = round(a.mib * a.scale, a.runs);
+    let mut rounds = Vec::new();
+    for size in &a.sizes {
+        let peer = match size {
+            Size::Small(_) | Size::Medium(_) => a.peer.as_deref(),
+            Size::MiB(_) => None,
+        };
+        rounds.push((*size, round(*size, a.runs, peer, a.encrypted)));
+    }
+    let floor = if a.floor { floor::print(a.runs) } else { None };
+    targets(&rounds, floor);
+}
+
+/// The targets against what was measured.
+fn targets(rounds: &[(Size, Found)], floor: Option<f64>) {
+    println!("\n### Against the targets\n");
+    println!("| target | measured | |");
+    println!("|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let find = |f: fn(&Size) -> bool| rounds.iter().find(|(s, _)| f(s)).map(|(_, r)| r);
+    if let Some(r) = find(|s| matches!(s, Size::Small(_))) {
         println!(
-            "\nscaling {}x: peak memory {peak1:.0} → {peak4:.0} MiB ({:+.0}%), restore pause {pause1:.2} → {pause4:.2} s ({:+.2} s)",
-            a.scale,
-            100.0 * (peak4 - peak1) / peak1,
-            pause4 - pause1
+            "| live backup of 200 messages ≤ 0.2 s | {:.3} s | {} |",
+            r.live.ours,
+            verdict(r.live.ours <= 0.2)
+        );
+    }
+    for (size, r) in rounds {
+        if let Some(p) = r.stop.ours_pause {
+            println!(
+                "| stop-app pause ≤ 0.7 s ({}) | {p:.2} s{} | {} |",
+                size.label(),
+                floor.map_or(String::new(), |f| format!(
+                    " (RabbitMQ's own stop + start: {f:.2} s)"
+                )),
+                verdict(p <= 0.7)
+            );
+        }
+    }
+    for (size, r) in rounds.iter().filter(|(s, _)| matches!(s, Size::MiB(_))) {
+        let ratio = r.live.theirs / r.live.ours;
+        let smaller = r.stored_ours.is_some_and(|s| s <= r.stored_pipeline);
+        println!(
+            "| `backup --live` ≥ 1.6x the pipeline ({}), same or smaller stored size | {ratio:.2}x; stored {:.1} vs {:.1} MB | {} |",
+            size.label(),
+            r.stored_ours.unwrap_or(0) as f64 / 1e6,
+            r.stored_pipeline as f64 / 1e6,
+            verdict(ratio >= 1.6 && smaller)
+        );
+    }
+    if let Some(r) = find(|s| matches!(s, Size::Medium(_))) {
+        println!(
+            "| restore of the 30 MB case ≤ 1.2 s including the broker restart | {:.2} s | {} |",
+            r.restore.ours,
+            verdict(r.restore.ours <= 1.2)
+        );
+    }
+    if let Some(r) = find(|s| matches!(s, Size::MiB(m) if *m >= 1024)) {
+        let ratio = r.restore.theirs / r.restore.ours;
+        println!(
+            "| restore ≥ 1.8x the pipeline at 1 GiB | {ratio:.2}x | {} |",
+            verdict(ratio >= 1.8)
+        );
+    }
+    let mibs: Vec<&(Size, Found)> = rounds
+        .iter()
+        .filter(|(s, _)| matches!(s, Size::MiB(_)))
+        .collect();
+    if let (Some((s1, r1)), Some((s2, r2))) = (mibs.first(), mibs.last())
+        && s1 != s2
+    {
+        let peak = |r: &Found| r.live.ours_peak_mib.max(r.restore.ours_peak_mib);
+        let (p1, p2) = (peak(r1), peak(r2));
+        println!(
+            "| peak memory flat in data size | {p1:.0} MiB ({}) → {p2:.0} MiB ({}), {:+.0}% | {} |",
+            s1.label(),
+            s2.label(),
+            100.0 * (p2 - p1) / p1,
+            verdict(p2 <= p1 * 1.2)
         );
     }
 }
