@@ -29,10 +29,11 @@ pub async fn run(
     out: Output,
 ) -> anyhow::Result<RestoreReport> {
     let started = Instant::now();
-    let repo = super::open_repository(settings).await?;
     // The broker may be stopped: by an interrupted restore, or a backup
-    // killed during its pause.
-    let (broker, state) = Broker::reach(settings).await?;
+    // killed during its pause. Both are asked at once (fixed costs).
+    let (repo, broker) = tokio::join!(super::open_repository(settings), Broker::reach(settings));
+    let repo = repo?;
+    let (broker, state) = broker?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
     if args.resume {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::report::QueueOutcome;
 use crate::archive::manifest::{Consistency, Manifest};
 use crate::rabbit::Broker;
+use crate::rabbit::control::Transport;
 
 /// How long queues may take to report their recovered counts.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -73,7 +74,6 @@ pub async fn counts(
     let deadline = Instant::now() + PATIENCE;
     loop {
         let now: BTreeMap<(String, String), u64> = broker
-            // Only classic queues are checked: no extra query for the others.
             .queues(&vhosts)
             .await?
             .into_iter()
@@ -90,7 +90,13 @@ pub async fn counts(
                 verdict.failures.join(", ")
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A question over distribution is a round trip, worth asking often;
+        // over rabbitmqctl each boots a VM.
+        let pause = match broker.control.transport() {
+            Transport::Distribution => Duration::from_millis(50),
+            Transport::Rabbitmqctl => Duration::from_millis(500),
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
