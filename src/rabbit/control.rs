@@ -271,11 +271,14 @@ impl Control {
             }
         }
         let text = ctl_text(expr, args);
-        let out = self
-            .ctl
-            .eval(&text, patience)
-            .await
-            .with_context(|| format!("{} failed", expr.name))?;
+        let out = self.ctl.eval(&text, patience).await.map_err(|e| {
+            // A wrong cookie is the whole story, whatever was asked.
+            if super::ctl::is_cookie_mismatch(&e) {
+                e
+            } else {
+                e.context(format!("{} failed", expr.name))
+            }
+        })?;
         let json = decode_hex_output(&out)
             .with_context(|| format!("unexpected answer to the {} query: {out:?}", expr.name))?;
         serde_json::from_slice(&json).with_context(|| {
