@@ -57,7 +57,7 @@ pub fn unpack(
 /// [`unpack`], writing only the files and directories `keep` accepts (every
 /// file is still checked against the manifest).
 pub fn unpack_selected(
-    stored: impl Read,
+    stored: impl Read + Send + 'static,
     manifest: &Manifest,
     dest: Option<&Path>,
     keep: impl Fn(&str) -> bool,
