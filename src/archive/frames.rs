@@ -193,7 +193,17 @@ fn decompress(
     };
     let out = decompressor
         .decompress(&frame.bytes, capacity)
-        .map_err(|e| damaged(frame.offset, &e.to_string()))?;
+        .map_err(|e| match frame.content_size {
+            // Our frames declare their size; one without may not exceed the limit.
+            None => damaged(
+                frame.offset,
+                &format!(
+                    "a frame that declares no size decompresses to more than {} MiB, or is corrupt ({e})",
+                    MAX_FRAME >> 20
+                ),
+            ),
+            Some(_) => damaged(frame.offset, &e.to_string()),
+        })?;
     if frame
         .content_size
         .is_some_and(|size| size != out.len() as u64)
