@@ -397,7 +397,7 @@ fn round(size: Size, runs: usize, peer: Option<&std::path::Path>, encrypted: boo
         sh("zstd -q -3 -T0 -c"),
     ]);
     println!(
-        "| operation | reference | ours | reference | speed-up | ours CPU | reference CPU | CPU ratio | S3 server CPU ours / reference | ours peak | reference peak | throughput ours / reference |"
+        "| operation | reference | ours | reference time | speed-up | ours CPU | reference CPU | CPU ratio | S3 server CPU ours / reference | ours peak | reference peak | throughput ours / reference |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut found = Found {
