@@ -26,6 +26,7 @@ pub mod settings;
 pub mod signals;
 pub mod staging;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 
 use clap::{CommandFactory, Parser};
@@ -97,6 +98,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     let file = config::load(cli.global.config.as_deref())?;
     let settings = Settings::new(&cli.global, file)?;
     logging::init(settings.log_format, settings.verbosity);
+    tls::install_default_provider();
     let out = Output::new(settings.json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
