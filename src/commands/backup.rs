@@ -609,7 +609,7 @@ mod tests {
     }
 
     fn args() -> BackupSettings {
-        BackupSettings::new(&Default::default(), &Default::default()).unwrap()
+        BackupSettings::new(&Default::default()).unwrap()
     }
 
     #[test]
