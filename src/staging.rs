@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{data_dir as data_dir_error, refused};
+use crate::rabbit::datadir::VhostDir;
 
 /// Prefix of every entry this tool creates beside a data directory.
 pub const MARK: &str = ".rabbitmq-backup";
@@ -224,13 +225,13 @@ impl NodeLock {
 pub fn copy_store(
     src_root: &Path,
     dst_root: &Path,
-    vhost_dirs: &[String],
+    vhost_dirs: &[VhostDir],
     threads: usize,
 ) -> io::Result<u64> {
     let mut dirs = vec!["msg_stores".to_string(), "msg_stores/vhosts".to_string()];
     let mut files = Vec::new();
     for vhost in vhost_dirs {
-        collect(src_root, vhost, &mut dirs, &mut files)?;
+        collect(src_root, vhost.as_str(), &mut dirs, &mut files)?;
     }
     for dir in &dirs {
         let mode = fs::metadata(src_root.join(dir))?.mode() & 0o7777;
@@ -424,7 +425,13 @@ mod tests {
             fs::write(d.join("queues/Q/0.idx"), vh.repeat(1000)).unwrap();
             fs::write(d.join("msg_store_transient/0.rdq"), "t").unwrap();
         }
-        let n = copy_store(src.path(), dst.path(), &["msg_stores/vhosts/A".into()], 2).unwrap();
+        let n = copy_store(
+            src.path(),
+            dst.path(),
+            &[VhostDir::parse("msg_stores/vhosts/A").unwrap()],
+            2,
+        )
+        .unwrap();
         assert_eq!(n, 1000);
         assert_eq!(
             fs::read(dst.path().join("msg_stores/vhosts/A/queues/Q/0.idx")).unwrap(),

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{DirEntry, FileEntry};
 use super::paths::{DEFINITIONS, MSG_STORES};
+use crate::rabbit::datadir::VhostDir;
 
 /// What was written, for the manifest.
 #[derive(Debug, Default)]
@@ -68,7 +69,7 @@ pub fn write_archive<W: Write>(
     definitions: &[u8],
     source: &Path,
     live: bool,
-    vhost_dirs: &BTreeSet<String>,
+    vhost_dirs: &BTreeSet<VhostDir>,
     mut progress: impl FnMut(u64),
 ) -> io::Result<(W, Written)> {
     let mut builder = tar::Builder::new(out);
@@ -139,7 +140,7 @@ fn append_dir<W: Write>(
 
 struct Walker<'a, P: FnMut(u64)> {
     live: bool,
-    vhost_dirs: &'a BTreeSet<String>,
+    vhost_dirs: &'a BTreeSet<VhostDir>,
     written: &'a mut Written,
     progress: &'a mut P,
 }
@@ -166,7 +167,7 @@ impl<P: FnMut(u64)> Walker<'_, P> {
                 continue;
             };
             let child_rel = format!("{rel}/{name}");
-            if vhosts_level && !self.vhost_dirs.contains(&child_rel) {
+            if vhosts_level && !self.vhost_dirs.contains(child_rel.as_str()) {
                 continue;
             }
             let meta = match fs::symlink_metadata(entry.path()) {
@@ -268,7 +269,7 @@ mod tests {
         fs::write(vh.join("msg_store_transient/0.rdq"), "transient").unwrap();
         fs::write(vh.join("queues/Q/0.idx"), vec![9u8; 5000]).unwrap();
 
-        let selected: BTreeSet<String> = ["msg_stores/vhosts/V".to_string()].into();
+        let selected: BTreeSet<VhostDir> = [VhostDir::parse("msg_stores/vhosts/V").unwrap()].into();
         fs::create_dir_all(src.path().join("msg_stores/vhosts/OTHER")).unwrap();
         let (tar_bytes, written) = write_archive(
             Vec::new(),

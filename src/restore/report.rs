@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::archive::manifest::{Manifest, QueueEntry};
 use crate::rabbit::ctl::QueueStatus;
+use crate::rabbit::queue_type::QueueType;
 
 pub use crate::exclude::mover::Outcome as ExclusionOutcome;
 
@@ -16,7 +17,7 @@ pub struct QueueOutcome {
     pub name: String,
     /// Queue type.
     #[serde(rename = "type")]
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Messages at backup time.
     pub expected: u64,
     /// Messages now (absent for a dry run).
@@ -102,7 +103,7 @@ pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
 pub fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> {
     target
         .iter()
-        .filter(|q| q.queue_type == "classic" && q.messages > 0)
+        .filter(|q| q.queue_type.is_classic() && q.messages > 0)
         .filter(|q| {
             vhosts.contains(&q.vhost)
                 || !q.durable
