@@ -22,9 +22,49 @@ pub struct QueueOutcome {
     pub expected: u64,
     /// Messages now (absent for a dry run).
     pub actual: Option<u64>,
-    /// `ok`, `more` (something published since), `expected-shortfall` (see
-    /// the warnings), `missing`, `not-covered`, `planned`.
-    pub status: String,
+    /// What became of it.
+    pub status: QueueState,
+}
+
+/// What became of a queue (`status` in `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueState {
+    /// Every message is back.
+    Ok,
+    /// More than at backup time: something was published since.
+    More,
+    /// Fewer, for a reason the manifest recorded (see the warnings).
+    ExpectedShortfall,
+    /// Fewer, for no known reason, or the queue is gone (the restore fails).
+    Missing,
+    /// The snapshot does not hold its messages (quorum, stream).
+    NotCovered,
+    /// A dry run would restore it.
+    Planned,
+    /// A queue on the node whose messages the restore replaces.
+    Replaced,
+}
+
+impl QueueState {
+    /// The name in `--json` and the human summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Ok => "ok",
+            QueueState::More => "more",
+            QueueState::ExpectedShortfall => "expected-shortfall",
+            QueueState::Missing => "missing",
+            QueueState::NotCovered => "not-covered",
+            QueueState::Planned => "planned",
+            QueueState::Replaced => "replaced",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The result of a restore (`--json` schema).
@@ -68,14 +108,14 @@ pub struct RestoreReport {
 
 impl QueueOutcome {
     /// An outcome for a queue of the manifest.
-    pub fn of(q: &QueueEntry, actual: Option<u64>, status: &str) -> QueueOutcome {
+    pub fn of(q: &QueueEntry, actual: Option<u64>, status: QueueState) -> QueueOutcome {
         QueueOutcome {
             vhost: q.vhost.clone(),
             name: q.name.clone(),
             queue_type: q.queue_type.clone(),
             expected: q.messages,
             actual,
-            status: status.into(),
+            status,
         }
     }
 }
@@ -84,7 +124,7 @@ impl QueueOutcome {
 pub fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
     manifest
         .uncovered_queues()
-        .map(|q| QueueOutcome::of(q, None, "not-covered"))
+        .map(|q| QueueOutcome::of(q, None, QueueState::NotCovered))
         .collect()
 }
 
@@ -94,7 +134,7 @@ pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
         .queues
         .iter()
         .filter(|q| q.covered)
-        .map(|q| QueueOutcome::of(q, None, "planned"))
+        .map(|q| QueueOutcome::of(q, None, QueueState::Planned))
         .collect()
 }
 
@@ -115,7 +155,7 @@ pub fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> 
             queue_type: q.queue_type.clone(),
             expected: 0,
             actual: Some(q.messages),
-            status: "replaced".into(),
+            status: QueueState::Replaced,
         })
         .collect()
 }
