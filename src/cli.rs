@@ -1,7 +1,8 @@
 //! Command-line arguments (clap only: no I/O, no validation beyond syntax).
 //!
 //! Every value is optional here so that [`crate::settings`] can apply the
-//! precedence flag > environment > config file > default in one place.
+//! built-in defaults in one place; the config file's values arrive as clap
+//! defaults ([`crate::config`]), so flag > environment > file > default.
 
 use std::path::PathBuf;
 
@@ -346,7 +347,21 @@ pub struct RestoreArgs {
     pub download_concurrency: Option<usize>,
     /// Finish or undo a restore that was interrupted after the broker was stopped,
     /// with the options it was started with (with --dry-run: say what it would do)
-    #[arg(long)]
+    // The journal holds those options: a flag that would change them is
+    // refused, and the config file's value for it does not apply.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "from_node",
+            "exclude_routing_key",
+            "drop_excluded",
+            "definitions_only",
+            "replace_messages",
+            "force_downgrade",
+            "keep_old",
+            "download_concurrency",
+        ]
+    )]
     pub resume: bool,
 }
 
@@ -372,7 +387,9 @@ pub struct ShowArgs {
 #[derive(Debug, Args, Default, Clone)]
 pub struct VerifyArgs {
     /// Snapshot id, unambiguous prefix, or `latest`
-    #[arg(conflicts_with = "all", required_unless_present = "all")]
+    // Not `required_unless_present = "all"`: `all` may come from the config
+    // file, which clap's requirement rules do not see (the command checks).
+    #[arg(conflicts_with = "all")]
     pub snapshot: Option<String>,
     /// Verify every snapshot
     #[arg(long)]
@@ -538,7 +555,7 @@ mod tests {
             management_url: Some("http://10.1.2.3:15672".into()),
             ..Default::default()
         };
-        let s = crate::settings::Settings::new(&args, Default::default()).unwrap();
+        let s = crate::settings::Settings::new(&args).unwrap();
         assert_eq!(s.amqp_url, None);
         assert_eq!(s.management_host, "10.1.2.3");
     }

@@ -28,9 +28,10 @@ pub mod settings;
 pub mod signals;
 pub mod staging;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use cli::{Cli, Command};
 use output::Output;
@@ -38,9 +39,18 @@ use settings::{BackupSettings, MessagesSettings, RestoreSettings, Settings};
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> u8 {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match config::parse_cli(&argv) {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(config::ParseError::Config(err)) => {
+            let message = error::render(&err);
+            eprintln!("error: {message}");
+            if std::env::args().any(|a| a == "--json") {
+                print_json_error(error::kind_of(&err), &message);
+            }
+            return error::kind_of(&err).code();
+        }
+        Err(config::ParseError::Clap(e)) => {
             // --help and --version are "errors" that print and exit 0.
             let _ = e.print();
             if !e.use_stderr() {
@@ -96,9 +106,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let file = config::load(cli.global.config.as_deref())?;
-    let settings = Settings::new(&cli.global, file)?;
+    let settings = Settings::new(&cli.global)?;
     logging::init(settings.log_format, settings.verbosity);
+    tls::install_default_provider();
     let out = Output::new(settings.json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,7 +118,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         signals::install();
         match &cli.command {
             Command::Backup(args) => {
-                let args = BackupSettings::new(args, &settings.file)?;
+                let args = BackupSettings::new(args)?;
                 let started = std::time::Instant::now();
                 let result = commands::backup::run(&settings, &args, out).await;
                 if let Some(path) = &settings.metrics_file {
@@ -131,7 +141,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     .await
             }
             Command::Restore(args) => {
-                let args = RestoreSettings::new(args, &settings.file)?;
+                let args = RestoreSettings::new(args)?;
                 commands::restore::run(&settings, &args, out)
                     .await
                     .map(drop)

@@ -5,6 +5,7 @@ pub mod ctl;
 pub mod datadir;
 pub mod definitions;
 pub mod http;
+pub mod queue_type;
 pub mod upgrade;
 pub mod version;
 
@@ -360,7 +361,7 @@ impl Broker {
         let mut all: Vec<QueueStatus> = lists?.into_iter().flatten().collect();
         match exact {
             Ok(exact) => {
-                for q in all.iter_mut().filter(|q| q.queue_type != "classic") {
+                for q in all.iter_mut().filter(|q| !q.queue_type.is_classic()) {
                     let found = exact.iter().find(|(v, n, _)| *v == q.vhost && *n == q.name);
                     if let Some((_, _, count)) = found {
                         q.messages = *count;

@@ -23,7 +23,7 @@ use crate::output::{Output, bytes, count};
 use crate::progress::Progress;
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::QueueStatus;
-use crate::rabbit::datadir::{self, QueueDir};
+use crate::rabbit::datadir::{self, QueueDir, VhostDir};
 use crate::rabbit::definitions::Definitions;
 use crate::repo::url::RepoUrl;
 use crate::repo::{Repository, local, snapshot_id};
@@ -181,7 +181,7 @@ fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Resul
     let lost: Vec<String> = queues
         .iter()
         .filter_map(|q| {
-            if q.queue_type != "classic" || q.messages == 0 {
+            if !q.queue_type.is_classic() || q.messages == 0 {
                 return None;
             }
             if !q.durable {
@@ -254,7 +254,7 @@ async fn capture(
         .vhosts
         .iter()
         .filter_map(|name| {
-            let dir = datadir::vhost_dir(name);
+            let dir = VhostDir::of(name);
             if data_dir.join(&dir).is_dir() {
                 Some(VhostEntry { name: name.clone(), dir })
             } else {
@@ -263,7 +263,7 @@ async fn capture(
             }
         })
         .collect();
-    let vhost_dirs: Vec<String> = vhosts.iter().map(|v| v.dir.clone()).collect();
+    let vhost_dirs: Vec<VhostDir> = vhosts.iter().map(|v| v.dir.clone()).collect();
     let earlier: Vec<String> = repo
         .list(Some(&node))
         .await?
@@ -323,7 +323,7 @@ async fn capture(
     let definitions_bytes = definitions.bytes.clone();
     let live = args.live;
     let producer_source: PathBuf = source.clone();
-    let selected: BTreeSet<String> = vhost_dirs.iter().cloned().collect();
+    let selected: BTreeSet<VhostDir> = vhost_dirs.iter().cloned().collect();
     let target = UploadTarget {
         storage: repo.storage().clone(),
         key_of: repo.chunk_keys(&node, id),
@@ -474,7 +474,7 @@ async fn capture(
         location: repo.snapshot_location(&node, id),
         node,
         repository: repo.url().to_string(),
-        consistency: consistency.as_str(),
+        consistency,
         pause_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         tier: tier.as_str(),
@@ -523,7 +523,7 @@ fn queue_entries(
     args: &BackupSettings,
 ) -> Vec<QueueEntry> {
     let local = here.iter().map(|q| {
-        let covered = q.queue_type == "classic" && q.durable;
+        let covered = q.queue_type.is_classic() && q.durable;
         let own: Vec<&QueueDir> = dirs
             .iter()
             .filter(|d| d.vhost == q.vhost && d.queue == q.name)
@@ -631,7 +631,7 @@ mod tests {
     }
 
     fn args() -> BackupSettings {
-        BackupSettings::new(&Default::default(), &Default::default()).unwrap()
+        BackupSettings::new(&Default::default()).unwrap()
     }
 
     #[test]
@@ -672,7 +672,10 @@ mod tests {
             queue: "c".into(),
             priority,
             index,
-            dir: format!("msg_stores/vhosts/V/queues/{name}"),
+            dir: crate::rabbit::datadir::QueuePath::parse(&format!(
+                "msg_stores/vhosts/V/queues/{name}"
+            ))
+            .unwrap(),
         };
         let dirs = [
             dir("X", Some(0), IndexVersion::V2),
@@ -686,7 +689,11 @@ mod tests {
         let entries = queue_entries(&queues, &elsewhere, &dirs, &defs, &args());
         assert!(entries[0].covered);
         assert_eq!(
-            entries[0].dirs,
+            entries[0]
+                .dirs
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>(),
             vec![
                 "msg_stores/vhosts/V/queues/X",
                 "msg_stores/vhosts/V/queues/Y"

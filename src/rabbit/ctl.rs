@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+use super::queue_type::QueueType;
+
 /// A queue as `rabbitmqctl list_queues` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
@@ -18,7 +20,7 @@ pub struct QueueStatus {
     /// Queue name.
     pub name: String,
     /// `classic`, `quorum` or `stream`.
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Durable flag.
     pub durable: bool,
     /// Ready plus unacknowledged messages.
@@ -570,7 +572,7 @@ fn parse_queue_list(vhost: &str, out: &str) -> anyhow::Result<Vec<QueueStatus>> 
                 .to_string();
             Ok(QueueStatus {
                 vhost: vhost.to_string(),
-                queue_type: row["type"].as_str().unwrap_or("classic").to_string(),
+                queue_type: QueueType::from(row["type"].as_str().unwrap_or("classic")),
                 durable: row["durable"].as_bool().unwrap_or(false),
                 messages: as_u64(&row["messages"]).unwrap_or(0),
                 messages_persistent: as_u64(&row["messages_persistent"]),
@@ -598,7 +600,7 @@ mod tests {
 ]"#;
         let queues = parse_queue_list("/", out).unwrap();
         assert_eq!(queues.len(), 2);
-        assert_eq!(queues[0].queue_type, "quorum");
+        assert_eq!(queues[0].queue_type, QueueType::Quorum);
         assert_eq!(queues[0].messages_persistent, None);
         assert_eq!(queues[1].consumers, 2);
         assert_eq!(queues[1].messages_persistent, Some(1));

@@ -49,6 +49,7 @@ use super::swap::{self, Anomaly, Status, Step, Stores};
 use crate::archive::manifest::Manifest;
 use crate::error::{Kind, class, classified};
 use crate::failpoint::hit;
+use crate::rabbit::datadir::VhostDir;
 use crate::staging::{MARK, Staging, replace_durably};
 
 /// The journal file's name in the work area.
@@ -152,7 +153,7 @@ pub struct Journal {
     /// The node's data directory.
     pub data_dir: PathBuf,
     /// Vhost store directories the restore replaces (`msg_stores/vhosts/<VH>`).
-    pub vhost_dirs: Vec<String>,
+    pub vhost_dirs: Vec<VhostDir>,
     /// Keep the previous stores beside the data directory.
     pub keep_old: bool,
     /// Exclusion to run once the counts are checked.

@@ -12,6 +12,7 @@ use crate::archive::manifest::{Capture, IndexVersion, Manifest, QueueEntry};
 use crate::error::{incompatible, refused};
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::with_consumers;
+use crate::rabbit::datadir::VhostDir;
 use crate::rabbit::definitions::Definitions;
 use crate::rabbit::version::older;
 use crate::settings::RestoreSettings;
@@ -38,7 +39,7 @@ pub async fn before_download(
         return Ok(Checks::default());
     }
     cluster(broker, manifest).await?;
-    let dirs: Vec<String> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
+    let dirs: Vec<VhostDir> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
     swap::check_same_filesystem(data_dir, &dirs)?;
     fetch::check_free_space(crate::staging::parent_of(data_dir)?, manifest)?;
     queues(broker, manifest, args, args.before.is_none()).await

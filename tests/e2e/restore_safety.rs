@@ -242,10 +242,8 @@ fn restoring_the_same_snapshot_twice_keeping_the_previous_stores_keeps_both() {
 
 /// A vhost's store directory name (`<VH>`).
 fn node_vhost_dir(vhost: &str) -> String {
-    rabbitmq_backup::rabbit::datadir::vhost_dir(vhost)
-        .rsplit('/')
-        .next()
-        .unwrap()
+    rabbitmq_backup::rabbit::datadir::VhostDir::of(vhost)
+        .name()
         .to_string()
 }
 

@@ -10,6 +10,7 @@ use crate::archive::writer::LogicalFeed;
 use crate::capture::segments::Segment;
 use crate::capture::{self, Captured, Kind, Outcome, Target};
 use crate::rabbit::ctl::{Ctl, QueueStatus};
+use crate::rabbit::queue_type::QueueType;
 use crate::settings::BackupSettings;
 
 /// Record files in flight between the capture and the archive writer: each
@@ -39,7 +40,7 @@ pub fn link() -> (LogicalFeed, Side) {
 }
 
 /// Why a quorum queue or stream is left out on purpose, if it is.
-fn skipped(queue_type: &str, args: &BackupSettings) -> Option<&'static str> {
+fn skipped(queue_type: &QueueType, args: &BackupSettings) -> Option<&'static str> {
     match Kind::of(queue_type)? {
         Kind::Quorum if args.skip_quorum => Some("--skip-quorum"),
         Kind::Stream if args.skip_streams => Some("--skip-streams"),
@@ -202,7 +203,7 @@ mod tests {
     }
 
     fn args(skip_quorum: bool, skip_streams: bool) -> BackupSettings {
-        let mut a = BackupSettings::new(&Default::default(), &Default::default()).unwrap();
+        let mut a = BackupSettings::new(&Default::default()).unwrap();
         a.skip_quorum = skip_quorum;
         a.skip_streams = skip_streams;
         a

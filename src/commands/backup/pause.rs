@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::error::{Kind, class};
 use crate::output::bytes;
 use crate::rabbit::ctl::Ctl;
+use crate::rabbit::datadir::VhostDir;
 use crate::settings::BackupSettings;
 use crate::staging::copy_store;
 
@@ -21,7 +22,7 @@ pub(super) async fn pause_and_copy(
     node: &str,
     data_dir: &Path,
     staging: &Path,
-    vhost_dirs: &[String],
+    vhost_dirs: &[VhostDir],
     args: &BackupSettings,
 ) -> anyhow::Result<u64> {
     tracing::info!(

@@ -266,6 +266,7 @@ impl RabbitNode {
     /// Waits until the management API answers (the broker has booted).
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(180);
+        rabbitmq_backup::tls::install_default_provider();
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -353,6 +354,7 @@ impl RabbitNode {
     }
 
     fn http(&self) -> reqwest::blocking::Client {
+        rabbitmq_backup::tls::install_default_provider();
         reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
