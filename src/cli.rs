@@ -326,8 +326,22 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub definitions_only: bool,
     /// Replace the messages of queues on this node that the restore overwrites
+    /// (replay: empty them first)
     #[arg(long)]
     pub replace_messages: bool,
+    /// Replay: add the snapshot's messages to what the target queues hold
+    #[arg(long, conflicts_with = "replace_messages")]
+    pub append: bool,
+    /// How messages get onto the node: swap (files, broker paused), replay (published
+    /// into the running broker), auto (swap where possible, else replay) [default: auto]
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<MethodArg>,
+    /// Replay only the queues of this vhost (repeatable; implies replay)
+    #[arg(long, value_name = "V")]
+    pub vhost: Vec<String>,
+    /// Replay only this queue (repeatable; implies replay)
+    #[arg(long, value_name = "Q")]
+    pub queue: Vec<String>,
     /// Restore onto an older RabbitMQ than the snapshot's
     #[arg(long)]
     pub force_downgrade: bool,
@@ -348,6 +362,17 @@ pub struct RestoreArgs {
     /// with the options it was started with (with --dry-run: say what it would do)
     #[arg(long)]
     pub resume: bool,
+}
+
+/// `restore --method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Swap where possible and the whole node is restored, else replay.
+    Auto,
+    /// Move the message stores in while the broker is stopped.
+    Swap,
+    /// Publish the messages into the running broker.
+    Replay,
 }
 
 /// `list` flags.

@@ -22,6 +22,7 @@ pub mod output;
 pub mod progress;
 pub mod rabbit;
 pub mod repo;
+pub mod replay;
 pub mod restore;
 pub mod retention;
 pub mod settings;

@@ -363,6 +363,27 @@ pub struct RestoreSettings {
     pub download_concurrency: usize,
     /// Resume an interrupted restore.
     pub resume: bool,
+    /// `--method` (auto when not given).
+    pub method: crate::cli::MethodArg,
+    /// `--vhost`: only these vhosts (replay).
+    pub vhosts: Vec<String>,
+    /// `--queue`: only these queues (replay).
+    pub queues: Vec<String>,
+    /// `--append`: add to non-empty target queues (replay).
+    pub append: bool,
+}
+
+impl RestoreSettings {
+    /// A subset of the snapshot is selected (`--vhost`, `--queue`).
+    pub fn is_subset(&self) -> bool {
+        !self.vhosts.is_empty() || !self.queues.is_empty()
+    }
+
+    /// The queue is selected.
+    pub fn selects(&self, vhost: &str, queue: &str) -> bool {
+        (self.vhosts.is_empty() || self.vhosts.iter().any(|v| v == vhost))
+            && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
+    }
 }
 
 impl RestoreSettings {
@@ -383,6 +404,18 @@ impl RestoreSettings {
                 "--exclude-routing-key has nothing to do with --definitions-only",
             ));
         }
+        let subset = !args.vhost.is_empty() || !args.queue.is_empty();
+        if args.method == Some(crate::cli::MethodArg::Swap) && (subset || args.append) {
+            return Err(usage(format!(
+                "{} needs --method replay (a swap restores every vhost's whole store)",
+                if subset { "--vhost/--queue" } else { "--append" }
+            )));
+        }
+        if args.definitions_only && (subset || args.method.is_some()) {
+            return Err(usage(
+                "--definitions-only restores no message: --method, --vhost and --queue do not apply",
+            ));
+        }
         if args.drop_excluded && args.exclude_routing_key.is_empty() {
             return Err(usage("--drop-excluded needs --exclude-routing-key"));
         }
@@ -400,6 +433,10 @@ impl RestoreSettings {
                 (args.replace_messages, "--replace-messages"),
                 (args.force_downgrade, "--force-downgrade"),
                 (args.keep_old, "--keep-old"),
+                (args.append, "--append"),
+                (args.method.is_some(), "--method"),
+                (!args.vhost.is_empty(), "--vhost"),
+                (!args.queue.is_empty(), "--queue"),
                 (
                     args.download_concurrency.is_some(),
                     "--download-concurrency",
@@ -430,6 +467,10 @@ impl RestoreSettings {
             after: args.after.clone().or(f.after.clone()),
             download_concurrency,
             resume: args.resume,
+            method: args.method.unwrap_or(crate::cli::MethodArg::Auto),
+            vhosts: args.vhost.clone(),
+            queues: args.queue.clone(),
+            append: args.append,
         })
     }
 }

@@ -38,6 +38,9 @@ pub struct RestoreReport {
     pub node: String,
     /// How the messages were (or would be) put on the node: `swap`.
     pub method: &'static str,
+    /// Why that method (`auto` explains its choice).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub method_reason: String,
     /// Repository location.
     pub repository: String,
     /// Nothing was changed.
@@ -137,8 +140,16 @@ pub fn describe(r: &RestoreReport) -> String {
         "restored"
     };
     s.push_str(&format!(
-        "{verb} snapshot {} of {} onto {} (method: {})\n",
-        r.snapshot, r.from_node, r.node, r.method
+        "{verb} snapshot {} of {} onto {} (method: {}{})\n",
+        r.snapshot,
+        r.from_node,
+        r.node,
+        r.method,
+        if r.method_reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.method_reason)
+        }
     ));
     if r.dry_run {
         s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
