@@ -16,7 +16,7 @@ use crate::restore::assert_same_messages;
 
 /// A loaded node of `version`: the standard topology and messages (a
 /// classic queue, a priority queue, a quorum queue).
-fn loaded(version: Version) -> RabbitNode {
+pub(crate) fn loaded(version: Version) -> RabbitNode {
     let node = RabbitNode::start_version(version);
     node.import_definitions(&topology());
     publish(&node, "/", "", &classic_messages("classic", 30));
@@ -28,7 +28,7 @@ fn loaded(version: Version) -> RabbitNode {
 /// Backs `source` up into `repo` and checks what the manifest records:
 /// the node's version, the format, each classic queue's directories and
 /// index version (version 2 from 4.0: `INDEX: v2` in `.queue_name`).
-fn backup(source: &RabbitNode, repo: &tempfile::TempDir) -> Value {
+pub(crate) fn backup(source: &RabbitNode, repo: &tempfile::TempDir) -> Value {
     let repo = repo.path().to_str().unwrap();
     let report = Tool::new()
         .with(source.env())
