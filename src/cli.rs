@@ -199,7 +199,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   rabbitmq-backup restore --dry-run
   rabbitmq-backup restore latest --from-node rabbit@old-host
-  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages")]
+  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages
+  rabbitmq-backup restore --from-node rabbit@old-host --queue orders --append")]
     Restore(RestoreArgs),
     /// List committed snapshots
     #[command(after_help = "Examples:
@@ -313,7 +314,8 @@ pub struct RestoreArgs {
     /// Node whose snapshots to use [default: this node's name]
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
-    /// After the restore, move messages whose routing key matches out of every restored queue
+    /// Move messages whose routing key matches out of every restored queue (replay: in
+    /// flight; swap: after the restore)
     #[arg(long, value_name = "GLOB")]
     pub exclude_routing_key: Vec<String>,
     /// With --exclude-routing-key: drop matching messages instead of moving them to <queue>.excluded
