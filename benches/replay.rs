@@ -105,9 +105,12 @@ fn decode_all(root: &Path) -> Vec<(String, Vec<Message>)> {
 /// The plain publisher: default exchange, confirms, everything in flight.
 fn plain(node: &RabbitNode, all: &[(String, Vec<Message>)]) -> (Duration, u64) {
     rt().block_on(async {
-        let conn = Connection::connect(&format!("{}/%2F", node.amqp_url()), ConnectionProperties::default())
-            .await
-            .unwrap();
+        let conn = Connection::connect(
+            &format!("{}/%2F", node.amqp_url()),
+            ConnectionProperties::default(),
+        )
+        .await
+        .unwrap();
         let channel = conn.create_channel().await.unwrap();
         channel
             .confirm_select(ConfirmSelectOptions::default())

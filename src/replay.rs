@@ -193,8 +193,7 @@ pub async fn run(
                         None
                     } else {
                         if c.excluded_exchange.is_none() {
-                            c.excluded_exchange =
-                                Some(excluded_destination(&l.channel, q).await?);
+                            c.excluded_exchange = Some(excluded_destination(&l.channel, q).await?);
                         }
                         c.excluded_exchange.clone()
                     };
@@ -404,7 +403,10 @@ async fn publish(
 ) -> anyhow::Result<PublisherConfirm> {
     let (mut properties, lost) = message.properties.to_lapin();
     if !lost.is_empty() && !*warned {
-        tracing::warn!("a message's properties cannot be published exactly: {}", lost.join("; "));
+        tracing::warn!(
+            "a message's properties cannot be published exactly: {}",
+            lost.join("; ")
+        );
         *warned = true;
     }
     if let Some(user) = properties.user_id().clone()

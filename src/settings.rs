@@ -408,7 +408,11 @@ impl RestoreSettings {
         if args.method == Some(crate::cli::MethodArg::Swap) && (subset || args.append) {
             return Err(usage(format!(
                 "{} needs --method replay (a swap restores every vhost's whole store)",
-                if subset { "--vhost/--queue" } else { "--append" }
+                if subset {
+                    "--vhost/--queue"
+                } else {
+                    "--append"
+                }
             )));
         }
         if args.definitions_only && (subset || args.method.is_some()) {
@@ -521,6 +525,46 @@ impl MessagesSettings {
 mod tests {
     use super::*;
     use crate::error::{Kind, kind_of};
+
+    #[test]
+    fn restore_methods_and_their_selections() {
+        let file = FileConfig::default();
+        let make = |args: RestoreArgs| RestoreSettings::new(&args, &file);
+        let auto = make(RestoreArgs::default()).unwrap();
+        assert_eq!(auto.method, crate::cli::MethodArg::Auto);
+        assert!(!auto.is_subset());
+        let one = make(RestoreArgs {
+            queue: vec!["q".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(one.is_subset() && one.selects("any", "q") && !one.selects("any", "r"));
+        for args in [
+            RestoreArgs {
+                method: Some(crate::cli::MethodArg::Swap),
+                vhost: vec!["v".into()],
+                ..Default::default()
+            },
+            RestoreArgs {
+                method: Some(crate::cli::MethodArg::Swap),
+                append: true,
+                ..Default::default()
+            },
+            RestoreArgs {
+                definitions_only: true,
+                queue: vec!["q".into()],
+                ..Default::default()
+            },
+            RestoreArgs {
+                resume: true,
+                method: Some(crate::cli::MethodArg::Replay),
+                ..Default::default()
+            },
+        ] {
+            let e = make(args.clone()).unwrap_err();
+            assert_eq!(kind_of(&e), Kind::Usage, "{args:?}: {e}");
+        }
+    }
 
     #[test]
     fn messages_bounds() {

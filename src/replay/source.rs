@@ -71,8 +71,8 @@ pub enum Item {
         index: usize,
         /// Its position in the queue.
         position: u64,
-        /// The message.
-        message: Message,
+        /// The message (boxed: the channel carries many).
+        message: Box<Message>,
     },
     /// Queue `index` has no more messages; `total` were read in all.
     End {
@@ -144,7 +144,7 @@ fn read_all(
                     let m = Item::Message {
                         index,
                         position: item.position,
-                        message: item.message,
+                        message: Box::new(item.message),
                     };
                     if !send(m) {
                         return Ok(());
@@ -175,7 +175,7 @@ fn read_all(
                         && !send(Item::Message {
                             index,
                             position,
-                            message,
+                            message: Box::new(message),
                         })
                     {
                         return Ok(());

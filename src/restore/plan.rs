@@ -9,12 +9,12 @@ use std::path::Path;
 use super::report::{QueueOutcome, replaced};
 use super::{fetch, swap};
 use crate::archive::manifest::{Capture, IndexVersion, Manifest, QueueEntry};
+use crate::cli::MethodArg;
 use crate::error::{incompatible, refused};
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::with_consumers;
 use crate::rabbit::definitions::Definitions;
 use crate::rabbit::version::older;
-use crate::cli::MethodArg;
 use crate::restore::machine::Method;
 use crate::settings::RestoreSettings;
 
@@ -191,7 +191,12 @@ pub async fn replay_queues(
             queue_type: q.queue_type.clone(),
             expected: 0,
             actual: Some(q.messages),
-            status: if args.append { "appended-to" } else { "replaced" }.into(),
+            status: if args.append {
+                "appended-to"
+            } else {
+                "replaced"
+            }
+            .into(),
         })
         .collect();
     if !checks.replaced.is_empty() && !args.replace_messages && !args.append {

@@ -35,7 +35,10 @@ pub async fn run(
     let queues = select(&found, &spec);
     let mut progress = Progress::open(area)?;
     if spec.purge && !progress.purged {
-        tracing::info!("emptying {} queues first (--replace-messages)", spec.queues.len());
+        tracing::info!(
+            "emptying {} queues first (--replace-messages)",
+            spec.queues.len()
+        );
         replay::counts(&target, &spec.queues, true).await?;
         progress.purged = true;
         progress.save()?;

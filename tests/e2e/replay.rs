@@ -41,7 +41,14 @@ fn a_3_10_backup_is_restored_onto_4_3_by_auto_with_every_message() {
     drop(source);
     let target = RabbitNode::start_version(Version::V4_3);
     let tool = Tool::new().with(target.env());
-    let args = ["restore", "--from-node", &from, "--repo", repo_of(&repo), "--json"];
+    let args = [
+        "restore",
+        "--from-node",
+        &from,
+        "--repo",
+        repo_of(&repo),
+        "--json",
+    ];
 
     // A dry run names the method and why.
     let dry = tool.run(&[&args[..], &["--dry-run"]].concat()).ok().json();
@@ -145,10 +152,20 @@ fn replay_onto_the_same_version_one_queue_of_a_busy_node_and_into_a_quorum_queue
         .find(|l| l.starts_with(consumer_queue))
         .unwrap();
     assert!(line.contains('1'), "{consumers}");
-    let classic_line = consumers.lines().find(|l| l.starts_with("classic")).unwrap();
+    let classic_line = consumers
+        .lines()
+        .find(|l| l.starts_with("classic"))
+        .unwrap();
     assert!(classic_line.contains("quorum"), "{consumers}");
     // Only the selected queue was restored.
-    assert_eq!(target.counts("oro").get("oro.default").copied().unwrap_or(0), 0);
+    assert_eq!(
+        target
+            .counts("oro")
+            .get("oro.default")
+            .copied()
+            .unwrap_or(0),
+        0
+    );
     assert_same_messages(&drain(&target, "/", "busy"), &busy, "busy queue untouched");
     assert_same_messages(
         &drain(&target, "/", "classic"),
@@ -174,7 +191,10 @@ fn replay_onto_the_same_version_one_queue_of_a_busy_node_and_into_a_quorum_queue
     s.sort();
     assert_eq!(
         s,
-        vec![("classic".into(), "ok".into()), ("oro.default".into(), "ok".into())]
+        vec![
+            ("classic".into(), "ok".into()),
+            ("oro.default".into(), "ok".into())
+        ]
     );
     assert_same_messages(
         &drain(&target, "oro", "oro.default"),
@@ -207,7 +227,13 @@ fn non_empty_target_queues_are_refused_unless_replaced_or_appended() {
     let before = source.export_definitions();
     let run = tool.run(&args);
     run.expect_code(4);
-    for part in ["\"classic\"", "30 messages", "--replace-messages", "--append", "Nothing was changed"] {
+    for part in [
+        "\"classic\"",
+        "30 messages",
+        "--replace-messages",
+        "--append",
+        "Nothing was changed",
+    ] {
         assert!(run.stderr.contains(part), "{part}: {}", run.stderr);
     }
     assert_eq!(source.export_definitions(), before);
@@ -232,7 +258,8 @@ fn non_empty_target_queues_are_refused_unless_replaced_or_appended() {
 
     // --replace-messages empties the queue first.
     publish(&source, "/", "", &extra);
-    tool.run(&[&args[..], &["--replace-messages"]].concat()).ok();
+    tool.run(&[&args[..], &["--replace-messages"]].concat())
+        .ok();
     assert_same_messages(
         &drain(&source, "/", "classic"),
         &classic_messages("classic", 30),
@@ -262,7 +289,10 @@ fn at_most_window_duplicated(found: &[Msg], expected: &[Msg], window: usize, wha
     }
     assert_eq!(k, expected.len(), "{what}: a message is missing");
     assert!(rewinds <= 1, "{what}: {rewinds} rewinds");
-    assert!(duplicates <= window, "{what}: {duplicates} duplicates > window {window}");
+    assert!(
+        duplicates <= window,
+        "{what}: {duplicates} duplicates > window {window}"
+    );
     duplicates
 }
 
@@ -273,9 +303,10 @@ fn a_replay_killed_at_every_journal_step_is_finished_by_resume() {
     drop(source);
     let target = RabbitNode::start();
     let window = 12;
-    let tool = Tool::new()
-        .with(target.env())
-        .var("RABBITMQ_BACKUP_FAILPOINT", &format!("replay:window={window}"));
+    let tool = Tool::new().with(target.env()).var(
+        "RABBITMQ_BACKUP_FAILPOINT",
+        &format!("replay:window={window}"),
+    );
     let restore = [
         "restore",
         "--from-node",
@@ -295,9 +326,14 @@ fn a_replay_killed_at_every_journal_step_is_finished_by_resume() {
     let points: Vec<&String> = points
         .iter()
         .filter(|p| {
-            ["replay:", "restore:replay", "restore:journal:replaying", "restore:journal:cleaning"]
-                .iter()
-                .any(|prefix| p.starts_with(prefix))
+            [
+                "replay:",
+                "restore:replay",
+                "restore:journal:replaying",
+                "restore:journal:cleaning",
+            ]
+            .iter()
+            .any(|prefix| p.starts_with(prefix))
         })
         .collect();
     assert!(points.len() >= 10, "{points:?}");
@@ -306,7 +342,8 @@ fn a_replay_killed_at_every_journal_step_is_finished_by_resume() {
         // Half of the queues' messages are already there: --replace-messages.
         publish(&target, "/", "", &expected[..5]);
         tool.kill_at(point, &restore, Duration::from_secs(120));
-        tool.run(&["restore", "--resume", "--repo", repo_of(&repo)]).ok();
+        tool.run(&["restore", "--resume", "--repo", repo_of(&repo)])
+            .ok();
         assert!(target.work_areas().is_empty(), "{point}");
         if point.starts_with("restore:journal:replaying") {
             // Killed before the replay was journalled: nothing was touched,
@@ -323,7 +360,11 @@ fn a_replay_killed_at_every_journal_step_is_finished_by_resume() {
         );
         // A priority queue sorts what is published twice into its level.
         let found = drain(&target, "oro", "oro.default");
-        assert!(found.len() <= prio.len() + window, "{point}: {}", found.len());
+        assert!(
+            found.len() <= prio.len() + window,
+            "{point}: {}",
+            found.len()
+        );
         let mut unique: Vec<Msg> = Vec::new();
         for m in found {
             if !unique.contains(&m) {
