@@ -714,6 +714,17 @@ impl Machine {
     /// An error that leaves the work area for `--resume` (exit 8).
     fn attention(&self, e: anyhow::Error) -> anyhow::Error {
         let node = &self.journal.target_node;
+        if self.journal.method == Method::Replay {
+            return e.context(class(
+                Kind::NeedsAttention,
+                format!(
+                    "the replay of snapshot {} onto {node} stopped at phase {:?}; the broker keeps running and holds the messages confirmed so far. The work area {} holds the snapshot and the replay journal: fix the cause, then run `rabbitmq-backup restore --resume` to publish the rest",
+                    self.journal.snapshot_id,
+                    self.journal.phase,
+                    self.area.display()
+                ),
+            ));
+        }
         e.context(class(
             Kind::NeedsAttention,
             format!(
