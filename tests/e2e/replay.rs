@@ -67,9 +67,16 @@ fn a_3_10_backup_is_restored_onto_4_3_by_auto_with_every_message() {
         s,
         vec![
             ("classic".to_string(), "ok".to_string()),
-            ("oro.default".to_string(), "ok".to_string())
+            ("oro.default".to_string(), "ok".to_string()),
+            ("quorum".to_string(), "ok".to_string())
         ],
         "{report}"
+    );
+    // The quorum queue's logical records are replayed too.
+    assert_same_messages(
+        &drain(&target, "/", "quorum"),
+        &classic_messages("quorum", 5),
+        "3.10 onto 4.3: quorum (logical records)",
     );
     assert_same_messages(
         &drain(&target, "/", "classic"),
