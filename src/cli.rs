@@ -200,7 +200,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   rabbitmq-backup restore --dry-run
   rabbitmq-backup restore latest --from-node rabbit@old-host
-  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages")]
+  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages
+  rabbitmq-backup restore --from-node rabbit@old-host --queue orders --append")]
     Restore(RestoreArgs),
     /// List committed snapshots
     #[command(after_help = "Examples:
@@ -314,7 +315,8 @@ pub struct RestoreArgs {
     /// Node whose snapshots to use [default: this node's name]
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
-    /// After the restore, move messages whose routing key matches out of every restored queue
+    /// Move messages whose routing key matches out of every restored queue (replay: in
+    /// flight; swap: after the restore)
     #[arg(long, value_name = "GLOB")]
     pub exclude_routing_key: Vec<String>,
     /// With --exclude-routing-key: drop matching messages instead of moving them to <queue>.excluded
@@ -327,8 +329,22 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub definitions_only: bool,
     /// Replace the messages of queues on this node that the restore overwrites
+    /// (replay: empty them first)
     #[arg(long)]
     pub replace_messages: bool,
+    /// Replay: add the snapshot's messages to what the target queues hold
+    #[arg(long, conflicts_with = "replace_messages")]
+    pub append: bool,
+    /// How messages get onto the node: swap (files, broker paused), replay (published
+    /// into the running broker), auto (swap where possible, else replay) [default: auto]
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<MethodArg>,
+    /// Replay only the queues of this vhost (repeatable; implies replay)
+    #[arg(long, value_name = "V")]
+    pub vhost: Vec<String>,
+    /// Replay only this queue (repeatable; implies replay)
+    #[arg(long, value_name = "Q")]
+    pub queue: Vec<String>,
     /// Restore onto an older RabbitMQ than the snapshot's
     #[arg(long)]
     pub force_downgrade: bool,
@@ -359,10 +375,25 @@ pub struct RestoreArgs {
             "replace_messages",
             "force_downgrade",
             "keep_old",
+            "append",
+            "method",
+            "vhost",
+            "queue",
             "download_concurrency",
         ]
     )]
     pub resume: bool,
+}
+
+/// `restore --method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Swap where possible and the whole node is restored, else replay.
+    Auto,
+    /// Move the message stores in while the broker is stopped.
+    Swap,
+    /// Publish the messages into the running broker.
+    Replay,
 }
 
 /// `list` flags.

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod rabbit;
+pub mod replay;
 pub mod repo;
 pub mod restore;
 pub mod retention;

@@ -336,6 +336,27 @@ pub struct RestoreSettings {
     pub download_concurrency: usize,
     /// Resume an interrupted restore.
     pub resume: bool,
+    /// `--method` (auto when not given).
+    pub method: crate::cli::MethodArg,
+    /// `--vhost`: only these vhosts (replay).
+    pub vhosts: Vec<String>,
+    /// `--queue`: only these queues (replay).
+    pub queues: Vec<String>,
+    /// `--append`: add to non-empty target queues (replay).
+    pub append: bool,
+}
+
+impl RestoreSettings {
+    /// A subset of the snapshot is selected (`--vhost`, `--queue`).
+    pub fn is_subset(&self) -> bool {
+        !self.vhosts.is_empty() || !self.queues.is_empty()
+    }
+
+    /// The queue is selected.
+    pub fn selects(&self, vhost: &str, queue: &str) -> bool {
+        (self.vhosts.is_empty() || self.vhosts.iter().any(|v| v == vhost))
+            && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
+    }
 }
 
 impl RestoreSettings {
@@ -355,6 +376,22 @@ impl RestoreSettings {
         if args.definitions_only && !args.exclude_routing_key.is_empty() {
             return Err(usage(
                 "--exclude-routing-key has nothing to do with --definitions-only",
+            ));
+        }
+        let subset = !args.vhost.is_empty() || !args.queue.is_empty();
+        if args.method == Some(crate::cli::MethodArg::Swap) && (subset || args.append) {
+            return Err(usage(format!(
+                "{} needs --method replay (a swap restores every vhost's whole store)",
+                if subset {
+                    "--vhost/--queue"
+                } else {
+                    "--append"
+                }
+            )));
+        }
+        if args.definitions_only && (subset || args.method.is_some()) {
+            return Err(usage(
+                "--definitions-only restores no message: --method, --vhost and --queue do not apply",
             ));
         }
         if args.drop_excluded && args.exclude_routing_key.is_empty() {
@@ -379,6 +416,10 @@ impl RestoreSettings {
             after: args.after.clone(),
             download_concurrency,
             resume: args.resume,
+            method: args.method.unwrap_or(crate::cli::MethodArg::Auto),
+            vhosts: args.vhost.clone(),
+            queues: args.queue.clone(),
+            append: args.append,
         })
     }
 }
@@ -429,6 +470,40 @@ impl MessagesSettings {
 mod tests {
     use super::*;
     use crate::error::{Kind, kind_of};
+
+    #[test]
+    fn restore_methods_and_their_selections() {
+        let make = |args: RestoreArgs| RestoreSettings::new(&args);
+        let auto = make(RestoreArgs::default()).unwrap();
+        assert_eq!(auto.method, crate::cli::MethodArg::Auto);
+        assert!(!auto.is_subset());
+        let one = make(RestoreArgs {
+            queue: vec!["q".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(one.is_subset() && one.selects("any", "q") && !one.selects("any", "r"));
+        for args in [
+            RestoreArgs {
+                method: Some(crate::cli::MethodArg::Swap),
+                vhost: vec!["v".into()],
+                ..Default::default()
+            },
+            RestoreArgs {
+                method: Some(crate::cli::MethodArg::Swap),
+                append: true,
+                ..Default::default()
+            },
+            RestoreArgs {
+                definitions_only: true,
+                queue: vec!["q".into()],
+                ..Default::default()
+            },
+        ] {
+            let e = make(args.clone()).unwrap_err();
+            assert_eq!(kind_of(&e), Kind::Usage, "{args:?}: {e}");
+        }
+    }
 
     #[test]
     fn messages_bounds() {

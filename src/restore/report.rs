@@ -44,6 +44,11 @@ pub enum QueueState {
     Planned,
     /// A queue on the node whose messages the restore replaces.
     Replaced,
+    /// A replay added the snapshot's messages after those it held (`--append`).
+    AppendedTo,
+    /// Fewer than replayed: a consumer, a TTL or a length limit took some
+    /// (a warning, not a failure).
+    Fewer,
     /// In the snapshot as logical records (quorum queue, stream), which only
     /// a replay brings back.
     LogicalRecords,
@@ -60,6 +65,8 @@ impl QueueState {
             QueueState::NotCovered => "not-covered",
             QueueState::Planned => "planned",
             QueueState::Replaced => "replaced",
+            QueueState::AppendedTo => "appended-to",
+            QueueState::Fewer => "fewer",
             QueueState::LogicalRecords => "logical-records",
         }
     }
@@ -82,6 +89,9 @@ pub struct RestoreReport {
     pub node: String,
     /// How the messages were (or would be) put on the node: `swap`.
     pub method: &'static str,
+    /// Why that method (`auto` explains its choice).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub method_reason: String,
     /// Repository location.
     pub repository: String,
     /// Nothing was changed.
@@ -183,8 +193,16 @@ pub fn describe(r: &RestoreReport) -> String {
         "restored"
     };
     s.push_str(&format!(
-        "{verb} snapshot {} of {} onto {} (method: {})\n",
-        r.snapshot, r.from_node, r.node, r.method
+        "{verb} snapshot {} of {} onto {} (method: {}{})\n",
+        r.snapshot,
+        r.from_node,
+        r.node,
+        r.method,
+        if r.method_reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.method_reason)
+        }
     ));
     if r.dry_run {
         s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");

@@ -89,7 +89,8 @@ fn a_members_snapshot_holds_its_own_queues_and_is_restored_only_onto_that_member
         "the other member's queue is untouched"
     );
 
-    // Onto another member: refused before anything is downloaded.
+    // Swapped onto another member: refused before anything is downloaded
+    // (`auto` replays instead).
     let run = Tool::new().with(b.env()).run(&[
         "restore",
         "latest",
@@ -98,6 +99,8 @@ fn a_members_snapshot_holds_its_own_queues_and_is_restored_only_onto_that_member
         "--repo",
         &repo,
         "--replace-messages",
+        "--method",
+        "swap",
     ]);
     run.expect_code(4);
     assert!(

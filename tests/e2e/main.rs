@@ -14,6 +14,7 @@ mod messages;
 mod mistakes;
 mod operator;
 mod reliability;
+mod replay;
 mod restore;
 mod restore_safety;
 mod retention;
