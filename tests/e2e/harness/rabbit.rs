@@ -252,15 +252,80 @@ impl RabbitNode {
         self.wait_ready();
     }
 
-    /// `n` nodes on loopback, each with its own name, ports and directory,
-    /// the others joined to the first.
+    /// `n` nodes of the host's version on loopback, each with its own
+    /// name, ports and directory, the others joined to the first.
     pub fn cluster(n: usize) -> Vec<RabbitNode> {
-        let mut nodes: Vec<RabbitNode> = (0..n).map(|_| RabbitNode::start()).collect();
+        RabbitNode::cluster_of(Version::HOST, n)
+    }
+
+    /// `n` nodes of `version` (every one in its own chroot for a chroot
+    /// version), booted side by side, the others joined to the first one
+    /// by one; returns once every member sees all `n` running.
+    pub fn cluster_of(version: Version, n: usize) -> Vec<RabbitNode> {
+        let mut nodes: Vec<RabbitNode> = std::thread::scope(|s| {
+            let booting: Vec<_> = (0..n)
+                .map(|_| s.spawn(move || RabbitNode::start_version(version)))
+                .collect();
+            booting.into_iter().map(|h| h.join().unwrap()).collect()
+        });
         let (seed, rest) = nodes.split_first_mut().unwrap();
         for node in rest {
             node.join(seed);
         }
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        for node in &nodes {
+            node.wait_running_members(&names);
+        }
         nodes
+    }
+
+    /// Waits until this node's management API lists exactly `names` as its
+    /// cluster's nodes, every one running.
+    pub fn wait_running_members(&self, names: &[String]) {
+        let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+        want.sort();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let nodes: Option<Value> = self
+                .http()
+                .get(format!("{}/api/nodes", self.mgmt_url()))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .ok()
+                .and_then(|r| r.json().ok());
+            let mut running: Vec<&str> = nodes
+                .as_ref()
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|n| n["running"] == true)
+                        .filter_map(|n| n["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            running.sort();
+            if running == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} sees {running:?} running, not {want:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the RabbitMQ application (the VM stays up): the member is
+    /// down for its cluster.
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    /// Starts the application again and waits until it serves.
+    pub fn start_app(&mut self) {
+        self.ctl(&["start_app"]);
+        self.wait_ready();
     }
 
     /// Waits until the management API answers (the broker has booted).
