@@ -348,6 +348,25 @@ pub struct RestoreArgs {
     /// with the options it was started with (with --dry-run: say what it would do)
     #[arg(long)]
     pub resume: bool,
+    /// The cluster whose snapshot to restore onto this node's cluster (or this lone node).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --cluster: restore a cluster snapshot missing a member's snapshot (its
+    /// queues' messages are not restored)
+    #[arg(long, requires = "cluster")]
+    pub allow_partial: bool,
+}
+
+/// Choosing a cluster's snapshots instead of one node's.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ClusterArgs {
+    /// Cluster snapshots of this cluster (as its members name it): one snapshot per
+    /// member, taken within --window of each other, named by the earliest one's id
+    #[arg(long, value_name = "NAME", conflicts_with = "from_node")]
+    pub cluster: Option<String>,
+    /// With --cluster: the minutes within which one round's member snapshots were taken [default: 15]
+    #[arg(long, value_name = "MINUTES", requires = "cluster")]
+    pub window: Option<u64>,
 }
 
 /// `list` flags.
@@ -356,6 +375,9 @@ pub struct ListArgs {
     /// Only snapshots of this node
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster to list.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `show` flags.
@@ -366,6 +388,9 @@ pub struct ShowArgs {
     /// Node whose snapshots to search (required for `latest` unless it is this node)
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster whose snapshot to show.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `verify` flags.
@@ -387,6 +412,12 @@ pub struct VerifyArgs {
     /// Node whose snapshots to search
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster whose snapshots to verify.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --cluster: a cluster snapshot missing a member's snapshot is not a failure
+    #[arg(long, requires = "cluster")]
+    pub allow_partial: bool,
 }
 
 /// `messages` flags.

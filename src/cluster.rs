@@ -19,6 +19,39 @@ use crate::repo::snapshot_id;
 /// distinct members, form one cluster snapshot unless told otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
+/// Which cluster's snapshots a command works on, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The cluster's name.
+    pub name: String,
+    /// How far apart one round's member snapshots may be.
+    pub window: Duration,
+}
+
+impl Selection {
+    /// `--cluster` and `--window`, checked; `None` without `--cluster`.
+    pub fn new(args: &crate::cli::ClusterArgs) -> anyhow::Result<Option<Selection>> {
+        let Some(name) = &args.cluster else {
+            return Ok(None);
+        };
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(usage(format!(
+                "{name:?} is not a cluster name (`rabbitmqctl cluster_status` shows it)"
+            )));
+        }
+        let minutes = args.window.unwrap_or(DEFAULT_WINDOW.as_secs() / 60);
+        if !(1..=24 * 60).contains(&minutes) {
+            return Err(usage(format!(
+                "--window must be 1 to 1440 minutes, not {minutes}"
+            )));
+        }
+        Ok(Some(Selection {
+            name: name.clone(),
+            window: Duration::from_secs(minutes * 60),
+        }))
+    }
+}
+
 /// One round of member snapshots of a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSnapshot {
@@ -233,7 +266,9 @@ pub fn group(cluster: &str, manifests: &[Manifest], window: Duration) -> Vec<Clu
     rounds
         .into_iter()
         .map(|(_, mut round)| {
-            round.snapshots.sort_by(|a, b| a.node.name.cmp(&b.node.name));
+            round
+                .snapshots
+                .sort_by(|a, b| a.node.name.cmp(&b.node.name));
             let mut members: Vec<String> = round
                 .snapshots
                 .iter()
@@ -262,7 +297,10 @@ pub fn select<'a>(
         let hint = if known.is_empty() {
             "the repository holds no cluster member's snapshot: back up every member first".into()
         } else {
-            format!("the repository holds snapshots of cluster {}", known.join(", "))
+            format!(
+                "the repository holds snapshots of cluster {}",
+                known.join(", ")
+            )
         };
         return Err(usage(format!(
             "there are no snapshots of cluster {cluster:?}; {hint}"
@@ -285,7 +323,10 @@ pub fn select<'a>(
             many => {
                 return Err(usage(format!(
                     "{spec:?} is ambiguous in cluster {cluster:?}: it matches cluster snapshots {}; give more of the id",
-                    many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }

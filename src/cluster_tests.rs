@@ -73,7 +73,10 @@ fn one_snapshot_per_member_within_the_window_is_one_cluster_snapshot() {
     let second = &rounds[1];
     assert_eq!(second.missing(), ["rabbit@a", "rabbit@c"]);
     let t = second.totals();
-    assert_eq!((t.messages, t.covered_messages, t.missing_messages), (9, 3, 6));
+    assert_eq!(
+        (t.messages, t.covered_messages, t.missing_messages),
+        (9, 3, 6)
+    );
 }
 
 #[test]
@@ -119,8 +122,15 @@ fn a_queue_whose_leader_moved_between_backups_is_a_problem() {
     let round = &group("prod", &[a, b, c], DEFAULT_WINDOW)[0];
     let problems = round.problems();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("in no member snapshot"), "{problems:?}");
-    let q = round.queues().into_iter().find(|q| q.name == "q-c").unwrap();
+    assert!(
+        problems[0].contains("in no member snapshot"),
+        "{problems:?}"
+    );
+    let q = round
+        .queues()
+        .into_iter()
+        .find(|q| q.name == "q-c")
+        .unwrap();
     assert!(!q.covered && q.snapshot.is_none(), "{q:?}");
 }
 

@@ -363,6 +363,10 @@ pub struct RestoreSettings {
     pub download_concurrency: usize,
     /// Resume an interrupted restore.
     pub resume: bool,
+    /// `--cluster`: restore a cluster snapshot of this cluster.
+    pub cluster: Option<crate::cluster::Selection>,
+    /// `--allow-partial`: a cluster snapshot may lack members.
+    pub allow_partial: bool,
 }
 
 impl RestoreSettings {
@@ -411,6 +415,12 @@ impl RestoreSettings {
                 )));
             }
         }
+        let cluster = crate::cluster::Selection::new(&args.cluster)?;
+        if cluster.is_some() && args.resume {
+            return Err(usage(
+                "--resume finishes an interrupted restore of this node; leave out --cluster",
+            ));
+        }
         let exclude = if args.exclude_routing_key.is_empty() {
             None
         } else {
@@ -430,6 +440,8 @@ impl RestoreSettings {
             after: args.after.clone().or(f.after.clone()),
             download_concurrency,
             resume: args.resume,
+            cluster,
+            allow_partial: args.allow_partial,
         })
     }
 }

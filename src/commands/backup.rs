@@ -33,6 +33,7 @@ use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, UploadTarget};
 use crate::{hooks, signals};
 
+mod leaders;
 mod logical;
 mod pause;
 mod report;
@@ -309,6 +310,10 @@ async fn capture(
             args,
         )
         .await?;
+        if !members.is_empty() {
+            let led = leaders::led(early_queues.as_deref().unwrap_or_default());
+            warnings.extend(leaders::reclaim(broker, &led).await);
+        }
         (
             staging.path().to_path_buf(),
             Some(staging),
@@ -401,7 +406,12 @@ async fn capture(
         tar_bytes,
         stored_bytes: chunks.iter().map(|c| c.size).sum(),
         chunks: chunks.len() as u64,
-        messages: queue_entries.iter().map(|q| q.messages).sum(),
+        // Per node: a queue living on another member is counted there.
+        messages: queue_entries
+            .iter()
+            .filter(|q| q.home_node.is_none())
+            .map(|q| q.messages)
+            .sum(),
         // Logical captures count the records written, which a queue that
         // lost messages during its capture has fewer of.
         covered_messages: queue_entries

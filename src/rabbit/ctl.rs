@@ -128,6 +128,24 @@ impl Ctl {
         Ok(nodes)
     }
 
+    /// The members of the node's cluster whose RabbitMQ application runs.
+    pub async fn running_members(&self) -> anyhow::Result<Vec<String>> {
+        const EXPR: &str = "io:format(\"~s~n\", [lists:join(\" \", [atom_to_list(N) || N <- \
+            try rabbit_nodes:list_running() catch error:undef -> \
+            try rabbit_nodes:all_running() catch error:undef -> \
+            rabbit_mnesia:cluster_nodes(running) end end])]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        let mut nodes: Vec<String> = out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
     /// The cluster's name.
     pub async fn cluster_name(&self) -> anyhow::Result<String> {
         const EXPR: &str = "io:format(\"~s~n\", [rabbit_nodes:cluster_name()]).";
@@ -235,6 +253,39 @@ impl Ctl {
                 }
             })
             .collect()
+    }
+
+    /// Asks each quorum queue (and, from RabbitMQ 4.0, each stream) of
+    /// `queues` whose leader is another member to hand its leadership to
+    /// this node. Returns at once; [`Ctl::queue_homes`] tells when it has.
+    /// Names travel hex-encoded, decoded by hand (OTP 23 lacks decode_hex).
+    pub async fn transfer_leadership_here(
+        &self,
+        queues: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        if queues.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = queues
+            .iter()
+            .map(|(v, n)| format!("{{<<\"{}\">>, <<\"{}\">>}}", hex::encode(v), hex::encode(n)))
+            .collect();
+        let expr = format!(
+            "D = fun(H) -> << <<(list_to_integer([A, B], 16))>> || <<A, B>> <= H >> end, \
+            T = fun(Q) -> case amqqueue:get_pid(Q) of \
+              {{_, Nd}} when Nd =:= node() -> ok; \
+              {{RaName, _}} = Pid -> ra:transfer_leadership(Pid, {{RaName, node()}}); \
+              P when is_pid(P), node(P) =/= node() -> \
+                code:ensure_loaded(rabbit_stream_queue), \
+                case erlang:function_exported(rabbit_stream_queue, transfer_leadership, 2) of \
+                  true -> rabbit_stream_queue:transfer_leadership(Q, node()); false -> unsupported end; \
+              _ -> ok end end, \
+            [case rabbit_amqqueue:lookup(rabbit_misc:r(D(V), queue, D(N))) of \
+               {{ok, Q}} -> catch T(Q); _ -> not_found end || {{V, N}} <- [{}]], ok.",
+            list.join(", ")
+        );
+        self.run(&["eval", &expr], QUERY).await?;
+        Ok(())
     }
 
     /// Stops the RabbitMQ application (the Erlang VM keeps running), as

@@ -440,6 +440,27 @@ impl RabbitNode {
         );
     }
 
+    /// A queue as the management API describes it (`leader`, `members`, ...).
+    pub fn queue_info(&self, vhost: &str, name: &str) -> Value {
+        let vhost: String = vhost
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        self.http()
+            .get(format!("{}/api/queues/{vhost}/{name}", self.mgmt_url()))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     /// Exports definitions through the management API.
     pub fn export_definitions(&self) -> Value {
         self.http()
