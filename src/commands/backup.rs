@@ -226,8 +226,11 @@ async fn capture(
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
     let members = broker.cluster_members().await?;
+    let mut warnings = Vec::new();
     let (members, cluster_name) = if members.len() > 1 {
-        (members, broker.cluster_name().await)
+        let (name, unset) = broker.cluster_name(&members).await;
+        warnings.extend(unset);
+        (members, Some(name))
     } else {
         (Vec::new(), None)
     };
@@ -250,7 +253,6 @@ async fn capture(
     } else {
         Some(check_queues().await?)
     };
-    let mut warnings = Vec::new();
     let vhosts: Vec<VhostEntry> = definitions
         .vhosts
         .iter()
@@ -311,8 +313,12 @@ async fn capture(
         )
         .await?;
         if !members.is_empty() {
-            let led = leaders::led(early_queues.as_deref().unwrap_or_default());
-            warnings.extend(leaders::reclaim(broker, &led).await);
+            let before = leaders::before_pause(
+                &node,
+                early_queues.as_deref().unwrap_or_default(),
+                &elsewhere,
+            );
+            warnings.extend(leaders::restore(broker, &before).await);
         }
         (
             staging.path().to_path_buf(),

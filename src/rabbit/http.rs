@@ -192,12 +192,6 @@ impl Management {
         (!nodes.is_empty()).then_some(nodes)
     }
 
-    /// The cluster's name (`cluster_name` of `GET /api/overview`).
-    pub async fn cluster_name(&self) -> Option<String> {
-        let body = self.get_json("overview").await?;
-        body.get("cluster_name")?.as_str().map(str::to_string)
-    }
-
     /// `node`'s AMQP listener from `GET /api/overview`: (`amqp` or
     /// `amqp/ssl`, address, port), plain AMQP preferred.
     pub async fn amqp_listener(&self, node: &str) -> Option<(String, String, u16)> {

@@ -47,6 +47,15 @@ impl RabbitNode {
 
     /// Starts a node of `version` and waits until its management API answers.
     pub fn start_version(version: Version) -> RabbitNode {
+        let mut node = RabbitNode::spawn_version(version);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts a node of `version` without waiting for it. Called on the
+    /// thread that owns the node: its VM dies with the thread that spawned
+    /// it (the parent-death signal is per thread).
+    fn spawn_version(version: Version) -> RabbitNode {
         let chroot = version.chroot();
         if chroot.is_some() {
             ensure_epmd();
@@ -71,7 +80,7 @@ impl RabbitNode {
             dir,
             child: None,
         };
-        node.boot();
+        node.spawn();
         node
     }
 
@@ -159,6 +168,11 @@ impl RabbitNode {
     }
 
     fn boot(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
         let root = self.root().to_path_buf();
         for sub in ["home", "mnesia", "log", "bin"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -239,7 +253,6 @@ impl RabbitNode {
                 self.version
             )
         }));
-        self.wait_ready();
     }
 
     /// Makes this node a member of `seed`'s cluster: `stop_app`, `reset`,
@@ -262,12 +275,14 @@ impl RabbitNode {
     /// version), booted side by side, the others joined to the first one
     /// by one; returns once every member sees all `n` running.
     pub fn cluster_of(version: Version, n: usize) -> Vec<RabbitNode> {
-        let mut nodes: Vec<RabbitNode> = std::thread::scope(|s| {
-            let booting: Vec<_> = (0..n)
-                .map(|_| s.spawn(move || RabbitNode::start_version(version)))
-                .collect();
-            booting.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        // One epmd up first: nodes booting side by side would race to start it.
+        ensure_epmd();
+        // Booted side by side, each waited for in turn.
+        let mut nodes: Vec<RabbitNode> =
+            (0..n).map(|_| RabbitNode::spawn_version(version)).collect();
+        for node in &mut nodes {
+            node.wait_ready();
+        }
         let (seed, rest) = nodes.split_first_mut().unwrap();
         for node in rest {
             node.join(seed);
@@ -438,27 +453,6 @@ impl RabbitNode {
             "import failed: {}",
             response.text().unwrap_or_default()
         );
-    }
-
-    /// A queue as the management API describes it (`leader`, `members`, ...).
-    pub fn queue_info(&self, vhost: &str, name: &str) -> Value {
-        let vhost: String = vhost
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        self.http()
-            .get(format!("{}/api/queues/{vhost}/{name}", self.mgmt_url()))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
     }
 
     /// Exports definitions through the management API.
