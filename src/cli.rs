@@ -199,23 +199,27 @@ pub enum Command {
     #[command(after_help = "Examples:
   rabbitmq-backup restore --dry-run
   rabbitmq-backup restore latest --from-node rabbit@old-host
-  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages")]
+  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages
+  rabbitmq-backup restore latest --cluster prod --dry-run")]
     Restore(RestoreArgs),
     /// List committed snapshots
     #[command(after_help = "Examples:
   rabbitmq-backup list
-  rabbitmq-backup list --from-node rabbit@old-host --json")]
+  rabbitmq-backup list --from-node rabbit@old-host --json
+  rabbitmq-backup list --cluster prod")]
     List(ListArgs),
     /// Show one snapshot's manifest summary
     #[command(after_help = "Examples:
   rabbitmq-backup show latest
-  rabbitmq-backup show 20261121T0515 --json")]
+  rabbitmq-backup show 20261121T0515 --json
+  rabbitmq-backup show latest --cluster prod")]
     Show(ShowArgs),
     /// Check that a snapshot's objects are present and intact
     #[command(after_help = "Examples:
   rabbitmq-backup verify latest
   rabbitmq-backup verify --all --read-data
-  rabbitmq-backup verify latest --from-node rabbit@old-host --deep")]
+  rabbitmq-backup verify latest --from-node rabbit@old-host --deep
+  rabbitmq-backup verify latest --cluster prod")]
     Verify(VerifyArgs),
     /// Print a snapshot's messages as JSON lines, decoded without a broker
     #[command(after_help = "Examples:
@@ -360,8 +364,9 @@ pub struct RestoreArgs {
 /// Choosing a cluster's snapshots instead of one node's.
 #[derive(Debug, Args, Default, Clone)]
 pub struct ClusterArgs {
-    /// Cluster snapshots of this cluster (as its members name it): one snapshot per
-    /// member, taken within --window of each other, named by the earliest one's id
+    /// Cluster snapshots of this cluster (its `set_cluster_name` name, else its first
+    /// member's): one snapshot per member, taken within --window of each other, named
+    /// by the earliest one's id (any member's id names it too)
     #[arg(long, value_name = "NAME", conflicts_with = "from_node")]
     pub cluster: Option<String>,
     /// With --cluster: the minutes within which one round's member snapshots were taken [default: 15]

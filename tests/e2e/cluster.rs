@@ -253,7 +253,11 @@ fn every_queue_is_held_by_exactly_one_member_snapshot(version: Version, name: Op
                 assert_eq!(entry["covered"], false);
             }
         }
-        assert_eq!(held_by, [holder.clone()], "{name} held exactly once");
+        assert_eq!(
+            held_by,
+            std::slice::from_ref(holder),
+            "{name} held exactly once"
+        );
     }
 
     let tool = Tool::new();

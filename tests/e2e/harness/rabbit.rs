@@ -281,6 +281,22 @@ impl RabbitNode {
         let mut nodes: Vec<RabbitNode> =
             (0..n).map(|_| RabbitNode::spawn_version(version)).collect();
         for node in &mut nodes {
+            // Ports are picked free but not held: one taken by another
+            // test's server before the node bound it gets a second pick.
+            for _ in 0..2 {
+                if node.wait_ready_or_exit().is_ok() {
+                    break;
+                }
+                eprintln!(
+                    "node {} did not start, with fresh ports again:\n{}",
+                    node.name,
+                    node.log_tail()
+                );
+                node.kill();
+                (node.amqp_port, node.mgmt_port, node.dist_port) =
+                    (free_port(), free_port(), free_port());
+                node.spawn();
+            }
             node.wait_ready();
         }
         let (seed, rest) = nodes.split_first_mut().unwrap();
@@ -345,6 +361,18 @@ impl RabbitNode {
 
     /// Waits until the management API answers (the broker has booted).
     pub fn wait_ready(&mut self) {
+        if let Err(status) = self.wait_ready_or_exit() {
+            panic!(
+                "node {} exited ({status}) while starting:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Waits until the management API answers, or the VM exits (its exit
+    /// status is returned: a port taken meanwhile by another test's server).
+    fn wait_ready_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(180);
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -354,11 +382,8 @@ impl RabbitNode {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
-                    "node {} exited ({status}) while starting:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+                self.child = None;
+                return Err(status);
             }
             let ok = client
                 .get(format!("{}/api/overview", self.mgmt_url()))
@@ -366,7 +391,7 @@ impl RabbitNode {
                 .send()
                 .is_ok_and(|r| r.status().is_success());
             if ok {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
