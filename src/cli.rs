@@ -201,23 +201,28 @@ pub enum Command {
   rabbitmq-backup restore --dry-run
   rabbitmq-backup restore latest --from-node rabbit@old-host
   rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages
-  rabbitmq-backup restore --from-node rabbit@old-host --queue orders --append")]
+  rabbitmq-backup restore --from-node rabbit@old-host --queue orders --append
+
+  rabbitmq-backup restore latest --cluster prod --dry-run")]
     Restore(RestoreArgs),
     /// List committed snapshots
     #[command(after_help = "Examples:
   rabbitmq-backup list
-  rabbitmq-backup list --from-node rabbit@old-host --json")]
+  rabbitmq-backup list --from-node rabbit@old-host --json
+  rabbitmq-backup list --cluster prod")]
     List(ListArgs),
     /// Show one snapshot's manifest summary
     #[command(after_help = "Examples:
   rabbitmq-backup show latest
-  rabbitmq-backup show 20261121T0515 --json")]
+  rabbitmq-backup show 20261121T0515 --json
+  rabbitmq-backup show latest --cluster prod")]
     Show(ShowArgs),
     /// Check that a snapshot's objects are present and intact
     #[command(after_help = "Examples:
   rabbitmq-backup verify latest
   rabbitmq-backup verify --all --read-data
-  rabbitmq-backup verify latest --from-node rabbit@old-host --deep")]
+  rabbitmq-backup verify latest --from-node rabbit@old-host --deep
+  rabbitmq-backup verify latest --cluster prod")]
     Verify(VerifyArgs),
     /// Print a snapshot's messages as JSON lines, decoded without a broker
     #[command(after_help = "Examples:
@@ -383,6 +388,26 @@ pub struct RestoreArgs {
         ]
     )]
     pub resume: bool,
+    /// The cluster whose snapshot to restore onto this node's cluster (or this lone node).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --cluster: restore a cluster snapshot missing a member's snapshot (its
+    /// queues' messages are not restored)
+    #[arg(long, requires = "cluster")]
+    pub allow_partial: bool,
+}
+
+/// Choosing a cluster's snapshots instead of one node's.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ClusterArgs {
+    /// Cluster snapshots of this cluster (its `set_cluster_name` name, else its first
+    /// member's): one snapshot per member, taken within --window of each other, named
+    /// by the earliest one's id (any member's id names it too)
+    #[arg(long, value_name = "NAME", conflicts_with = "from_node")]
+    pub cluster: Option<String>,
+    /// With --cluster: the minutes within which one round's member snapshots were taken [default: 15]
+    #[arg(long, value_name = "MINUTES", requires = "cluster")]
+    pub window: Option<u64>,
 }
 
 /// `restore --method`.
@@ -402,6 +427,9 @@ pub struct ListArgs {
     /// Only snapshots of this node
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster to list.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `show` flags.
@@ -412,6 +440,9 @@ pub struct ShowArgs {
     /// Node whose snapshots to search (required for `latest` unless it is this node)
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster whose snapshot to show.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `verify` flags.
@@ -435,6 +466,12 @@ pub struct VerifyArgs {
     /// Node whose snapshots to search
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster whose snapshots to verify.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --cluster: a cluster snapshot missing a member's snapshot is not a failure
+    #[arg(long, requires = "cluster")]
+    pub allow_partial: bool,
 }
 
 /// `messages` flags.

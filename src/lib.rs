@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod crypt;
@@ -134,18 +135,31 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 }
                 result.map(drop)
             }
-            Command::List(args) => {
-                commands::list::list(&settings, args.from_node.as_deref(), out).await
-            }
-            Command::Show(args) => {
-                commands::list::show(&settings, &args.snapshot, args.from_node.as_deref(), out)
-                    .await
-            }
+            Command::List(args) => match cluster::Selection::new(&args.cluster)? {
+                Some(selection) => commands::cluster::list(&settings, &selection, out).await,
+                None => commands::list::list(&settings, args.from_node.as_deref(), out).await,
+            },
+            Command::Show(args) => match cluster::Selection::new(&args.cluster)? {
+                Some(selection) => {
+                    commands::cluster::show(&settings, &selection, &args.snapshot, out).await
+                }
+                None => {
+                    commands::list::show(&settings, &args.snapshot, args.from_node.as_deref(), out)
+                        .await
+                }
+            },
             Command::Restore(args) => {
                 let args = RestoreSettings::new(args)?;
-                commands::restore::run(&settings, &args, out)
-                    .await
-                    .map(drop)
+                match &args.cluster {
+                    Some(selection) => {
+                        commands::restore_cluster::run(&settings, &args, selection, out)
+                            .await
+                            .map(drop)
+                    }
+                    None => commands::restore::run(&settings, &args, out)
+                        .await
+                        .map(drop),
+                }
             }
             Command::Exclude(args) => commands::exclude::run(&settings, args, out).await.map(drop),
             Command::Verify(args) => commands::verify::run(&settings, args, out).await,

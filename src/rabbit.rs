@@ -228,14 +228,21 @@ impl Broker {
         self.ctl.cluster_members().await
     }
 
-    /// The cluster's name, if the node can tell.
-    pub async fn cluster_name(&self) -> Option<String> {
-        if self.via_http
-            && let Some(name) = self.http.cluster_name().await
+    /// The name that groups the snapshots of the cluster whose `members`
+    /// these are: the name set with `rabbitmqctl set_cluster_name`, shared
+    /// by every member. Without one each member reports a name of its own,
+    /// so the first member by name stands in, and a warning says so.
+    pub async fn cluster_name(&self, members: &[String]) -> (String, Option<String>) {
+        if let Ok(name) = self.ctl.cluster_name().await
+            && !name.is_empty()
         {
-            return Some(name);
+            return (name, None);
         }
-        self.ctl.cluster_name().await.ok().filter(|n| !n.is_empty())
+        let first = members.first().cloned().unwrap_or_default();
+        let warning = format!(
+            "the cluster has no name set, so its snapshots are grouped under its first member's name, {first}, which changes if that member leaves: set one with `rabbitmqctl set_cluster_name NAME`"
+        );
+        (first, Some(warning))
     }
 
     /// The AMQP URL to reach this node: `--amqp-url` if given, else the

@@ -344,6 +344,10 @@ pub struct RestoreSettings {
     pub queues: Vec<String>,
     /// `--append`: add to non-empty target queues (replay).
     pub append: bool,
+    /// `--cluster`: restore a cluster snapshot of this cluster.
+    pub cluster: Option<crate::cluster::Selection>,
+    /// `--allow-partial`: a cluster snapshot may lack members.
+    pub allow_partial: bool,
 }
 
 impl RestoreSettings {
@@ -397,6 +401,12 @@ impl RestoreSettings {
         if args.drop_excluded && args.exclude_routing_key.is_empty() {
             return Err(usage("--drop-excluded needs --exclude-routing-key"));
         }
+        let cluster = crate::cluster::Selection::new(&args.cluster)?;
+        if cluster.is_some() && args.resume {
+            return Err(usage(
+                "--resume finishes an interrupted restore of this node; leave out --cluster",
+            ));
+        }
         let exclude = if args.exclude_routing_key.is_empty() {
             None
         } else {
@@ -420,6 +430,8 @@ impl RestoreSettings {
             vhosts: args.vhost.clone(),
             queues: args.queue.clone(),
             append: args.append,
+            cluster,
+            allow_partial: args.allow_partial,
         })
     }
 }

@@ -33,6 +33,7 @@ use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, UploadTarget};
 use crate::{hooks, signals};
 
+mod leaders;
 mod logical;
 mod pause;
 mod report;
@@ -225,8 +226,11 @@ async fn capture(
     let node = broker.identity.name.clone();
     let definitions = Definitions::parse(broker.export_definitions().await?)?;
     let members = broker.cluster_members().await?;
+    let mut warnings = Vec::new();
     let (members, cluster_name) = if members.len() > 1 {
-        (members, broker.cluster_name().await)
+        let (name, unset) = broker.cluster_name(&members).await;
+        warnings.extend(unset);
+        (members, Some(name))
     } else {
         (Vec::new(), None)
     };
@@ -249,7 +253,6 @@ async fn capture(
     } else {
         Some(check_queues().await?)
     };
-    let mut warnings = Vec::new();
     let vhosts: Vec<VhostEntry> = definitions
         .vhosts
         .iter()
@@ -309,6 +312,14 @@ async fn capture(
             args,
         )
         .await?;
+        if !members.is_empty() {
+            let before = leaders::before_pause(
+                &node,
+                early_queues.as_deref().unwrap_or_default(),
+                &elsewhere,
+            );
+            warnings.extend(leaders::restore(broker, &before).await);
+        }
         (
             staging.path().to_path_buf(),
             Some(staging),
@@ -401,7 +412,12 @@ async fn capture(
         tar_bytes,
         stored_bytes: chunks.iter().map(|c| c.size).sum(),
         chunks: chunks.len() as u64,
-        messages: queue_entries.iter().map(|q| q.messages).sum(),
+        // Per node: a queue living on another member is counted there.
+        messages: queue_entries
+            .iter()
+            .filter(|q| q.home_node.is_none())
+            .map(|q| q.messages)
+            .sum(),
         // Logical captures count the records written, which a queue that
         // lost messages during its capture has fewer of.
         covered_messages: queue_entries

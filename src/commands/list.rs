@@ -42,7 +42,8 @@ pub struct SnapshotSummary {
 }
 
 impl SnapshotSummary {
-    fn of(m: &Manifest) -> SnapshotSummary {
+    /// The summary of one manifest.
+    pub fn of(m: &Manifest) -> SnapshotSummary {
         SnapshotSummary {
             id: m.id.clone(),
             node: m.node.name.clone(),

@@ -130,9 +130,30 @@ impl Ctl {
         Ok(nodes)
     }
 
-    /// The cluster's name.
+    /// The members of the node's cluster whose RabbitMQ application runs.
+    pub async fn running_members(&self) -> anyhow::Result<Vec<String>> {
+        const EXPR: &str = "io:format(\"~s~n\", [lists:join(\" \", [atom_to_list(N) || N <- \
+            try rabbit_nodes:list_running() catch error:undef -> \
+            try rabbit_nodes:all_running() catch error:undef -> \
+            rabbit_mnesia:cluster_nodes(running) end end])]).";
+        let out = self.run(&["eval", EXPR], QUERY).await?;
+        let mut nodes: Vec<String> = out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    /// The cluster's name as set by `rabbitmqctl set_cluster_name` (shared
+    /// by every member), or "" when none is set: the default name differs
+    /// from member to member (each one's own name).
     pub async fn cluster_name(&self) -> anyhow::Result<String> {
-        const EXPR: &str = "io:format(\"~s~n\", [rabbit_nodes:cluster_name()]).";
+        const EXPR: &str = "io:format(\"~s~n\", [case rabbit_runtime_parameters:value_global(cluster_name) of \
+            not_found -> <<>>; N -> N end]).";
         let out = self.run(&["eval", EXPR], QUERY).await?;
         Ok(out.lines().next().unwrap_or_default().trim().to_string())
     }
@@ -222,21 +243,80 @@ impl Ctl {
             case amqqueue:get_pid(Q) of {_, Nd} -> Nd; P when is_pid(P) -> node(P); _ -> none end]) \
             || Q <- rabbit_amqqueue:list(), {resource, V, queue, N} <- [amqqueue:get_name(Q)]], ok.";
         let out = self.run(&["eval", EXPR], QUERY).await?;
-        out.lines()
-            .filter(|l| l.split_whitespace().count() == 3)
-            .map(|line| {
-                let mut parts = line.split_whitespace();
-                let mut text = || -> Option<String> {
-                    String::from_utf8(hex::decode(parts.next()?).ok()?).ok()
-                };
-                let (vhost, name) = (text(), text());
-                let node = parts.next().map(str::to_string);
-                match (vhost, name, node) {
-                    (Some(v), Some(n), Some(node)) => Ok((v, n, node)),
-                    _ => anyhow::bail!("unexpected answer to the queue home query: {line:?}"),
-                }
+        parse_hex_homes(&out)
+    }
+
+    /// Where each queue of `queues` is led, asked of its Raft cluster (a
+    /// quorum queue) as well as read from the queue's record, which follows
+    /// an election with a delay: `(vhost, queue, leader)`, the leader being
+    /// `none` while the two disagree or no leader is known.
+    pub async fn live_leaders(
+        &self,
+        queues: &[(String, String)],
+    ) -> anyhow::Result<Vec<(String, String, String)>> {
+        let list: Vec<String> = queues
+            .iter()
+            .map(|(v, n)| format!("{{<<\"{}\">>, <<\"{}\">>}}", hex::encode(v), hex::encode(n)))
+            .collect();
+        let expr = format!(
+            "D = fun(H) -> << <<(list_to_integer([A, B], 16))>> || <<A, B>> <= H >> end, \
+            L = fun(Q) -> case amqqueue:get_pid(Q) of \
+              {{RaName, Nd}} -> case catch ra:members({{RaName, node()}}, 5000) of \
+                {{ok, _, {{_, Nd}}}} -> Nd; _ -> none end; \
+              P when is_pid(P) -> node(P); _ -> none end end, \
+            [io:format(\"~s ~s ~s~n\", [V, N, case rabbit_amqqueue:lookup(rabbit_misc:r(D(V), queue, D(N))) of \
+               {{ok, Q}} -> L(Q); _ -> none end]) || {{V, N}} <- [{}]], ok.",
+            list.join(", ")
+        );
+        let out = self.run(&["eval", &expr], QUERY).await?;
+        parse_hex_homes(&out)
+    }
+
+    /// Asks each quorum queue (and, from RabbitMQ 4.0, each stream) of
+    /// `queues`, given as `(vhost, queue, node)`, to hand its leadership to
+    /// that node. Returns at once, with the queues that cannot be moved
+    /// (streams before 4.0); [`Ctl::live_leaders`] tells when the others have.
+    /// Names travel hex-encoded, decoded by hand (OTP 23 lacks decode_hex).
+    pub async fn transfer_leadership(
+        &self,
+        queues: &[(String, String, String)],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = queues
+            .iter()
+            .map(|(v, n, to)| {
+                format!(
+                    "{{<<\"{}\">>, <<\"{}\">>, <<\"{}\">>}}",
+                    hex::encode(v),
+                    hex::encode(n),
+                    hex::encode(to)
+                )
             })
-            .collect()
+            .collect();
+        let expr = format!(
+            "D = fun(H) -> << <<(list_to_integer([A, B], 16))>> || <<A, B>> <= H >> end, \
+            T = fun(Q, To) -> case amqqueue:get_pid(Q) of \
+              {{_, Nd}} when Nd =:= To -> ok; \
+              {{RaName, _}} = Pid -> ra:transfer_leadership(Pid, {{RaName, To}}); \
+              P when is_pid(P), node(P) =/= To -> \
+                code:ensure_loaded(rabbit_stream_queue), \
+                case erlang:function_exported(rabbit_stream_queue, transfer_leadership, 2) of \
+                  true -> rabbit_stream_queue:transfer_leadership(Q, To); false -> unsupported end; \
+              _ -> ok end end, \
+            [io:format(\"~s ~s ~p~n\", [V, N, case rabbit_amqqueue:lookup(rabbit_misc:r(D(V), queue, D(N))) of \
+               {{ok, Q}} -> catch T(Q, binary_to_atom(D(To), utf8)); _ -> not_found end]) \
+             || {{V, N, To}} <- [{}]], ok.",
+            list.join(", ")
+        );
+        let out = self.run(&["eval", &expr], QUERY).await?;
+        // Streams before RabbitMQ 4.0 cannot be moved: no use waiting.
+        Ok(parse_hex_homes(&out)?
+            .into_iter()
+            .filter(|(_, _, result)| result == "unsupported")
+            .map(|(v, n, _)| (v, n))
+            .collect())
     }
 
     /// Stops the RabbitMQ application (the Erlang VM keeps running), as
@@ -507,6 +587,25 @@ fn erlang_release(s: &str) -> String {
 }
 
 /// Parses `[{<<"HEX">>,<<"HEX">>,N},...]`.
+/// Lines of `<hex vhost> <hex queue> <node>`, as the home and leader
+/// queries print them.
+fn parse_hex_homes(out: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    out.lines()
+        .filter(|l| l.split_whitespace().count() == 3)
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let mut text =
+                || -> Option<String> { String::from_utf8(hex::decode(parts.next()?).ok()?).ok() };
+            let (vhost, name) = (text(), text());
+            let node = parts.next().map(str::to_string);
+            match (vhost, name, node) {
+                (Some(v), Some(n), Some(node)) => Ok((v, n, node)),
+                _ => anyhow::bail!("unexpected answer to the queue home query: {line:?}"),
+            }
+        })
+        .collect()
+}
+
 fn parse_hex_counts(out: &str) -> Option<Vec<(String, String, u64)>> {
     let body = out.trim().strip_prefix('[')?.strip_suffix(']')?;
     let mut result = Vec::new();

@@ -371,7 +371,7 @@ fn expected_shortfalls_are_reported_not_rolled_back() {
     let node = RabbitNode::start();
     node.import_definitions(&json!({
         "policies": [{"vhost": "/", "name": "expire", "pattern": "^expiring$", "apply-to": "queues",
-                      "definition": {"message-ttl": 15000}, "priority": 0}],
+                      "definition": {"message-ttl": 40000}, "priority": 0}],
         "queues": [
             {"name": "expiring", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}},
             {"name": "mixed", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}}
@@ -407,7 +407,7 @@ fn expected_shortfalls_are_reported_not_rolled_back() {
     assert_eq!(caveats("expiring"), json!(["ttl"]));
     assert_eq!(caveats("mixed"), json!(["transient"]));
     // The TTL passes on the node too.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while node.counts("/")["expiring"] > 0 {
         assert!(Instant::now() < deadline, "the messages never expired");
         std::thread::sleep(Duration::from_millis(500));
