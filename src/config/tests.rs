@@ -84,6 +84,33 @@ fn base(sub: &Command, tested: &Arg) -> Vec<String> {
     args
 }
 
+/// `base` with the flags that `flag` requires (`--window` needs
+/// `--cluster`), as clap names them when they are missing.
+fn requirements(mut base: Vec<String>, flag: &[String]) -> Vec<String> {
+    for _ in 0..4 {
+        let with_flag: Vec<String> = base.iter().cloned().chain(flag.iter().cloned()).collect();
+        let Err(ParseError::Clap(e)) = parse(&with_flag, None) else {
+            break;
+        };
+        if e.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+            break;
+        }
+        let Some(clap::error::ContextValue::Strings(missing)) =
+            e.get(clap::error::ContextKind::InvalidArg)
+        else {
+            break;
+        };
+        for m in missing {
+            let long = m.split(' ').next().unwrap_or(m);
+            base.push(long.to_string());
+            if m.contains('<') {
+                base.push("7".into());
+            }
+        }
+    }
+    base
+}
+
 /// The flag on the command line, and the same setting as a TOML line.
 fn flag_and_line(arg: &Arg) -> (Vec<String>, String) {
     let long = format!("--{}", arg.get_long().expect("a named flag"));
@@ -126,7 +153,7 @@ fn every_flag_is_settable_in_the_file() {
     for sub in root.get_subcommands() {
         for arg in sub.get_arguments().filter(|a| is_settable(a)) {
             let (flag, line) = flag_and_line(arg);
-            let base = base(sub, arg);
+            let base = requirements(base(sub, arg), &flag);
             let with_flag: Vec<String> = base.iter().cloned().chain(flag).collect();
             let expected = parsed(&with_flag, None);
             let file = format!("[{}]\n{line}\n", sub.get_name());
