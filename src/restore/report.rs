@@ -251,9 +251,12 @@ pub fn describe(r: &RestoreReport) -> String {
     }
     for q in &r.uncovered_queues {
         let why = if q.status == QueueState::LogicalRecords {
-            "in the snapshot as logical records, which only a replay restore brings back"
+            format!(
+                "in the snapshot as logical records, which only a replay restore brings back: `rabbitmq-backup restore {} --from-node {} --method replay --vhost {:?} --queue {:?}`",
+                r.snapshot, r.from_node, q.vhost, q.name
+            )
         } else {
-            "not in the snapshot"
+            "not in the snapshot".to_string()
         };
         s.push_str(&format!(
             "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time ({why})\n",
@@ -315,6 +318,7 @@ mod tests {
             ..RestoreReport::default()
         });
         assert!(text.contains("only a replay restore brings back"), "{text}");
+        assert!(text.contains("--method replay --vhost"), "{text}");
     }
 
     #[test]
