@@ -31,12 +31,12 @@
 //! meanwhile is displaced and kept, never overwritten or deleted. Areas in
 //! `Staged`/`Imported` changed no message and are simply removed.
 //!
-//! A second method (`replay`: publish the decoded messages into a running
-//! broker) adds `Method::Replay` and its own phases between `Imported` and
-//! `Checked` (`Replaying` with a progress journal of confirmed positions per
-//! queue, then `Replayed` → `Checked`); it has no rollback (what was
+//! The second method (`replay`: publish the decoded messages into a running
+//! broker) is `Method::Replay`: `Imported ──▶ Replaying ──counts──▶ Cleaning
+//! ──▶ Done`, the broker never stopped, the confirmed position of every queue
+//! in `replay.json` (`src/replay/progress.rs`); it has no rollback (what was
 //! published stays published; `--resume` continues after the last confirmed
-//! message). [`Machine::advance`] is the one place that dispatches on the
+//! message, and `--exclude-routing-key` is applied in flight). [`Machine::advance`] is the one place that dispatches on the
 //! method's phases.
 
 use std::path::{Path, PathBuf};
