@@ -146,11 +146,9 @@ pub async fn run(
 
     let work = async {
         if args.before.is_some() && !args.definitions_only {
-            report.replaced_queues = match method {
-                Method::Swap => plan::after_before_hook(&broker, &manifest, args).await?,
-                Method::Replay => plan::replay_queues(&broker, &manifest, args, true).await?,
-            }
-            .replaced;
+            report.replaced_queues = plan::after_before_hook(&broker, &manifest, args, method)
+                .await?
+                .replaced;
         }
         tracing::info!(
             "importing definitions ({} vhosts, {} queues, {} exchanges, {} bindings, {} users, {} policies)",

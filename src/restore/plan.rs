@@ -102,9 +102,21 @@ pub async fn before_download(
         check_selection(manifest, args)?;
     }
     fetch::check_free_space(crate::staging::parent_of(data_dir)?, manifest)?;
+    queue_checks(broker, manifest, args, method, args.before.is_none()).await
+}
+
+/// The method's queue checks: consumers (refused when `refuse_consumers`)
+/// and messages the restore would replace.
+async fn queue_checks(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    method: Method,
+    refuse_consumers: bool,
+) -> anyhow::Result<Checks> {
     match method {
-        Method::Swap => queues(broker, manifest, args, args.before.is_none()).await,
-        Method::Replay => replay_queues(broker, manifest, args, args.before.is_none()).await,
+        Method::Swap => queues(broker, manifest, args, refuse_consumers).await,
+        Method::Replay => replay_queues(broker, manifest, args, refuse_consumers).await,
     }
 }
 
@@ -153,7 +165,7 @@ fn check_selection(manifest: &Manifest, args: &RestoreSettings) -> anyhow::Resul
 /// Replay's queue checks: only the replayed queues matter (the rest of the
 /// node keeps running, consumers and all). Consumers on them are refused;
 /// messages in them too, unless `--replace-messages` or `--append`.
-pub async fn replay_queues(
+async fn replay_queues(
     broker: &Broker,
     manifest: &Manifest,
     args: &RestoreSettings,
@@ -200,21 +212,9 @@ pub async fn replay_queues(
         })
         .collect();
     if !checks.replaced.is_empty() && !args.replace_messages && !args.append {
-        let full: Vec<String> = checks
-            .replaced
-            .iter()
-            .map(|q| {
-                format!(
-                    "{:?} in vhost {:?} ({} messages)",
-                    q.name,
-                    q.vhost,
-                    q.actual.unwrap_or(0)
-                )
-            })
-            .collect();
         return Err(refused(format!(
             "the replay would publish into queues that already hold messages: {} on {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
-            full.join(", "),
+            holding(&checks.replaced),
             broker.identity.name
         )));
     }
@@ -226,8 +226,26 @@ pub async fn after_before_hook(
     broker: &Broker,
     manifest: &Manifest,
     args: &RestoreSettings,
+    method: Method,
 ) -> anyhow::Result<Checks> {
-    queues(broker, manifest, args, true).await
+    queue_checks(broker, manifest, args, method, true).await
+}
+
+/// `"q" in vhost "v" (n messages), …` for a refusal naming queues that hold
+/// messages.
+fn holding(queues: &[QueueOutcome]) -> String {
+    queues
+        .iter()
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} messages)",
+                q.name,
+                q.vhost,
+                q.actual.unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Consumers on the node's queues (refused when `refuse_consumers`, else a
@@ -270,21 +288,9 @@ async fn queues(
     }
     checks.replaced = replaced(&on_node, &restored);
     if !checks.replaced.is_empty() && !args.replace_messages {
-        let lost: Vec<String> = checks
-            .replaced
-            .iter()
-            .map(|q| {
-                format!(
-                    "{:?} in vhost {:?} ({} messages)",
-                    q.name,
-                    q.vhost,
-                    q.actual.unwrap_or(0)
-                )
-            })
-            .collect();
         return Err(refused(format!(
             "the restore would replace the messages of {} on {}; pass --replace-messages to go on, or purge those queues first",
-            lost.join(", "),
+            holding(&checks.replaced),
             broker.identity.name
         )));
     }
