@@ -26,6 +26,7 @@ pub mod replay;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod selection;
 pub mod settings;
 pub mod signals;
 pub mod staging;

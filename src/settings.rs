@@ -358,8 +358,7 @@ impl RestoreSettings {
 
     /// The queue is selected.
     pub fn selects(&self, vhost: &str, queue: &str) -> bool {
-        (self.vhosts.is_empty() || self.vhosts.iter().any(|v| v == vhost))
-            && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
+        crate::selection::selects(&self.vhosts, &self.queues, vhost, queue)
     }
 }
 

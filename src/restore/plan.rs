@@ -141,25 +141,7 @@ fn check_selection(manifest: &Manifest, args: &RestoreSettings) -> anyhow::Resul
             )));
         }
     }
-    for name in &args.queues {
-        if !manifest
-            .queues
-            .iter()
-            .any(|q| &q.name == name && args.selects(&q.vhost, name))
-        {
-            return Err(crate::error::usage(format!(
-                "snapshot {} has no queue {name:?}{}: `rabbitmq-backup show {}` lists its queues",
-                manifest.id,
-                if args.vhosts.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in vhost {:?}", args.vhosts)
-                },
-                manifest.id
-            )));
-        }
-    }
-    Ok(())
+    crate::selection::check_queues(manifest, &args.vhosts, &args.queues)
 }
 
 /// Replay's queue checks: only the replayed queues matter (the rest of the
