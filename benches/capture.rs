@@ -37,6 +37,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use rabbitmq_backup::capture::{self, Kind, Target};
+use rabbitmq_backup::rabbit::control::Control;
 use rabbitmq_backup::rabbit::ctl::Ctl;
 use serde_json::json;
 
@@ -124,7 +125,7 @@ fn reference(node: &RabbitNode, queue: &str, count: usize) -> Duration {
 }
 
 /// The capture of `queue`; returns its time and the records written.
-fn ours(ctl: &Ctl, queue: &str, kind: Kind) -> (Duration, u64) {
+fn ours(control: &Control, queue: &str, kind: Kind) -> (Duration, u64) {
     rt().block_on(async {
         let started = Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
@@ -134,7 +135,7 @@ fn ours(ctl: &Ctl, queue: &str, kind: Kind) -> (Duration, u64) {
             name: queue.into(),
             kind,
         };
-        let captured = capture::capture_all(ctl, &[target], tx).await.unwrap();
+        let captured = capture::capture_all(control, &[target], tx).await.unwrap();
         drain.await.unwrap();
         (started.elapsed(), captured[0].records())
     })
@@ -160,16 +161,19 @@ fn main() {
     // SAFETY: set before any other thread of ours reads the environment.
     unsafe { std::env::set_var("HOME", node.home()) };
     let ctl = Ctl::new(node.ctl_program(), Some(node.name.clone()));
-    // The fixed cost: the capture server started through `rabbitmqctl
-    // eval` (a CLI VM boot) and an empty queue.
+    // As the tool does: over Erlang distribution, else rabbitmqctl.
+    let control = rt().block_on(Control::connect(ctl, &node.name, None, Some(&node.home())));
+    let transport = control.transport().as_str();
+    // The fixed cost: the capture server started over that transport and
+    // an empty queue.
     let fixed = median(
         (0..runs)
-            .map(|_| ours(&ctl, EMPTY, Kind::Quorum).0)
+            .map(|_| ours(&control, EMPTY, Kind::Quorum).0)
             .collect(),
     );
     println!("## Logical capture ({count} messages per queue, {runs} runs, medians)\n");
     println!(
-        "fixed cost of a capture (server start through rabbitmqctl eval, an empty queue): {:.2} s\n",
+        "fixed cost of a capture (server start over {transport}, an empty queue): {:.2} s\n",
         fixed.as_secs_f64()
     );
     println!(
@@ -193,7 +197,7 @@ fn main() {
                         load(&node, QUORUM, count);
                     }
                 } else {
-                    let (t, records) = ours(&ctl, queue, kind);
+                    let (t, records) = ours(&control, queue, kind);
                     assert_eq!(records, count as u64, "{queue}: every message captured");
                     caps.push(t);
                 }

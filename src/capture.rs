@@ -21,7 +21,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::message::Message;
-use crate::rabbit::ctl::Ctl;
+use crate::rabbit::control::Control;
+use crate::rabbit::queue_type::QueueType;
 use channel::{Channel, Frame, Summary};
 use segments::{Segment, SegmentWriter, Written};
 
@@ -40,10 +41,10 @@ pub enum Kind {
 
 impl Kind {
     /// The queue type as RabbitMQ names it, if it is captured logically.
-    pub fn of(queue_type: &str) -> Option<Kind> {
+    pub fn of(queue_type: &QueueType) -> Option<Kind> {
         match queue_type {
-            "quorum" => Some(Kind::Quorum),
-            "stream" => Some(Kind::Stream),
+            QueueType::Quorum => Some(Kind::Quorum),
+            QueueType::Stream => Some(Kind::Stream),
             _ => None,
         }
     }
@@ -166,7 +167,7 @@ impl Captured {
 /// fails is reported as such and the others are still captured; only a
 /// node that cannot be asked at all is an error.
 pub async fn capture_all(
-    ctl: &Ctl,
+    control: &Control,
     targets: &[Target],
     out: mpsc::Sender<Segment>,
 ) -> anyhow::Result<Vec<Captured>> {
@@ -174,7 +175,7 @@ pub async fn capture_all(
     if targets.is_empty() {
         return Ok(results);
     }
-    let endpoint = server::start(ctl).await?;
+    let endpoint = server::start(control).await?;
     let mut channel = Some(Channel::connect(&endpoint).await?);
     for target in targets {
         let Some(ch) = channel.as_mut() else {
@@ -349,8 +350,8 @@ mod tests {
 
     #[test]
     fn kinds_from_queue_types() {
-        assert_eq!(Kind::of("quorum"), Some(Kind::Quorum));
-        assert_eq!(Kind::of("stream"), Some(Kind::Stream));
-        assert_eq!(Kind::of("classic"), None);
+        assert_eq!(Kind::of(&QueueType::from("quorum")), Some(Kind::Quorum));
+        assert_eq!(Kind::of(&QueueType::from("stream")), Some(Kind::Stream));
+        assert_eq!(Kind::of(&QueueType::from("classic")), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Command-line arguments (clap only: no I/O, no validation beyond syntax).
 //!
 //! Every value is optional here so that [`crate::settings`] can apply the
-//! precedence flag > environment > config file > default in one place.
+//! built-in defaults in one place; the config file's values arrive as clap
+//! defaults ([`crate::config`]), so flag > environment > file > default.
 
 use std::path::PathBuf;
 
@@ -199,23 +200,29 @@ pub enum Command {
     #[command(after_help = "Examples:
   rabbitmq-backup restore --dry-run
   rabbitmq-backup restore latest --from-node rabbit@old-host
-  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages")]
+  rabbitmq-backup restore 20261121T0515 --exclude-routing-key 'oro.email.*' --replace-messages
+  rabbitmq-backup restore --from-node rabbit@old-host --queue orders --append
+
+  rabbitmq-backup restore latest --cluster prod --dry-run")]
     Restore(RestoreArgs),
     /// List committed snapshots
     #[command(after_help = "Examples:
   rabbitmq-backup list
-  rabbitmq-backup list --from-node rabbit@old-host --json")]
+  rabbitmq-backup list --from-node rabbit@old-host --json
+  rabbitmq-backup list --cluster prod")]
     List(ListArgs),
     /// Show one snapshot's manifest summary
     #[command(after_help = "Examples:
   rabbitmq-backup show latest
-  rabbitmq-backup show 20261121T0515 --json")]
+  rabbitmq-backup show 20261121T0515 --json
+  rabbitmq-backup show latest --cluster prod")]
     Show(ShowArgs),
     /// Check that a snapshot's objects are present and intact
     #[command(after_help = "Examples:
   rabbitmq-backup verify latest
   rabbitmq-backup verify --all --read-data
-  rabbitmq-backup verify latest --from-node rabbit@old-host --deep")]
+  rabbitmq-backup verify latest --from-node rabbit@old-host --deep
+  rabbitmq-backup verify latest --cluster prod")]
     Verify(VerifyArgs),
     /// Print a snapshot's messages as JSON lines, decoded without a broker
     #[command(after_help = "Examples:
@@ -313,7 +320,8 @@ pub struct RestoreArgs {
     /// Node whose snapshots to use [default: this node's name]
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
-    /// After the restore, move messages whose routing key matches out of every restored queue
+    /// Move messages whose routing key matches out of every restored queue (replay: in
+    /// flight; swap: after the restore)
     #[arg(long, value_name = "GLOB")]
     pub exclude_routing_key: Vec<String>,
     /// With --exclude-routing-key: drop matching messages instead of moving them to <queue>.excluded
@@ -326,8 +334,22 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub definitions_only: bool,
     /// Replace the messages of queues on this node that the restore overwrites
+    /// (replay: empty them first)
     #[arg(long)]
     pub replace_messages: bool,
+    /// Replay: add the snapshot's messages to what the target queues hold
+    #[arg(long, conflicts_with = "replace_messages")]
+    pub append: bool,
+    /// How messages get onto the node: swap (files, broker paused), replay (published
+    /// into the running broker), auto (swap where possible, else replay) [default: auto]
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<MethodArg>,
+    /// Replay only the queues of this vhost (repeatable; implies replay)
+    #[arg(long, value_name = "V")]
+    pub vhost: Vec<String>,
+    /// Replay only this queue (repeatable; implies replay)
+    #[arg(long, value_name = "Q")]
+    pub queue: Vec<String>,
     /// Restore onto an older RabbitMQ than the snapshot's
     #[arg(long)]
     pub force_downgrade: bool,
@@ -346,8 +368,57 @@ pub struct RestoreArgs {
     pub download_concurrency: Option<usize>,
     /// Finish or undo a restore that was interrupted after the broker was stopped,
     /// with the options it was started with (with --dry-run: say what it would do)
-    #[arg(long)]
+    // The journal holds those options: a flag that would change them is
+    // refused, and the config file's value for it does not apply.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "from_node",
+            "exclude_routing_key",
+            "drop_excluded",
+            "definitions_only",
+            "replace_messages",
+            "force_downgrade",
+            "keep_old",
+            "append",
+            "method",
+            "vhost",
+            "queue",
+            "download_concurrency",
+        ]
+    )]
     pub resume: bool,
+    /// The cluster whose snapshot to restore onto this node's cluster (or this lone node).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --cluster: restore a cluster snapshot missing a member's snapshot (its
+    /// queues' messages are not restored)
+    #[arg(long, requires = "cluster")]
+    pub allow_partial: bool,
+}
+
+/// Choosing a cluster's snapshots instead of one node's.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ClusterArgs {
+    /// Cluster snapshots of this cluster (its `set_cluster_name` name, else its first
+    /// member's): one snapshot per member, taken within --window of each other, named
+    /// by the earliest one's id (any member's id names it too)
+    #[arg(long, value_name = "NAME", conflicts_with = "from_node")]
+    pub cluster: Option<String>,
+    /// With --cluster: the minutes within which one round's member snapshots were taken [default: 15]
+    #[arg(long, value_name = "MINUTES", requires = "cluster")]
+    pub window: Option<u64>,
+}
+
+/// `restore --method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Swap where possible and the whole node is restored, else replay.
+    Auto,
+    /// Move the message stores in while the broker is stopped.
+    Swap,
+    /// Publish the messages into the running broker.
+    Replay,
 }
 
 /// `list` flags.
@@ -356,6 +427,9 @@ pub struct ListArgs {
     /// Only snapshots of this node
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster to list.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `show` flags.
@@ -366,13 +440,18 @@ pub struct ShowArgs {
     /// Node whose snapshots to search (required for `latest` unless it is this node)
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster whose snapshot to show.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `verify` flags.
 #[derive(Debug, Args, Default, Clone)]
 pub struct VerifyArgs {
     /// Snapshot id, unambiguous prefix, or `latest`
-    #[arg(conflicts_with = "all", required_unless_present = "all")]
+    // Not `required_unless_present = "all"`: `all` may come from the config
+    // file, which clap's requirement rules do not see (the command checks).
+    #[arg(conflicts_with = "all")]
     pub snapshot: Option<String>,
     /// Verify every snapshot
     #[arg(long)]
@@ -387,6 +466,12 @@ pub struct VerifyArgs {
     /// Node whose snapshots to search
     #[arg(long, value_name = "NAME")]
     pub from_node: Option<String>,
+    /// The cluster whose snapshots to verify.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --cluster: a cluster snapshot missing a member's snapshot is not a failure
+    #[arg(long, requires = "cluster")]
+    pub allow_partial: bool,
 }
 
 /// `messages` flags.
@@ -538,7 +623,7 @@ mod tests {
             management_url: Some("http://10.1.2.3:15672".into()),
             ..Default::default()
         };
-        let s = crate::settings::Settings::new(&args, Default::default()).unwrap();
+        let s = crate::settings::Settings::new(&args).unwrap();
         assert_eq!(s.amqp_url, None);
         assert_eq!(s.management_host, "10.1.2.3");
     }

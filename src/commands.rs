@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod check_repo;
+pub mod cluster;
 pub mod decode;
 pub mod deep;
 pub mod exclude;
@@ -10,6 +11,7 @@ pub mod messages;
 pub mod pin;
 pub mod prune;
 pub mod restore;
+pub mod restore_cluster;
 pub mod verify;
 
 use std::sync::Arc;

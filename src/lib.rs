@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod crypt;
@@ -21,16 +22,19 @@ pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod rabbit;
+pub mod replay;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod selection;
 pub mod settings;
 pub mod signals;
 pub mod staging;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use cli::{Cli, Command};
 use output::Output;
@@ -38,9 +42,18 @@ use settings::{BackupSettings, MessagesSettings, RestoreSettings, Settings};
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> u8 {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match config::parse_cli(&argv) {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(config::ParseError::Config(err)) => {
+            let message = error::render(&err);
+            eprintln!("error: {message}");
+            if std::env::args().any(|a| a == "--json") {
+                print_json_error(error::kind_of(&err), &message);
+            }
+            return error::kind_of(&err).code();
+        }
+        Err(config::ParseError::Clap(e)) => {
             // --help and --version are "errors" that print and exit 0.
             let _ = e.print();
             if !e.use_stderr() {
@@ -96,9 +109,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let file = config::load(cli.global.config.as_deref())?;
-    let settings = Settings::new(&cli.global, file)?;
+    let settings = Settings::new(&cli.global)?;
     logging::init(settings.log_format, settings.verbosity);
+    tls::install_default_provider();
     let out = Output::new(settings.json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,7 +121,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         signals::install();
         match &cli.command {
             Command::Backup(args) => {
-                let args = BackupSettings::new(args, &settings.file)?;
+                let args = BackupSettings::new(args)?;
                 let started = std::time::Instant::now();
                 let result = commands::backup::run(&settings, &args, out).await;
                 if let Some(path) = &settings.metrics_file {
@@ -123,18 +136,31 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 }
                 result.map(drop)
             }
-            Command::List(args) => {
-                commands::list::list(&settings, args.from_node.as_deref(), out).await
-            }
-            Command::Show(args) => {
-                commands::list::show(&settings, &args.snapshot, args.from_node.as_deref(), out)
-                    .await
-            }
+            Command::List(args) => match cluster::Selection::new(&args.cluster)? {
+                Some(selection) => commands::cluster::list(&settings, &selection, out).await,
+                None => commands::list::list(&settings, args.from_node.as_deref(), out).await,
+            },
+            Command::Show(args) => match cluster::Selection::new(&args.cluster)? {
+                Some(selection) => {
+                    commands::cluster::show(&settings, &selection, &args.snapshot, out).await
+                }
+                None => {
+                    commands::list::show(&settings, &args.snapshot, args.from_node.as_deref(), out)
+                        .await
+                }
+            },
             Command::Restore(args) => {
-                let args = RestoreSettings::new(args, &settings.file)?;
-                commands::restore::run(&settings, &args, out)
-                    .await
-                    .map(drop)
+                let args = RestoreSettings::new(args)?;
+                match &args.cluster {
+                    Some(selection) => {
+                        commands::restore_cluster::run(&settings, &args, selection, out)
+                            .await
+                            .map(drop)
+                    }
+                    None => commands::restore::run(&settings, &args, out)
+                        .await
+                        .map(drop),
+                }
             }
             Command::Exclude(args) => commands::exclude::run(&settings, args, out).await.map(drop),
             Command::Verify(args) => commands::verify::run(&settings, args, out).await,

@@ -26,7 +26,7 @@ pub fn init(format: LogFormat, verbosity: Verbosity) {
     let level = match verbosity {
         Verbosity::Quiet => "warn",
         Verbosity::Normal => "info",
-        Verbosity::Verbose => "debug,aws=info,hyper=info,reqwest=info,rustls=info",
+        Verbosity::Verbose => "debug,aws=info,hyper=info,hyper_util=info,reqwest=info,rustls=info",
         Verbosity::Debug => "debug",
     };
     // lapin logs the broker's refusals itself, raw; the tool reports them

@@ -113,7 +113,7 @@ pub fn render(
                     "{node_label},vhost=\"{}\",queue=\"{}\",type=\"{}\"",
                     label(&q.vhost),
                     label(&q.name),
-                    label(&q.queue_type)
+                    label(q.queue_type.as_str())
                 ),
                 q.messages as f64,
             )

@@ -8,6 +8,7 @@ pub mod definitions;
 pub mod dist;
 pub mod exprs;
 pub mod http;
+pub mod queue_type;
 pub mod upgrade;
 pub mod version;
 
@@ -228,19 +229,27 @@ impl Broker {
         Ok(self.control.cluster().await?.members)
     }
 
-    /// The cluster's name, if the node can tell.
-    pub async fn cluster_name(&self) -> Option<String> {
-        if self.http_first()
-            && let Some(name) = self.http.cluster_name().await
+    /// The members of the node's cluster whose RabbitMQ application runs,
+    /// sorted.
+    pub async fn running_members(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.control.cluster().await?.running)
+    }
+
+    /// The name that groups the snapshots of the cluster whose `members`
+    /// these are: the name set with `rabbitmqctl set_cluster_name`, shared
+    /// by every member. Without one each member reports a name of its own,
+    /// so the first member by name stands in, and a warning says so.
+    pub async fn cluster_name(&self, members: &[String]) -> (String, Option<String>) {
+        if let Ok(cluster) = self.control.cluster().await
+            && let Some(name) = cluster.name.filter(|n| !n.is_empty())
         {
-            return Some(name);
+            return (name, None);
         }
-        self.control
-            .cluster()
-            .await
-            .ok()?
-            .name
-            .filter(|n| !n.is_empty())
+        let first = members.first().cloned().unwrap_or_default();
+        let warning = format!(
+            "the cluster has no name set, so its snapshots are grouped under its first member's name, {first}, which changes if that member leaves: set one with `rabbitmqctl set_cluster_name NAME`"
+        );
+        (first, Some(warning))
     }
 
     /// The AMQP URL to reach this node: `--amqp-url` if given, else the

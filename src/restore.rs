@@ -18,5 +18,6 @@ pub mod fetch;
 pub mod machine;
 pub mod node;
 pub mod plan;
+pub mod replay;
 pub mod report;
 pub mod swap;

@@ -1,12 +1,12 @@
-//! Validated settings: the command line, environment and config file merged
-//! (flag > environment > file > default) and checked before any I/O.
+//! Validated settings: the parsed command line (flags, environment and the
+//! config file, merged by clap: see [`crate::config`]) with the built-in
+//! defaults applied, checked before any I/O.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::{BackupArgs, GlobalArgs, LogFormat, MessagesArgs, RestoreArgs};
-use crate::config::FileConfig;
 use crate::crypt::{Identities, Recipients};
 use crate::error::usage;
 use crate::repo::retry::RetryPolicy;
@@ -88,50 +88,32 @@ pub struct Settings {
     pub verbosity: Verbosity,
     /// Prometheus textfile output.
     pub metrics_file: Option<PathBuf>,
-    /// The file's per-command defaults.
-    pub file: FileConfig,
     /// `RABBITMQ_ERLANG_COOKIE`, for Erlang distribution (as rabbitmqctl).
     pub erlang_cookie: Option<Secret>,
     /// `HOME`, where the cookie file is looked for otherwise.
     pub home: Option<PathBuf>,
 }
 
-fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
-    flag.or(file).unwrap_or(default)
-}
-
 impl Settings {
     /// Merges and validates the global settings.
-    pub fn new(args: &GlobalArgs, file: FileConfig) -> anyhow::Result<Settings> {
-        let repo_text = pick(
-            args.repo.clone(),
-            file.repo.clone(),
-            "./rabbitmq-backups".into(),
-        );
-        let repo = RepoUrl::parse(&repo_text)?;
+    pub fn new(args: &GlobalArgs) -> anyhow::Result<Settings> {
+        let repo_text = args.repo.as_deref().unwrap_or("./rabbitmq-backups");
+        let repo = RepoUrl::parse(repo_text)?;
 
-        let management_url = pick(
-            args.management_url.clone(),
-            file.management_url.clone(),
-            "http://127.0.0.1:15672".into(),
-        );
+        let management_url = args
+            .management_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:15672".into());
         let host = management_host(&management_url)?;
 
-        let username = pick(args.username.clone(), file.username.clone(), "guest".into());
-        let password = match (
-            &args.password,
-            &args.password_file,
-            &file.password,
-            &file.password_file,
-        ) {
-            (Some(p), _, _, _) => p.clone(),
-            (None, Some(path), _, _) => read_secret_file(path)?,
-            (None, None, Some(p), _) => p.clone(),
-            (None, None, None, Some(path)) => read_secret_file(path)?,
-            (None, None, None, None) => "guest".into(),
+        let username = args.username.clone().unwrap_or_else(|| "guest".into());
+        let password = match (&args.password, &args.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(path)) => read_secret_file(path)?,
+            (None, None) => "guest".into(),
         };
 
-        let amqp_url = args.amqp_url.clone().or(file.amqp_url.clone());
+        let amqp_url = args.amqp_url.clone();
         if let Some(url) = &amqp_url
             && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
         {
@@ -141,28 +123,22 @@ impl Settings {
             )));
         }
 
-        let node = args.node.clone().or(file.node.clone());
+        let node = args.node.clone();
         if let Some(node) = &node {
             crate::repo::check_node_name(node)?;
         }
-        let retries = pick(args.retries, file.retries, RetryPolicy::default().attempts);
+        let retries = args.retries.unwrap_or(RetryPolicy::default().attempts);
         if retries == 0 {
             return Err(usage("--retries must be at least 1"));
         }
-        let s3_timeout = pick(args.s3_timeout, file.s3_timeout, 60);
+        let s3_timeout = args.s3_timeout.unwrap_or(60);
         if !(1..=3600).contains(&s3_timeout) {
             return Err(usage(format!(
                 "--s3-timeout must be 1 to 3600 seconds, not {s3_timeout}"
             )));
         }
-        // Flags and environment (one clap value list) beat the file.
-        let recipients = if args.encrypt_to.is_empty() {
-            file.encrypt_to.clone().unwrap_or_default()
-        } else {
-            args.encrypt_to.clone()
-        };
-        let encrypt_to = Recipients::parse(&recipients)?.map(Arc::new);
-        let identity = match args.identity.as_ref().or(file.identity.as_ref()) {
+        let encrypt_to = Recipients::parse(&args.encrypt_to)?.map(Arc::new);
+        let identity = match args.identity.as_ref() {
             Some(path) => Some(Arc::new(Identities::load(path)?)),
             None => None,
         };
@@ -174,7 +150,7 @@ impl Settings {
         };
         Ok(Settings {
             repo,
-            s3_addressing: pick(args.s3_addressing, file.s3_addressing, Addressing::Auto),
+            s3_addressing: args.s3_addressing.unwrap_or(Addressing::Auto),
             retry: RetryPolicy {
                 attempts: retries,
                 ..RetryPolicy::default()
@@ -186,19 +162,17 @@ impl Settings {
             amqp_url,
             management_host: host,
             node,
-            rabbitmqctl: pick(
-                args.rabbitmqctl.clone(),
-                file.rabbitmqctl.clone(),
-                "rabbitmqctl".into(),
-            ),
-            data_dir: args.data_dir.clone().or(file.data_dir.clone()),
+            rabbitmqctl: args
+                .rabbitmqctl
+                .clone()
+                .unwrap_or_else(|| "rabbitmqctl".into()),
+            data_dir: args.data_dir.clone(),
             encrypt_to,
             identity,
             json: args.json,
-            log_format: pick(args.log_format, file.log_format, LogFormat::Text),
+            log_format: args.log_format.unwrap_or(LogFormat::Text),
             verbosity,
-            metrics_file: args.metrics_file.clone().or(file.metrics_file.clone()),
-            file,
+            metrics_file: args.metrics_file.clone(),
             erlang_cookie: std::env::var("RABBITMQ_ERLANG_COOKIE")
                 .ok()
                 .map(Secret::new),
@@ -291,10 +265,9 @@ pub fn cpus() -> usize {
 }
 
 impl BackupSettings {
-    /// Merges and validates `backup` flags with the file's `[backup]` section.
-    pub fn new(args: &BackupArgs, file: &FileConfig) -> anyhow::Result<BackupSettings> {
-        let f = &file.backup;
-        let chunk_mib = pick(args.chunk_size, f.chunk_size, 32);
+    /// Validates `backup` flags (the file's `[backup]` section included).
+    pub fn new(args: &BackupArgs) -> anyhow::Result<BackupSettings> {
+        let chunk_mib = args.chunk_size.unwrap_or(32);
         if !(1..=1024).contains(&chunk_mib) {
             return Err(usage(format!(
                 "--chunk-size must be 1 to 1024 MiB, not {chunk_mib}"
@@ -303,19 +276,19 @@ impl BackupSettings {
         // Level 1 compressed message stores as well as level 3 in our
         // measurements (BENCHMARKS.md) at 60% of the CPU, which the broker's
         // host shares with the broker.
-        let level = pick(args.compression_level, f.compression_level, 1);
+        let level = args.compression_level.unwrap_or(1);
         if !(1..=19).contains(&level) {
             return Err(usage(format!(
                 "--compression-level must be 1 to 19, not {level}"
             )));
         }
-        let upload_concurrency = pick(args.upload_concurrency, f.upload_concurrency, 4);
+        let upload_concurrency = args.upload_concurrency.unwrap_or(4);
         if !(1..=64).contains(&upload_concurrency) {
             return Err(usage(format!(
                 "--upload-concurrency must be 1 to 64, not {upload_concurrency}"
             )));
         }
-        let threads = pick(args.threads, f.threads, cpus() as u32);
+        let threads = args.threads.unwrap_or(cpus() as u32);
         if !(1..=256).contains(&threads) {
             return Err(usage(format!("--threads must be 1 to 256, not {threads}")));
         }
@@ -327,13 +300,13 @@ impl BackupSettings {
         }
         Ok(BackupSettings {
             pause_watchdog: std::time::Duration::from_secs(watchdog),
-            live: args.live || f.live.unwrap_or(false),
-            allow_consumers: args.allow_consumers || f.allow_consumers.unwrap_or(false),
+            live: args.live,
+            allow_consumers: args.allow_consumers,
             allow_transient_loss: args.allow_transient_loss,
-            skip_quorum: args.skip_quorum || f.skip_quorum.unwrap_or(false),
-            skip_streams: args.skip_streams || f.skip_streams.unwrap_or(false),
-            before: args.before.clone().or(f.before.clone()),
-            after: args.after.clone().or(f.after.clone()),
+            skip_quorum: args.skip_quorum,
+            skip_streams: args.skip_streams,
+            before: args.before.clone(),
+            after: args.after.clone(),
             chunk_size: chunk_mib << 20,
             level,
             upload_concurrency,
@@ -371,16 +344,41 @@ pub struct RestoreSettings {
     pub download_concurrency: usize,
     /// Resume an interrupted restore.
     pub resume: bool,
+    /// `--method` (auto when not given).
+    pub method: crate::cli::MethodArg,
+    /// `--vhost`: only these vhosts (replay).
+    pub vhosts: Vec<String>,
+    /// `--queue`: only these queues (replay).
+    pub queues: Vec<String>,
+    /// `--append`: add to non-empty target queues (replay).
+    pub append: bool,
+    /// `--cluster`: restore a cluster snapshot of this cluster.
+    pub cluster: Option<crate::cluster::Selection>,
+    /// `--allow-partial`: a cluster snapshot may lack members.
+    pub allow_partial: bool,
 }
 
 impl RestoreSettings {
-    /// Merges and validates `restore` flags with the file's `[restore]` section.
-    pub fn new(args: &RestoreArgs, file: &FileConfig) -> anyhow::Result<RestoreSettings> {
-        let f = &file.restore;
+    /// A subset of the snapshot is selected (`--vhost`, `--queue`).
+    pub fn is_subset(&self) -> bool {
+        !self.vhosts.is_empty() || !self.queues.is_empty()
+    }
+
+    /// The queue is selected.
+    pub fn selects(&self, vhost: &str, queue: &str) -> bool {
+        crate::selection::selects(&self.vhosts, &self.queues, vhost, queue)
+    }
+}
+
+impl RestoreSettings {
+    /// Validates `restore` flags (the file's `[restore]` section included).
+    /// The flags `--resume` cannot change conflict with it in clap, so that
+    /// the command line refuses them and the file's values do not apply.
+    pub fn new(args: &RestoreArgs) -> anyhow::Result<RestoreSettings> {
         if let Some(node) = &args.from_node {
             crate::repo::check_node_name(node)?;
         }
-        let download_concurrency = pick(args.download_concurrency, f.download_concurrency, 4);
+        let download_concurrency = args.download_concurrency.unwrap_or(4);
         if !(1..=64).contains(&download_concurrency) {
             return Err(usage(format!(
                 "--download-concurrency must be 1 to 64, not {download_concurrency}"
@@ -391,33 +389,30 @@ impl RestoreSettings {
                 "--exclude-routing-key has nothing to do with --definitions-only",
             ));
         }
+        let subset = !args.vhost.is_empty() || !args.queue.is_empty();
+        if args.method == Some(crate::cli::MethodArg::Swap) && (subset || args.append) {
+            return Err(usage(format!(
+                "{} needs --method replay (a swap restores every vhost's whole store)",
+                if subset {
+                    "--vhost/--queue"
+                } else {
+                    "--append"
+                }
+            )));
+        }
+        if args.definitions_only && (subset || args.method.is_some()) {
+            return Err(usage(
+                "--definitions-only restores no message: --method, --vhost and --queue do not apply",
+            ));
+        }
         if args.drop_excluded && args.exclude_routing_key.is_empty() {
             return Err(usage("--drop-excluded needs --exclude-routing-key"));
         }
-        if args.resume {
-            // The journal holds the interrupted restore's options: refuse
-            // flags --resume would otherwise ignore.
-            let ignored = [
-                (args.from_node.is_some(), "--from-node"),
-                (
-                    !args.exclude_routing_key.is_empty(),
-                    "--exclude-routing-key",
-                ),
-                (args.drop_excluded, "--drop-excluded"),
-                (args.definitions_only, "--definitions-only"),
-                (args.replace_messages, "--replace-messages"),
-                (args.force_downgrade, "--force-downgrade"),
-                (args.keep_old, "--keep-old"),
-                (
-                    args.download_concurrency.is_some(),
-                    "--download-concurrency",
-                ),
-            ];
-            if let Some((_, flag)) = ignored.iter().find(|(set, _)| *set) {
-                return Err(usage(format!(
-                    "--resume finishes the interrupted restore with the options it was started with; {flag} cannot change them: leave it out"
-                )));
-            }
+        let cluster = crate::cluster::Selection::new(&args.cluster)?;
+        if cluster.is_some() && args.resume {
+            return Err(usage(
+                "--resume finishes an interrupted restore of this node; leave out --cluster",
+            ));
         }
         let exclude = if args.exclude_routing_key.is_empty() {
             None
@@ -433,11 +428,17 @@ impl RestoreSettings {
             definitions_only: args.definitions_only,
             replace_messages: args.replace_messages,
             force_downgrade: args.force_downgrade,
-            keep_old: args.keep_old || f.keep_old.unwrap_or(false),
-            before: args.before.clone().or(f.before.clone()),
-            after: args.after.clone().or(f.after.clone()),
+            keep_old: args.keep_old,
+            before: args.before.clone(),
+            after: args.after.clone(),
             download_concurrency,
             resume: args.resume,
+            method: args.method.unwrap_or(crate::cli::MethodArg::Auto),
+            vhosts: args.vhost.clone(),
+            queues: args.queue.clone(),
+            append: args.append,
+            cluster,
+            allow_partial: args.allow_partial,
         })
     }
 }
@@ -490,6 +491,40 @@ mod tests {
     use crate::error::{Kind, kind_of};
 
     #[test]
+    fn restore_methods_and_their_selections() {
+        let make = |args: RestoreArgs| RestoreSettings::new(&args);
+        let auto = make(RestoreArgs::default()).unwrap();
+        assert_eq!(auto.method, crate::cli::MethodArg::Auto);
+        assert!(!auto.is_subset());
+        let one = make(RestoreArgs {
+            queue: vec!["q".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(one.is_subset() && one.selects("any", "q") && !one.selects("any", "r"));
+        for args in [
+            RestoreArgs {
+                method: Some(crate::cli::MethodArg::Swap),
+                vhost: vec!["v".into()],
+                ..Default::default()
+            },
+            RestoreArgs {
+                method: Some(crate::cli::MethodArg::Swap),
+                append: true,
+                ..Default::default()
+            },
+            RestoreArgs {
+                definitions_only: true,
+                queue: vec!["q".into()],
+                ..Default::default()
+            },
+        ] {
+            let e = make(args.clone()).unwrap_err();
+            assert_eq!(kind_of(&e), Kind::Usage, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
     fn messages_bounds() {
         let ok = MessagesSettings::new(&MessagesArgs {
             snapshot: "latest".into(),
@@ -521,25 +556,13 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let s = Settings::new(&GlobalArgs::default(), FileConfig::default()).unwrap();
+        let s = Settings::new(&GlobalArgs::default()).unwrap();
         assert_eq!(s.repo, RepoUrl::parse("./rabbitmq-backups").unwrap());
         assert_eq!(s.management_url, "http://127.0.0.1:15672");
         assert_eq!(s.username, "guest");
         assert_eq!(s.password.expose(), "guest");
         assert_eq!(s.amqp_url, None, "asked of the node");
         assert_eq!(s.management_host, "127.0.0.1");
-    }
-
-    #[test]
-    fn flag_beats_file_beats_default() {
-        let file = crate::config::parse("repo = \"s3://from-file\"\nusername = \"filer\"").unwrap();
-        let args = GlobalArgs {
-            repo: Some("s3://from-flag".into()),
-            ..Default::default()
-        };
-        let s = Settings::new(&args, file).unwrap();
-        assert_eq!(s.repo.to_string(), "s3://from-flag");
-        assert_eq!(s.username, "filer");
     }
 
     #[test]
@@ -551,7 +574,7 @@ mod tests {
             password_file: Some(path),
             ..Default::default()
         };
-        let s = Settings::new(&args, FileConfig::default()).unwrap();
+        let s = Settings::new(&args).unwrap();
         assert_eq!(s.password.expose(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
     }
@@ -561,12 +584,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, public, secret) = crate::crypt::tests::keypair(dir.path(), "key.txt");
         let (_, other, _) = crate::crypt::tests::keypair(dir.path(), "other.txt");
-        let file = crate::config::parse(&format!(
-            "encrypt_to = [\"{other}\"]\nidentity = \"{}\"",
-            key.display()
-        ))
-        .unwrap();
-        let s = Settings::new(&GlobalArgs::default(), file.clone()).unwrap();
+        let file = crate::config::FileText {
+            origin: "test.toml".into(),
+            text: format!(
+                "encrypt_to = [\"{other}\"]\nidentity = \"{}\"",
+                key.display()
+            ),
+        };
+        let global = |argv: &[&str]| {
+            let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+            let command = <crate::cli::Cli as clap::CommandFactory>::command();
+            let probe = crate::config::probe(command.clone(), &argv);
+            crate::config::parse_with(command, &argv, probe.as_ref(), Some(&file))
+                .unwrap()
+                .global
+        };
+        let s = Settings::new(&global(&["rabbitmq-backup", "list"])).unwrap();
         assert_eq!(
             s.encrypt_to.as_ref().unwrap().names(),
             std::slice::from_ref(&other)
@@ -576,11 +609,9 @@ mod tests {
             std::slice::from_ref(&public)
         );
         assert!(!format!("{s:?}").contains(&secret));
-        let args = GlobalArgs {
-            encrypt_to: vec![format!("{public},{other}")],
-            ..Default::default()
-        };
-        let s = Settings::new(&args, file).unwrap();
+        let both = format!("{public},{other}");
+        let args = global(&["rabbitmq-backup", "list", "--encrypt-to", &both]);
+        let s = Settings::new(&args).unwrap();
         assert_eq!(s.encrypt_to.unwrap().names(), [public, other]);
         for args in [
             GlobalArgs {
@@ -592,7 +623,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let err = Settings::new(&args, FileConfig::default()).unwrap_err();
+            let err = Settings::new(&args).unwrap_err();
             assert_eq!(kind_of(&err), Kind::Usage, "{err}");
         }
     }
@@ -618,15 +649,14 @@ mod tests {
             },
         ];
         for args in bad {
-            let err = Settings::new(&args, FileConfig::default()).unwrap_err();
+            let err = Settings::new(&args).unwrap_err();
             assert_eq!(kind_of(&err), Kind::Usage, "{err}");
         }
     }
 
     #[test]
     fn backup_bounds() {
-        let file = FileConfig::default();
-        let ok = BackupSettings::new(&BackupArgs::default(), &file).unwrap();
+        let ok = BackupSettings::new(&BackupArgs::default()).unwrap();
         assert_eq!(ok.chunk_size, 32 << 20);
         for args in [
             BackupArgs {
@@ -643,7 +673,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                kind_of(&BackupSettings::new(&args, &file).unwrap_err()),
+                kind_of(&BackupSettings::new(&args).unwrap_err()),
                 Kind::Usage
             );
         }

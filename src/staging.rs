@@ -6,12 +6,12 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{data_dir as data_dir_error, refused};
+use crate::rabbit::datadir::VhostDir;
 
 /// Prefix of every entry this tool creates beside a data directory.
 pub const MARK: &str = ".rabbitmq-backup";
@@ -135,13 +135,11 @@ pub fn check_free_space(dir: &Path, needed: u64, what: &str) -> anyhow::Result<(
     let free = match crate::failpoint::value("staging:free-bytes") {
         Some(imposed) => imposed,
         None => {
-            let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-            // SAFETY: statvfs writes into the zeroed struct we own.
-            let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-            if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            // A filesystem that cannot say is not refused for it.
+            let Ok(stat) = rustix::fs::statvfs(dir) else {
                 return Ok(());
-            }
-            stat.f_bavail as u64 * stat.f_frsize as u64
+            };
+            stat.f_bavail.saturating_mul(stat.f_frsize)
         }
     };
     if free < needed {
@@ -192,20 +190,25 @@ impl NodeLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
-        // SAFETY: flock on a valid open descriptor has no memory effects.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            return Err(refused(format!(
-                "another rabbitmq-backup ({}) is working on the node with data directory {}; wait for it to finish and try again",
-                if holder.trim().is_empty() {
-                    "unknown process".to_string()
-                } else {
-                    holder.trim().to_string()
-                },
-                data_dir.display()
-            )));
+        // flock(LOCK_EX | LOCK_NB) on Unix: released when the process dies.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(anyhow::anyhow!("cannot lock {}: {e}", path.display()));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(refused(format!(
+                    "another rabbitmq-backup ({}) is working on the node with data directory {}; wait for it to finish and try again",
+                    if holder.trim().is_empty() {
+                        "unknown process".to_string()
+                    } else {
+                        holder.trim().to_string()
+                    },
+                    data_dir.display()
+                )));
+            }
         }
         file.set_len(0)?;
         file.seek(io::SeekFrom::Start(0))?;
@@ -222,13 +225,13 @@ impl NodeLock {
 pub fn copy_store(
     src_root: &Path,
     dst_root: &Path,
-    vhost_dirs: &[String],
+    vhost_dirs: &[VhostDir],
     threads: usize,
 ) -> io::Result<u64> {
     let mut dirs = vec!["msg_stores".to_string(), "msg_stores/vhosts".to_string()];
     let mut files = Vec::new();
     for vhost in vhost_dirs {
-        collect(src_root, vhost, &mut dirs, &mut files)?;
+        collect(src_root, vhost.as_str(), &mut dirs, &mut files)?;
     }
     for dir in &dirs {
         let mode = fs::metadata(src_root.join(dir))?.mode() & 0o7777;
@@ -283,24 +286,16 @@ fn collect(
 
 /// Flushes every dirty page of the filesystem holding `dir` to disk.
 pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    let f = File::open(dir)?;
-    // SAFETY: syncfs on an open descriptor has no memory effects.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::syncfs(File::open(dir)?)?)
 }
 
-/// FICLONE: share the source's blocks (btrfs, XFS); falls back to a copy.
-const FICLONE: libc::c_ulong = 0x4004_9409;
-
+/// Shares the source's blocks (FICLONE: btrfs, XFS), or copies where the
+/// filesystem cannot. Returns the bytes the file holds.
 fn clone_or_copy(src: &Path, dst: &Path) -> io::Result<u64> {
     let from = File::open(src)?;
     let meta = from.metadata()?;
     let to = File::options().write(true).create_new(true).open(dst)?;
-    // SAFETY: both descriptors are open for the duration of the call.
-    let rc = unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) };
-    if rc != 0 {
+    if rustix::fs::ioctl_ficlone(&to, &from).is_err() {
         let mut from = from;
         let mut to = to;
         // std::io::copy uses copy_file_range on Linux: no user-space buffer.
@@ -390,6 +385,35 @@ mod tests {
         NodeLock::acquire(&data, "restore").unwrap();
     }
 
+    /// The clone request must be one this kernel knows (ENOTTY would mean a
+    /// request number from another architecture, as the hard-coded x86
+    /// number was on others): it clones, or says this filesystem cannot.
+    #[test]
+    fn ficlone_is_this_platforms_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::write(&src, vec![7u8; 64 << 10]).unwrap();
+        let from = File::open(&src).unwrap();
+        let to = File::create(&dst).unwrap();
+        match rustix::fs::ioctl_ficlone(&to, &from) {
+            Ok(()) => assert_eq!(fs::read(&dst).unwrap(), vec![7u8; 64 << 10]),
+            Err(e) => assert!(
+                [
+                    rustix::io::Errno::OPNOTSUPP,
+                    rustix::io::Errno::XDEV,
+                    rustix::io::Errno::INVAL
+                ]
+                .contains(&e),
+                "FICLONE failed with {e:?}"
+            ),
+        }
+        drop(to);
+        fs::remove_file(&dst).unwrap();
+        // Either way the copy is complete.
+        assert_eq!(clone_or_copy(&src, &dst).unwrap(), 64 << 10);
+        assert_eq!(fs::read(&dst).unwrap(), vec![7u8; 64 << 10]);
+    }
+
     #[test]
     fn copies_selected_vhosts_without_transient_files() {
         let src = tempfile::tempdir().unwrap();
@@ -401,7 +425,13 @@ mod tests {
             fs::write(d.join("queues/Q/0.idx"), vh.repeat(1000)).unwrap();
             fs::write(d.join("msg_store_transient/0.rdq"), "t").unwrap();
         }
-        let n = copy_store(src.path(), dst.path(), &["msg_stores/vhosts/A".into()], 2).unwrap();
+        let n = copy_store(
+            src.path(),
+            dst.path(),
+            &[VhostDir::parse("msg_stores/vhosts/A").unwrap()],
+            2,
+        )
+        .unwrap();
         assert_eq!(n, 1000);
         assert_eq!(
             fs::read(dst.path().join("msg_stores/vhosts/A/queues/Q/0.idx")).unwrap(),

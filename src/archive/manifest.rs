@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{incompatible, integrity};
+use crate::rabbit::datadir::{QueuePath, VhostDir};
+use crate::rabbit::queue_type::QueueType;
 
 /// The plain format, readable by every version of the tool.
 pub const FORMAT: u32 = 1;
@@ -33,6 +35,12 @@ impl Consistency {
             Consistency::StopApp => "stop-app",
             Consistency::Live => "live",
         }
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -184,9 +192,9 @@ pub struct QueueEntry {
     pub vhost: String,
     /// Queue name.
     pub name: String,
-    /// `classic`, `quorum` or `stream`.
+    /// `classic`, `quorum`, `stream`…
     #[serde(rename = "type")]
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Whether the queue is durable.
     pub durable: bool,
     /// Messages in the queue (ready and unacknowledged) just before the capture.
@@ -194,7 +202,7 @@ pub struct QueueEntry {
     /// Whether the archive holds this queue's messages.
     pub covered: bool,
     /// The queue's directories in the archive (one per priority level in use).
-    pub dirs: Vec<String>,
+    pub dirs: Vec<QueuePath>,
     /// How its messages are captured (absent in manifests of tools before
     /// it existed: see [`QueueEntry::captured_as`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,7 +277,7 @@ pub struct VhostEntry {
     /// Virtual host name.
     pub name: String,
     /// Its directory, `msg_stores/vhosts/<base36 md5>`.
-    pub dir: String,
+    pub dir: VhostDir,
 }
 
 /// Sums over the snapshot.
@@ -433,15 +441,6 @@ impl Manifest {
         for dir in &self.dirs {
             super::paths::check_archive_path(&dir.path).map_err(|e| bad(e.to_string()))?;
         }
-        for vhost in &self.vhosts {
-            super::paths::check_archive_path(&vhost.dir).map_err(|e| bad(e.to_string()))?;
-            if !super::paths::is_vhost_dir(&vhost.dir) {
-                return Err(bad(format!(
-                    "vhost directory {:?} is not under msg_stores/vhosts/",
-                    vhost.dir
-                )));
-            }
-        }
         if self.format < self.required_format() {
             return Err(bad(format!(
                 "it says format {} but holds logical records, encryption or a cluster, which need format {FORMAT_V2}",
@@ -522,7 +521,7 @@ pub(crate) mod tests {
             },
             vhosts: vec![VhostEntry {
                 name: "/".into(),
-                dir: "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L".into(),
+                dir: VhostDir::of("/"),
             }],
             queues: vec![QueueEntry {
                 vhost: "/".into(),
@@ -531,7 +530,7 @@ pub(crate) mod tests {
                 durable: true,
                 messages: 3,
                 covered: true,
-                dirs: vec!["msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/X".into()],
+                dirs: vec![QueuePath::new(&VhostDir::of("/"), "X").unwrap()],
                 capture: Some(Capture::Files),
                 index_version: Some(IndexVersion::V1),
                 caveats: vec![],

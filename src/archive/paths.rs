@@ -42,12 +42,6 @@ pub fn check_archive_path(path: &str) -> anyhow::Result<()> {
     }
 }
 
-/// True for `msg_stores/vhosts/<dir>` exactly.
-pub fn is_vhost_dir(path: &str) -> bool {
-    let parts: Vec<&str> = path.split('/').collect();
-    parts.len() == 3 && parts[0] == MSG_STORES && parts[1] == "vhosts" && !parts[2].is_empty()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,13 +76,6 @@ mod tests {
         ] {
             assert!(check_archive_path(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn vhost_dirs() {
-        assert!(is_vhost_dir("msg_stores/vhosts/ABC"));
-        assert!(!is_vhost_dir("msg_stores/vhosts"));
-        assert!(!is_vhost_dir("msg_stores/vhosts/ABC/queues"));
     }
 
     proptest! {

@@ -359,7 +359,8 @@ mod tests {
             stored.extend_from_slice(&c.data);
             Ok(())
         });
-        let selected = ["msg_stores/vhosts/V".to_string()].into();
+        let selected =
+            [crate::rabbit::datadir::VhostDir::parse("msg_stores/vhosts/V").unwrap()].into();
         let (sink, written) =
             write_archive(sink, defs, src.path(), false, &selected, None, |_| {}).unwrap();
         let tar_bytes = sink.finish().unwrap();
@@ -479,7 +480,8 @@ mod tests {
                 Ok(())
             },
         );
-        let selected = ["msg_stores/vhosts/V".to_string()].into();
+        let selected =
+            [crate::rabbit::datadir::VhostDir::parse("msg_stores/vhosts/V").unwrap()].into();
         let (sink, written) =
             write_archive(sink, defs, src.path(), false, &selected, None, |_| {}).unwrap();
         let mut m = sample();

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::{DirEntry, FileEntry};
 use super::paths::{DEFINITIONS, LOGICAL, MSG_STORES};
 use crate::capture::segments::Segment;
+use crate::rabbit::datadir::VhostDir;
 
 /// Record files of logical captures, appended after the message store.
 pub struct LogicalFeed {
@@ -82,7 +83,7 @@ pub fn write_archive<W: Write>(
     definitions: &[u8],
     source: &Path,
     live: bool,
-    vhost_dirs: &BTreeSet<String>,
+    vhost_dirs: &BTreeSet<VhostDir>,
     logical: Option<LogicalFeed>,
     mut progress: impl FnMut(u64),
 ) -> io::Result<(W, Written)> {
@@ -196,7 +197,7 @@ fn append_dir<W: Write>(
 
 struct Walker<'a, P: FnMut(u64)> {
     live: bool,
-    vhost_dirs: &'a BTreeSet<String>,
+    vhost_dirs: &'a BTreeSet<VhostDir>,
     written: &'a mut Written,
     progress: &'a mut P,
 }
@@ -223,7 +224,7 @@ impl<P: FnMut(u64)> Walker<'_, P> {
                 continue;
             };
             let child_rel = format!("{rel}/{name}");
-            if vhosts_level && !self.vhost_dirs.contains(&child_rel) {
+            if vhosts_level && !self.vhost_dirs.contains(child_rel.as_str()) {
                 continue;
             }
             let meta = match fs::symlink_metadata(entry.path()) {
@@ -325,7 +326,7 @@ mod tests {
         fs::write(vh.join("msg_store_transient/0.rdq"), "transient").unwrap();
         fs::write(vh.join("queues/Q/0.idx"), vec![9u8; 5000]).unwrap();
 
-        let selected: BTreeSet<String> = ["msg_stores/vhosts/V".to_string()].into();
+        let selected: BTreeSet<VhostDir> = [VhostDir::parse("msg_stores/vhosts/V").unwrap()].into();
         fs::create_dir_all(src.path().join("msg_stores/vhosts/OTHER")).unwrap();
         let (tar_bytes, written) = write_archive(
             Vec::new(),
@@ -379,7 +380,7 @@ mod tests {
             .unwrap();
         }
         drop(tx);
-        let selected: BTreeSet<String> = ["msg_stores/vhosts/V".to_string()].into();
+        let selected: BTreeSet<VhostDir> = [VhostDir::parse("msg_stores/vhosts/V").unwrap()].into();
         let feed = LogicalFeed {
             ready: ready_tx,
             segments: rx,

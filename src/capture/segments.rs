@@ -27,8 +27,8 @@ pub struct Segment {
 
 /// The directory holding a queue's record files.
 pub fn queue_dir(vhost: &str, queue: &str) -> String {
-    let vhost_dir = datadir::vhost_dir(vhost);
-    let vh = vhost_dir.rsplit('/').next().unwrap_or_default();
+    let vhost_dir = datadir::VhostDir::of(vhost);
+    let vh = vhost_dir.name();
     format!(
         "{LOGICAL}/{vh}/{}",
         datadir::queue_dir_name(vhost, queue.as_bytes())

@@ -4,21 +4,13 @@
 use anyhow::Context;
 
 use super::channel::Endpoint;
-use crate::rabbit::ctl::Ctl;
+use crate::rabbit::control::Control;
 
-/// The server's Erlang expressions (documented in the file itself).
-pub const SERVER: &str = include_str!("server.erl");
-
-/// Starts a capture server on the node; it waits a minute for the tool.
-pub async fn start(ctl: &Ctl) -> anyhow::Result<Endpoint> {
-    let answer = ctl
-        .eval_binary(SERVER)
+/// Starts a capture server on the node (the expressions in `server.erl`,
+/// [`crate::rabbit::exprs::CAPTURE_SERVER`]); it waits a minute for the tool.
+pub async fn start(control: &Control) -> anyhow::Result<Endpoint> {
+    control
+        .start_capture_server()
         .await
-        .context("cannot start the capture of quorum queues and streams on the node")?;
-    serde_json::from_slice(&answer).with_context(|| {
-        format!(
-            "unexpected answer when starting the capture on the node: {}",
-            String::from_utf8_lossy(&answer)
-        )
-    })
+        .context("cannot start the capture of quorum queues and streams on the node")
 }

@@ -24,7 +24,7 @@ use crate::output::{Output, bytes, count};
 use crate::progress::Progress;
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::QueueStatus;
-use crate::rabbit::datadir::{self, QueueDir};
+use crate::rabbit::datadir::{self, QueueDir, VhostDir};
 use crate::rabbit::definitions::Definitions;
 use crate::repo::url::RepoUrl;
 use crate::repo::{Repository, local, snapshot_id};
@@ -34,6 +34,7 @@ use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, UploadTarget};
 use crate::{hooks, signals};
 
+mod leaders;
 mod logical;
 mod pause;
 mod report;
@@ -194,7 +195,7 @@ fn safety_checks(queues: &[QueueStatus], args: &BackupSettings) -> anyhow::Resul
     let lost: Vec<String> = queues
         .iter()
         .filter_map(|q| {
-            if q.queue_type != "classic" || q.messages == 0 {
+            if !q.queue_type.is_classic() || q.messages == 0 {
                 return None;
             }
             if !q.durable {
@@ -243,8 +244,11 @@ async fn capture(
     );
     let definitions = Definitions::parse(exported?)?;
     let members = members?;
+    let mut warnings = Vec::new();
     let (members, cluster_name) = if members.len() > 1 {
-        (members, broker.cluster_name().await)
+        let (name, unset) = broker.cluster_name(&members).await;
+        warnings.extend(unset);
+        (members, Some(name))
     } else {
         (Vec::new(), None)
     };
@@ -265,12 +269,11 @@ async fn capture(
     } else {
         Some(check_queues().await?)
     };
-    let mut warnings = Vec::new();
     let vhosts: Vec<VhostEntry> = definitions
         .vhosts
         .iter()
         .filter_map(|name| {
-            let dir = datadir::vhost_dir(name);
+            let dir = VhostDir::of(name);
             if data_dir.join(&dir).is_dir() {
                 Some(VhostEntry { name: name.clone(), dir })
             } else {
@@ -279,7 +282,7 @@ async fn capture(
             }
         })
         .collect();
-    let vhost_dirs: Vec<String> = vhosts.iter().map(|v| v.dir.clone()).collect();
+    let vhost_dirs: Vec<VhostDir> = vhosts.iter().map(|v| v.dir.clone()).collect();
     let earlier: Vec<String> = earlier?.into_iter().map(|s| s.id).collect();
     let tier = tier_for(created, &earlier);
     signals::check()?;
@@ -320,6 +323,14 @@ async fn capture(
             args,
         )
         .await?;
+        if !members.is_empty() {
+            let before = leaders::before_pause(
+                &node,
+                early_queues.as_deref().unwrap_or_default(),
+                &elsewhere,
+            );
+            warnings.extend(leaders::restore(broker, &before).await);
+        }
         (
             staging.path().to_path_buf(),
             Some(staging),
@@ -334,7 +345,7 @@ async fn capture(
     let definitions_bytes = definitions.bytes.clone();
     let live = args.live;
     let producer_source: PathBuf = source.clone();
-    let selected: BTreeSet<String> = vhost_dirs.iter().cloned().collect();
+    let selected: BTreeSet<VhostDir> = vhost_dirs.iter().cloned().collect();
     // When the first store byte is read and the last chunk is stored (ms
     // since the start), for the report's fixed-cost breakdown.
     let first_read = Arc::new(AtomicU64::new(0));
@@ -396,7 +407,7 @@ async fn capture(
         )?;
         Ok(written)
     });
-    let capturing = logical::capture(&broker.ctl, targets_rx, side);
+    let capturing = logical::capture(&broker.control, targets_rx, side);
     let (queues, uploaded, captures) = tokio::join!(checked, uploading, capturing);
     // A refusal is the reason to report, not the upload it stopped.
     let queues = queues?;
@@ -421,7 +432,12 @@ async fn capture(
         tar_bytes,
         stored_bytes: chunks.iter().map(|c| c.size).sum(),
         chunks: chunks.len() as u64,
-        messages: queue_entries.iter().map(|q| q.messages).sum(),
+        // Per node: a queue living on another member is counted there.
+        messages: queue_entries
+            .iter()
+            .filter(|q| q.home_node.is_none())
+            .map(|q| q.messages)
+            .sum(),
         // Logical captures count the records written, which a queue that
         // lost messages during its capture has fewer of.
         covered_messages: queue_entries
@@ -495,7 +511,7 @@ async fn capture(
         node,
         control: broker.control.transport().as_str(),
         repository: repo.url().to_string(),
-        consistency: consistency.as_str(),
+        consistency,
         pause_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         phases: Phases {
@@ -548,7 +564,7 @@ fn queue_entries(
     args: &BackupSettings,
 ) -> Vec<QueueEntry> {
     let local = here.iter().map(|q| {
-        let covered = q.queue_type == "classic" && q.durable;
+        let covered = q.queue_type.is_classic() && q.durable;
         let own: Vec<&QueueDir> = dirs
             .iter()
             .filter(|d| d.vhost == q.vhost && d.queue == q.name)
@@ -656,7 +672,7 @@ mod tests {
     }
 
     fn args() -> BackupSettings {
-        BackupSettings::new(&Default::default(), &Default::default()).unwrap()
+        BackupSettings::new(&Default::default()).unwrap()
     }
 
     #[test]
@@ -697,7 +713,10 @@ mod tests {
             queue: "c".into(),
             priority,
             index,
-            dir: format!("msg_stores/vhosts/V/queues/{name}"),
+            dir: crate::rabbit::datadir::QueuePath::parse(&format!(
+                "msg_stores/vhosts/V/queues/{name}"
+            ))
+            .unwrap(),
         };
         let dirs = [
             dir("X", Some(0), IndexVersion::V2),
@@ -711,7 +730,11 @@ mod tests {
         let entries = queue_entries(&queues, &elsewhere, &dirs, &defs, &args());
         assert!(entries[0].covered);
         assert_eq!(
-            entries[0].dirs,
+            entries[0]
+                .dirs
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>(),
             vec![
                 "msg_stores/vhosts/V/queues/X",
                 "msg_stores/vhosts/V/queues/Y"

@@ -80,7 +80,7 @@ pub async fn stage(
         .vhosts
         .iter()
         .filter(|v| vhosts.is_empty() || vhosts.contains(&v.name))
-        .map(|v| v.dir.clone())
+        .map(|v| v.dir.to_string())
         .collect();
     let needed: u64 = manifest
         .files
@@ -127,13 +127,11 @@ pub async fn stage(
 }
 
 fn check_free_space(dir: &Path, needed: u64) -> anyhow::Result<()> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we own.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+    // A filesystem that cannot say is not refused for it.
+    let Ok(stat) = rustix::fs::statvfs(dir) else {
         return Ok(());
-    }
-    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+    };
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
     if free < needed {
         return Err(refused(format!(
             "{} has {} free but decoding needs about {}: set TMPDIR to a larger filesystem, or select fewer vhosts",

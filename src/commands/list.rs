@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::archive::manifest::Manifest;
+use crate::archive::manifest::{Consistency, Manifest};
 use crate::output::{Output, bytes, count, table};
 use crate::repo::{Repository, SnapshotRef};
 use crate::settings::Settings;
@@ -18,7 +18,7 @@ pub struct SnapshotSummary {
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// `stop-app` or `live`.
-    pub consistency: String,
+    pub consistency: Consistency,
     /// Broker pause during the capture.
     pub pause_ms: u64,
     /// RabbitMQ version of the source node.
@@ -42,12 +42,13 @@ pub struct SnapshotSummary {
 }
 
 impl SnapshotSummary {
-    fn of(m: &Manifest) -> SnapshotSummary {
+    /// The summary of one manifest.
+    pub fn of(m: &Manifest) -> SnapshotSummary {
         SnapshotSummary {
             id: m.id.clone(),
             node: m.node.name.clone(),
             created_at: m.created_at.clone(),
-            consistency: m.consistency.as_str().to_string(),
+            consistency: m.consistency,
             pause_ms: m.pause_ms,
             rabbitmq_version: m.node.rabbitmq_version.clone(),
             tier: m.tier.clone(),
@@ -105,7 +106,7 @@ pub async fn list(settings: &Settings, from_node: Option<&str>, out: Output) -> 
                     s.id.clone(),
                     s.node.clone(),
                     s.created_at.clone(),
-                    s.consistency.clone(),
+                    s.consistency.to_string(),
                     s.tier.clone(),
                     format!("{}/{}", s.covered_messages, s.messages),
                     bytes(s.stored_bytes),
@@ -174,8 +175,7 @@ pub fn describe(m: &Manifest) -> String {
     ));
     s.push_str(&format!(
         "consistency  {} (broker paused {} ms)\n",
-        m.consistency.as_str(),
-        m.pause_ms
+        m.consistency, m.pause_ms
     ));
     s.push_str(&format!("tier         {}\n", m.tier));
     let d = &m.definitions;
@@ -213,7 +213,7 @@ pub fn describe(m: &Manifest) -> String {
             vec![
                 q.vhost.clone(),
                 q.name.clone(),
-                q.queue_type.clone(),
+                q.queue_type.to_string(),
                 q.messages.to_string(),
                 if q.covered { "yes".into() } else { "NO".into() },
             ]

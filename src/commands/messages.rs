@@ -46,8 +46,7 @@ pub async fn run(settings: &Settings, args: &MessagesSettings) -> anyhow::Result
 }
 
 fn selected(args: &MessagesSettings, vhost: &str, queue: &str) -> bool {
-    (args.vhosts.is_empty() || args.vhosts.iter().any(|v| v == vhost))
-        && (args.queues.is_empty() || args.queues.iter().any(|q| q == queue))
+    crate::selection::selects(&args.vhosts, &args.queues, vhost, queue)
 }
 
 /// Refuses vhosts and queues the snapshot does not have (exit 2).
@@ -62,25 +61,7 @@ fn check_selection(manifest: &Manifest, args: &MessagesSettings) -> anyhow::Resu
             )));
         }
     }
-    for name in &args.queues {
-        if !manifest
-            .queues
-            .iter()
-            .any(|q| &q.name == name && selected(args, &q.vhost, name))
-        {
-            return Err(crate::error::usage(format!(
-                "snapshot {} has no queue {name:?}{}: `rabbitmq-backup show {}` lists its queues",
-                manifest.id,
-                if args.vhosts.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in vhost {:?}", args.vhosts)
-                },
-                manifest.id
-            )));
-        }
-    }
-    Ok(())
+    crate::selection::check_queues(manifest, &args.vhosts, &args.queues)
 }
 
 /// One message line of a classic queue.

@@ -14,7 +14,7 @@ use crate::rabbit::definitions::Definitions;
 use crate::rabbit::upgrade;
 use crate::repo::Repository;
 use crate::restore::fetch::{fetch_all, fetch_definitions};
-use crate::restore::machine::{ExcludeSpec, Machine, sweep};
+use crate::restore::machine::{ExcludeSpec, Machine, Method, ReplaySpec, sweep};
 use crate::restore::node::BrokerNode;
 use crate::restore::plan;
 use crate::restore::report::{RestoreReport, describe, planned, uncovered};
@@ -73,7 +73,15 @@ pub async fn run(
         settings.identity.as_ref(),
         args.download_concurrency,
     )?;
-    let checks = plan::before_download(&broker, &manifest, args, &data_dir)
+    let (method, why) = if args.definitions_only {
+        (Method::Swap, String::new())
+    } else {
+        plan::choose(&broker, &manifest, args).await?
+    };
+    if !args.definitions_only {
+        tracing::info!("method: {} ({why})", method_name(method));
+    }
+    let checks = plan::before_download(&broker, &manifest, args, &data_dir, method)
         .await
         .map_err(|e| predicted(e, args.dry_run))?;
     // The identity must open the first chunk before anything is written
@@ -97,7 +105,8 @@ pub async fn run(
         snapshot: manifest.id.clone(),
         from_node: manifest.node.name.clone(),
         node: node.clone(),
-        method: "swap",
+        method: method_name(method),
+        method_reason: why.clone(),
         repository: repo.url().to_string(),
         dry_run: args.dry_run,
         definitions_only: args.definitions_only,
@@ -121,16 +130,24 @@ pub async fn run(
     report.warnings.extend(adapted.changes);
     let definitions = Definitions::parse(adapted.bytes)?;
     if !args.definitions_only {
-        report.vhosts_restored = manifest.vhosts.iter().map(|v| v.name.clone()).collect();
+        report.vhosts_restored = manifest
+            .vhosts
+            .iter()
+            .map(|v| v.name.clone())
+            .filter(|v| args.vhosts.is_empty() || args.vhosts.contains(v))
+            .collect();
     }
     if args.dry_run {
-        report.queues = planned(&manifest);
+        report.queues = planned(&manifest)
+            .into_iter()
+            .filter(|q| method == Method::Swap || args.selects(&q.vhost, &q.name))
+            .collect();
         return finish(report, started, out);
     }
 
     let work = async {
         if args.before.is_some() && !args.definitions_only {
-            report.replaced_queues = plan::after_before_hook(&broker, &manifest, args)
+            report.replaced_queues = plan::after_before_hook(&broker, &manifest, args, method)
                 .await?
                 .replaced;
         }
@@ -155,14 +172,28 @@ pub async fn run(
             globs: m.patterns().to_vec(),
             drop: args.drop_excluded,
         });
-        let mut machine = Machine::begin(
-            &mut staging,
-            &manifest,
-            &node,
-            &data_dir,
-            args.keep_old,
-            exclude,
-        )?;
+        let mut machine = match method {
+            Method::Swap => Machine::begin(
+                &mut staging,
+                &manifest,
+                &node,
+                &data_dir,
+                args.keep_old,
+                exclude,
+            )?,
+            Method::Replay => Machine::begin_replay(
+                &mut staging,
+                &manifest,
+                &node,
+                &data_dir,
+                exclude,
+                ReplaySpec {
+                    queues: plan::replayed(&manifest, args),
+                    purge: args.replace_messages,
+                    append: args.append,
+                },
+            )?,
+        };
         let node = BrokerNode {
             broker: &broker,
             settings,
@@ -188,6 +219,14 @@ pub async fn run(
     )
     .await?;
     finish(report, started, out)
+}
+
+/// The method's name in reports.
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Swap => "swap",
+        Method::Replay => "replay",
+    }
 }
 
 /// A dry run's refusal says it is a prediction.
@@ -243,7 +282,7 @@ async fn resume(
     }
     let mut report = RestoreReport {
         node: node.clone(),
-        method: "swap",
+        method: method_name(pending.first().map_or(Method::Swap, |m| m.journal.method)),
         repository: repo.url().to_string(),
         dry_run: args.dry_run,
         ..RestoreReport::default()

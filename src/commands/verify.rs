@@ -17,6 +17,7 @@ use super::deep::{self, DeepReport};
 use crate::archive::manifest::Manifest;
 use crate::archive::reader;
 use crate::cli::VerifyArgs;
+use crate::cluster::{ClusterSnapshot, Selection};
 use crate::crypt::Identities;
 use crate::error::integrity;
 use crate::output::{Output, count};
@@ -65,10 +66,70 @@ pub enum Checked {
 pub struct VerifyReport {
     /// Repository location.
     pub repository: String,
-    /// True when every snapshot is intact.
+    /// True when every snapshot is intact (and, with `--cluster`, every
+    /// cluster snapshot whole).
     pub ok: bool,
     /// One verdict per snapshot.
     pub snapshots: Vec<Verdict>,
+    /// With `--cluster`: one verdict per cluster snapshot, over its members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_snapshots: Vec<ClusterVerdict>,
+}
+
+/// A cluster snapshot's verdict: its members' snapshots are verified one by
+/// one (in `snapshots`); this says whether the round is whole.
+#[derive(Debug, Serialize)]
+pub struct ClusterVerdict {
+    /// The cluster snapshot's id.
+    pub id: String,
+    /// The cluster.
+    pub cluster: String,
+    /// Every member has its snapshot.
+    pub complete: bool,
+    /// Members without a snapshot.
+    pub missing: Vec<String>,
+    /// The member snapshots verified.
+    pub snapshots: Vec<String>,
+    /// What is wrong: a missing member (unless `--allow-partial`), a queue
+    /// held twice or by nobody, a damaged member snapshot.
+    pub problems: Vec<String>,
+}
+
+impl ClusterVerdict {
+    fn of(round: &ClusterSnapshot, allow_partial: bool, verdicts: &[Verdict]) -> ClusterVerdict {
+        let missing: Vec<String> = round.missing().into_iter().map(str::to_string).collect();
+        let mut problems = round.problems();
+        if !missing.is_empty() && !allow_partial {
+            problems.insert(
+                0,
+                format!(
+                    "no snapshot of member {}: the messages living there are not in it (--allow-partial accepts that)",
+                    missing.join(", ")
+                ),
+            );
+        }
+        for v in verdicts {
+            let member = round
+                .snapshots
+                .iter()
+                .any(|s| s.id == v.id && s.node.name == v.node);
+            if member && !v.problems.is_empty() {
+                problems.push(format!("member snapshot {} of {} is damaged", v.id, v.node));
+            }
+        }
+        ClusterVerdict {
+            id: round.id.clone(),
+            cluster: round.cluster.clone(),
+            complete: missing.is_empty(),
+            missing,
+            snapshots: round
+                .snapshots
+                .iter()
+                .map(|s| format!("{} of {}", s.id, s.node.name))
+                .collect(),
+            problems,
+        }
+    }
 }
 
 /// Runs `verify`.
@@ -82,11 +143,31 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
         args.from_node.as_deref(),
     );
     let read_data = args.read_data || args.deep;
+    let selection = Selection::new(&args.cluster)?;
     let repo = super::open_repository(settings).await?;
-    let snapshots = match (all, spec) {
-        (true, _) => repo.list(from_node).await?,
-        (false, Some(spec)) => vec![super::list::resolve(settings, &repo, spec, from_node).await?],
-        (false, None) => return Err(crate::error::usage("name a snapshot or pass --all")),
+    // With --cluster: the member snapshots of one round, or of every one.
+    let rounds = match (&selection, all, spec) {
+        (None, _, _) => Vec::new(),
+        (Some(selection), true, _) => super::cluster::rounds(&repo, selection).await?.0,
+        (Some(selection), false, Some(spec)) => {
+            vec![super::cluster::resolve(&repo, selection, spec, true).await?]
+        }
+        (Some(_), false, None) => return Err(crate::error::usage("name a snapshot or pass --all")),
+    };
+    let snapshots = match (&selection, all, spec) {
+        (Some(_), _, _) => rounds
+            .iter()
+            .flat_map(|r| &r.snapshots)
+            .map(|m| SnapshotRef {
+                node: m.node.name.clone(),
+                id: m.id.clone(),
+            })
+            .collect(),
+        (None, true, _) => repo.list(from_node).await?,
+        (None, false, Some(spec)) => {
+            vec![super::list::resolve(settings, &repo, spec, from_node).await?]
+        }
+        (None, false, None) => return Err(crate::error::usage("name a snapshot or pass --all")),
     };
     let local = matches!(repo.url(), RepoUrl::Local { .. });
     let mut verdicts = Vec::new();
@@ -130,10 +211,16 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
         }
         verdicts.push(verdict);
     }
+    let cluster_snapshots: Vec<ClusterVerdict> = rounds
+        .iter()
+        .map(|round| ClusterVerdict::of(round, args.allow_partial, &verdicts))
+        .collect();
     let report = VerifyReport {
         repository: repo.url().to_string(),
-        ok: verdicts.iter().all(|v| v.problems.is_empty()),
+        ok: verdicts.iter().all(|v| v.problems.is_empty())
+            && cluster_snapshots.iter().all(|c| c.problems.is_empty()),
         snapshots: verdicts,
+        cluster_snapshots,
     };
     out.result(&report, || {
         let mut s = String::new();
@@ -177,24 +264,56 @@ pub async fn run(settings: &Settings, args: &VerifyArgs, out: Output) -> anyhow:
                 }
             }
         }
+        for c in &report.cluster_snapshots {
+            let members = count(c.snapshots.len() as u64, "member snapshot");
+            if c.problems.is_empty() {
+                let whole = if c.complete {
+                    "complete"
+                } else {
+                    "PARTIAL (allowed)"
+                };
+                s.push_str(&format!(
+                    "cluster snapshot {} of {}: ok, {whole}, {members}\n",
+                    c.id, c.cluster
+                ));
+            } else {
+                s.push_str(&format!(
+                    "cluster snapshot {} of {}: NOT OK ({members})\n",
+                    c.id, c.cluster
+                ));
+                for p in &c.problems {
+                    s.push_str(&format!("  {p}\n"));
+                }
+            }
+        }
         if report.snapshots.is_empty() {
             s.push_str("no snapshots to verify\n");
         }
         s
     })?;
     if report.ok {
-        Ok(())
-    } else {
-        let damaged = report
-            .snapshots
-            .iter()
-            .filter(|v| !v.problems.is_empty())
-            .count();
-        Err(integrity(format!(
+        return Ok(());
+    }
+    let damaged = report
+        .snapshots
+        .iter()
+        .filter(|v| !v.problems.is_empty())
+        .count();
+    if damaged > 0 {
+        return Err(integrity(format!(
             "{damaged} of {} failed verification",
             count(report.snapshots.len() as u64, "snapshot")
-        )))
+        )));
     }
+    let unfit = report
+        .cluster_snapshots
+        .iter()
+        .filter(|c| !c.problems.is_empty())
+        .count();
+    Err(integrity(format!(
+        "{unfit} of {} would not restore every message exactly once",
+        count(report.cluster_snapshots.len() as u64, "cluster snapshot")
+    )))
 }
 
 /// `--read-data` or a plain presence check of one snapshot.

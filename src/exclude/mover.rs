@@ -108,7 +108,7 @@ fn has_userinfo(url: &str) -> bool {
 
 /// Opens an AMQP connection to `vhost`, turning the broker's refusals into
 /// messages that name the vhost or the user.
-async fn connect(config: &AmqpConfig, vhost: &str) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(config: &AmqpConfig, vhost: &str) -> anyhow::Result<Connection> {
     let uri = uri_for(config, vhost)?;
     let user = uri.authority.userinfo.username.clone();
     let endpoint = format!("{}:{}", uri.authority.host, uri.authority.port);

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::ctl::{Ctl, QueueStatus};
 use super::dist::{CallError, Distribution, cookie};
 use super::exprs::{self, Expr};
+use super::queue_type::QueueType;
 use crate::settings::Secret;
 
 /// Patience for commands that stop or start the broker.
@@ -110,8 +111,17 @@ pub struct Probe {
 pub struct Cluster {
     /// Every member (the node alone when it is not clustered), sorted.
     pub members: Vec<String>,
-    /// The cluster's name, if it has one.
+    /// The members whose RabbitMQ application runs, sorted.
+    pub running: Vec<String>,
+    /// The name set with `set_cluster_name`, if one is.
     pub name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Leader {
+    vhost: String,
+    name: String,
+    leader: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,7 +158,7 @@ struct QueueRow {
     vhost: String,
     name: String,
     #[serde(rename = "type")]
-    queue_type: String,
+    queue_type: QueueType,
     durable: bool,
     messages: Option<u64>,
     messages_persistent: Option<u64>,
@@ -303,10 +313,11 @@ impl Control {
         Ok(PathBuf::from(dir))
     }
 
-    /// The node's cluster members and name.
+    /// The node's cluster: members, those running, and its set name.
     pub async fn cluster(&self) -> anyhow::Result<Cluster> {
         let mut cluster: Cluster = self.eval(&exprs::CLUSTER, &[], QUERY, true).await?;
         cluster.members.sort();
+        cluster.running.sort();
         Ok(cluster)
     }
 
@@ -360,6 +371,56 @@ impl Control {
             .collect();
         queues.sort_by(|(a, _), (b, _)| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
         Ok(queues)
+    }
+
+    /// Where each of `queues` (`(vhost, queue)`) is led: a classic queue's
+    /// home, a quorum queue's leader as its Raft cluster says (none while
+    /// the queue's record has not followed an election yet), a stream's
+    /// leader; none for a queue that is down or gone.
+    pub async fn live_leaders(
+        &self,
+        queues: &[(String, String)],
+    ) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+        let arg = Arg::List(
+            queues
+                .iter()
+                .map(|(v, n)| Arg::List(vec![bin(v), bin(n)]))
+                .collect(),
+        );
+        let rows: Vec<Leader> = self
+            .eval(&exprs::LIVE_LEADERS, &[("Queues", arg)], QUERY, true)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.vhost, r.name, r.leader))
+            .collect())
+    }
+
+    /// Asks each quorum queue (and, from RabbitMQ 4.0, each stream) of
+    /// `queues` (`(vhost, queue, node)`) to hand its leadership to that
+    /// node. Returns at once, with the queues that cannot be moved (streams
+    /// before 4.0); [`Control::live_leaders`] tells when the others have.
+    pub async fn transfer_leadership(
+        &self,
+        queues: &[(String, String, String)],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let arg = Arg::List(
+            queues
+                .iter()
+                .map(|(v, n, to)| Arg::List(vec![bin(v), bin(n), bin(to)]))
+                .collect(),
+        );
+        self.eval(&exprs::TRANSFER_LEADERSHIP, &[("Queues", arg)], QUERY, true)
+            .await
+    }
+
+    /// Starts the capture server on the node and returns its answer
+    /// (`{"port", "token"}`), to be decoded by the capture.
+    pub async fn start_capture_server<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        self.eval(&exprs::CAPTURE_SERVER, &[], QUERY, true).await
     }
 
     /// Stops the RabbitMQ application (the VM keeps running). With
@@ -417,6 +478,10 @@ impl Control {
     }
 }
 
+fn bin(text: &str) -> Arg {
+    Arg::Bin(text.as_bytes().to_vec())
+}
+
 /// Connects to `node` over Erlang distribution with the cookie found as
 /// `rabbitmqctl` finds it.
 pub async fn attempt(
@@ -454,17 +519,10 @@ fn decode_hex_output(out: &str) -> anyhow::Result<Vec<u8>> {
 
 /// What `rabbitmqctl` takes as the default node: `rabbit@<short host name>`.
 pub fn default_node_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is ours and its length is passed.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".into()
-    };
-    let short = host.split('.').next().unwrap_or("localhost");
-    format!("rabbit@{short}")
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    let short = host.split('.').next().filter(|h| !h.is_empty());
+    format!("rabbit@{}", short.unwrap_or("localhost"))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::queue_type::QueueType;
+
 /// A queue as `rabbitmqctl list_queues` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
@@ -16,7 +18,7 @@ pub struct QueueStatus {
     /// Queue name.
     pub name: String,
     /// `classic`, `quorum` or `stream`.
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Durable flag.
     pub durable: bool,
     /// Ready plus unacknowledged messages.

@@ -2,15 +2,138 @@
 //! messages live. Names depend only on vhost and queue names, never on the
 //! node name, which is what makes a restore onto another host possible.
 
+use std::fmt;
 use std::path::Path;
 
 use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
 
 use crate::archive::manifest::IndexVersion;
+use crate::archive::paths::check_archive_path;
 
-/// `msg_stores/vhosts/<VH>` for a vhost: VH is the base-36 MD5 of its name.
-pub fn vhost_dir(vhost: &str) -> String {
-    format!("msg_stores/vhosts/{}", vhost_dir_name(vhost))
+/// `msg_stores/vhosts/<VH>`: a vhost's message store, relative to the data
+/// directory. Made from the vhost's name ([`VhostDir::of`]) or read from a
+/// manifest or journal, where it is checked ([`VhostDir::parse`]), so that
+/// a path of this type never leaves the store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VhostDir(String);
+
+impl VhostDir {
+    /// The directory of `vhost`: VH is the base-36 MD5 of its name.
+    pub fn of(vhost: &str) -> VhostDir {
+        VhostDir(format!("msg_stores/vhosts/{}", vhost_dir_name(vhost)))
+    }
+
+    /// Checks a stored path: exactly `msg_stores/vhosts/<one safe segment>`.
+    pub fn parse(path: &str) -> anyhow::Result<VhostDir> {
+        check_archive_path(path)?;
+        match path.split('/').collect::<Vec<_>>()[..] {
+            ["msg_stores", "vhosts", _] => Ok(VhostDir(path.to_string())),
+            _ => anyhow::bail!("vhost directory {path:?} is not msg_stores/vhosts/<name>"),
+        }
+    }
+
+    /// The path, relative to the data directory.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last segment (`<VH>`), for naming copies of it elsewhere.
+    pub fn name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl TryFrom<String> for VhostDir {
+    type Error = anyhow::Error;
+    fn try_from(path: String) -> anyhow::Result<VhostDir> {
+        VhostDir::parse(&path)
+    }
+}
+
+impl From<VhostDir> for String {
+    fn from(dir: VhostDir) -> String {
+        dir.0
+    }
+}
+
+impl AsRef<Path> for VhostDir {
+    fn as_ref(&self) -> &Path {
+        Path::new(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for VhostDir {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VhostDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `msg_stores/vhosts/<VH>/queues/<Q>`: a classic queue's index directory,
+/// relative to the data directory (one per priority level in use).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct QueuePath(String);
+
+impl QueuePath {
+    /// The index directory `queue` (a directory name) of `vhost`.
+    pub fn new(vhost: &VhostDir, queue: &str) -> anyhow::Result<QueuePath> {
+        QueuePath::parse(&format!("{vhost}/queues/{queue}"))
+    }
+
+    /// Checks a stored path: `msg_stores/vhosts/<VH>/queues/<Q>`.
+    pub fn parse(path: &str) -> anyhow::Result<QueuePath> {
+        check_archive_path(path)?;
+        match path.split('/').collect::<Vec<_>>()[..] {
+            ["msg_stores", "vhosts", _, "queues", _] => Ok(QueuePath(path.to_string())),
+            _ => anyhow::bail!(
+                "queue directory {path:?} is not msg_stores/vhosts/<name>/queues/<name>"
+            ),
+        }
+    }
+
+    /// The path, relative to the data directory.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The vhost directory it is in.
+    pub fn vhost_dir(&self) -> VhostDir {
+        let end = self.0.find("/queues/").unwrap_or(self.0.len());
+        VhostDir(self.0[..end].to_string())
+    }
+}
+
+impl TryFrom<String> for QueuePath {
+    type Error = anyhow::Error;
+    fn try_from(path: String) -> anyhow::Result<QueuePath> {
+        QueuePath::parse(&path)
+    }
+}
+
+impl From<QueuePath> for String {
+    fn from(path: QueuePath) -> String {
+        path.0
+    }
+}
+
+impl AsRef<Path> for QueuePath {
+    fn as_ref(&self) -> &Path {
+        Path::new(&self.0)
+    }
+}
+
+impl fmt::Display for QueuePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The base-36 (upper case) MD5 of the vhost name, as RabbitMQ computes it.
@@ -53,7 +176,7 @@ pub struct QueueDir {
     /// The index format of the directory.
     pub index: IndexVersion,
     /// Path relative to the directory holding `msg_stores`.
-    pub dir: String,
+    pub dir: QueuePath,
 }
 
 /// What a `.queue_name` file says.
@@ -118,17 +241,19 @@ pub fn scan_queue_dirs(root: &Path) -> std::io::Result<Vec<QueueDir>> {
             let Ok(content) = std::fs::read(queue.path().join(".queue_name")) else {
                 continue;
             };
-            if let Some(parsed) = parse_queue_name(&content) {
+            // Directory names RabbitMQ did not make (not a path segment) are skipped.
+            let dir = QueuePath::parse(&format!(
+                "msg_stores/vhosts/{}/queues/{}",
+                vhost.file_name().to_string_lossy(),
+                queue.file_name().to_string_lossy()
+            ));
+            if let (Some(parsed), Ok(dir)) = (parse_queue_name(&content), dir) {
                 out.push(QueueDir {
                     vhost: parsed.vhost,
                     queue: parsed.queue,
                     priority: parsed.priority,
                     index: parsed.index,
-                    dir: format!(
-                        "msg_stores/vhosts/{}/queues/{}",
-                        vhost.file_name().to_string_lossy(),
-                        queue.file_name().to_string_lossy()
-                    ),
+                    dir,
                 });
             }
         }
@@ -155,6 +280,35 @@ mod tests {
             priority,
             index,
         }
+    }
+
+    #[test]
+    fn stored_paths_stay_in_the_store() {
+        let vh = VhostDir::of("/");
+        assert_eq!(vh.as_str(), "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L");
+        assert_eq!(vh.name(), "628WB79CIFDYO9LJI6DKMI09L");
+        assert_eq!(VhostDir::parse(vh.as_str()).unwrap(), vh);
+        let q = QueuePath::new(&vh, "ABC").unwrap();
+        assert_eq!(q.vhost_dir(), vh);
+        for bad in [
+            "msg_stores/vhosts",
+            "msg_stores/vhosts/A/queues",
+            "msg_stores/vhosts/..",
+            "/msg_stores/vhosts/A",
+            "msg_stores/other/A",
+        ] {
+            assert!(VhostDir::parse(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            "msg_stores/vhosts/A/queues/..",
+            "msg_stores/vhosts/A/other/Q",
+            "msg_stores/vhosts/A/queues/Q/x",
+        ] {
+            assert!(QueuePath::parse(bad).is_err(), "{bad}");
+        }
+        let json: VhostDir = serde_json::from_str("\"msg_stores/vhosts/A\"").unwrap();
+        assert_eq!(json.name(), "A");
+        assert!(serde_json::from_str::<VhostDir>("\"../etc\"").is_err());
     }
 
     #[test]
@@ -203,7 +357,7 @@ mod tests {
             ("q2", IndexVersion::V2)
         );
         assert_eq!(
-            found[0].dir,
+            found[0].dir.as_str(),
             "msg_stores/vhosts/628WB79CIFDYO9LJI6DKMI09L/queues/ABC"
         );
     }

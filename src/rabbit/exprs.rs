@@ -50,16 +50,22 @@ pub const APP_RUNNING: Expr = Expr {
     text: "rabbit_json:encode(rabbit:is_running())",
 };
 
-/// `{"members": [node…], "name": "…" | null}`: the cluster as the node
-/// sees it (`rabbit_nodes:all/0` from 3.11, `rabbit_mnesia` before).
+/// `{"members": [node…], "running": [node…], "name": "…" | null}`: the
+/// cluster as the node sees it (`rabbit_nodes` from 3.11, `rabbit_mnesia`
+/// before); `running` are the members whose broker runs; `name` is the one
+/// set with `set_cluster_name` (shared by every member; without one each
+/// member reports a default name of its own, so none is given).
 pub const CLUSTER: Expr = Expr {
     name: "cluster",
     inputs: &[],
-    text: "rabbit_json:encode(#{\
-        members => [atom_to_binary(M, utf8) || M <- \
-            try rabbit_nodes:all() catch error:undef -> rabbit_mnesia:cluster_nodes(all) end], \
-        name => case catch rabbit_nodes:cluster_name() of \
-            C when is_binary(C) -> C; _ -> null end})",
+    text: "B = fun(Ns) -> [atom_to_binary(M, utf8) || M <- Ns] end, \
+        rabbit_json:encode(#{\
+        members => B(try rabbit_nodes:all() catch error:undef -> rabbit_mnesia:cluster_nodes(all) end), \
+        running => B(try rabbit_nodes:list_running() catch error:undef -> \
+            try rabbit_nodes:all_running() catch error:undef -> \
+            rabbit_mnesia:cluster_nodes(running) end end), \
+        name => case catch rabbit_runtime_parameters:value_global(cluster_name) of \
+            C when is_binary(C), C =/= <<>> -> C; _ -> null end})",
 };
 
 /// `[{"protocol": "amqp" | "amqp/ssl", "ip", "port"}]`: this node's AMQP
@@ -112,6 +118,52 @@ pub const QUEUES: Expr = Expr {
             || I <- rabbit_amqqueue:info_all(V, [name, type, durable, messages, \
                 messages_persistent, consumers, policy, arguments])] \
             || V <- Vhosts]))",
+};
+
+/// `[{"vhost", "name", "leader": node | null}]` for each `[Vhost, Name]`
+/// of `Queues`: where the queue is led, asked of its Raft cluster (a
+/// quorum queue) as well as read from the queue's record, which follows an
+/// election with a delay; null while the two disagree, no leader is known
+/// or the queue is gone.
+pub const LIVE_LEADERS: Expr = Expr {
+    name: "queue leaders",
+    inputs: &["Queues"],
+    text: "L = fun(Q) -> case amqqueue:get_pid(Q) of \
+            {RaName, Nd} -> case catch ra:members({RaName, node()}, 5000) of \
+                {ok, _, {_, Nd}} -> atom_to_binary(Nd, utf8); _ -> null end; \
+            P when is_pid(P) -> atom_to_binary(node(P), utf8); _ -> null end end, \
+        rabbit_json:encode([#{vhost => V, name => N, \
+            leader => case rabbit_amqqueue:lookup(rabbit_misc:r(V, queue, N)) of \
+                {ok, Q} -> L(Q); _ -> null end} || [V, N] <- Queues])",
+};
+
+/// Asks each quorum queue (and, from RabbitMQ 4.0, each stream) of
+/// `Queues` (`[Vhost, Name, ToNode]`) to hand its leadership to that node.
+/// Returns at once `[[vhost, name]]`: the queues that cannot be moved
+/// (streams before 4.0); [`LIVE_LEADERS`] tells when the others have.
+pub const TRANSFER_LEADERSHIP: Expr = Expr {
+    name: "leadership transfer",
+    inputs: &["Queues"],
+    text: "T = fun(Q, To) -> case amqqueue:get_pid(Q) of \
+            {_, Nd} when Nd =:= To -> ok; \
+            {RaName, _} = Pid -> ra:transfer_leadership(Pid, {RaName, To}); \
+            P when is_pid(P), node(P) =/= To -> \
+                code:ensure_loaded(rabbit_stream_queue), \
+                case erlang:function_exported(rabbit_stream_queue, transfer_leadership, 2) of \
+                    true -> rabbit_stream_queue:transfer_leadership(Q, To); false -> unsupported end; \
+            _ -> ok end end, \
+        rabbit_json:encode([[V, N] || [V, N, To] <- Queues, \
+            case rabbit_amqqueue:lookup(rabbit_misc:r(V, queue, N)) of \
+                {ok, Q} -> (catch T(Q, binary_to_atom(To, utf8))) =:= unsupported; \
+                _ -> false end])",
+};
+
+/// The capture server (`capture/server.erl`): `{"port", "token"}` of the
+/// listener it leaves on the node for the tool.
+pub const CAPTURE_SERVER: Expr = Expr {
+    name: "capture server",
+    inputs: &[],
+    text: include_str!("../capture/server.erl"),
 };
 
 /// The name the pause watchdog registers on the node.
@@ -200,13 +252,16 @@ pub const PET: Expr = Expr {
 };
 
 /// Every expression, for tests that check them all on each version.
-pub const ALL: [Expr; 9] = [
+pub const ALL: [Expr; 12] = [
     PROBE,
     DATA_DIR,
     CLUSTER,
     AMQP_LISTENERS,
     APP_RUNNING,
     QUEUES,
+    LIVE_LEADERS,
+    TRANSFER_LEADERSHIP,
+    CAPTURE_SERVER,
     STOP_APP,
     START_APP,
     PET,

@@ -12,8 +12,11 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, Tag, Tagging};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use base64::Engine;
 use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::lifecycle::Rule;
 use super::storage::{ObjectMeta, Storage, StorageError, StorageErrorKind, Tags};
@@ -58,17 +61,42 @@ fn custom_endpoint() -> Option<String> {
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
+/// The HTTP client for S3 and the AWS credential providers: hyper 1 and
+/// rustls with ring (see `crate::tls`), trusting the system's roots plus
+/// the PEM bundle named by `AWS_CA_BUNDLE`.
+pub fn http_client() -> anyhow::Result<SharedHttpClient> {
+    let mut trust = TrustStore::empty().with_native_roots(true);
+    if let Some(pem) = crate::tls::aws_ca_bundle()? {
+        trust = trust.with_pem_certificate(pem);
+    }
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| crate::error::usage(format!("invalid TLS settings for S3: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .tls_context(context)
+        .build_https())
+}
+
 impl S3Storage {
     /// Builds a client from the standard AWS configuration (credential chain,
-    /// `AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`).
+    /// `AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`,
+    /// `AWS_CA_BUNDLE`).
     pub async fn open(options: &S3Options) -> anyhow::Result<S3Storage> {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client()?)
+            .load()
+            .await;
         S3Storage::with_config(&sdk, custom_endpoint(), options)
     }
 
     /// Builds a client from an SDK configuration made elsewhere (the shared
     /// storage tests give each server its own), with `endpoint` as the
-    /// custom endpoint the configuration names, if any.
+    /// custom endpoint the configuration names, if any. Without an HTTP
+    /// client in `sdk`, [`http_client`] is used.
     pub fn with_config(
         sdk: &aws_config::SdkConfig,
         endpoint: Option<String>,
@@ -94,6 +122,9 @@ impl S3Storage {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         let region = sdk.region().map(|r| r.to_string());
+        if sdk.http_client().is_none() {
+            builder = builder.http_client(http_client()?);
+        }
         if sdk.region().is_none() {
             if endpoint.is_none() {
                 anyhow::bail!(
@@ -167,14 +198,21 @@ where
         SdkError::TimeoutError(_) => (Transient, "timed out".to_string()),
         SdkError::DispatchFailure(df) => {
             let detail = std::error::Error::source(&err)
-                .map(|s| format!("{s}"))
+                .map(source_chain)
                 .unwrap_or_else(|| "request failed".into());
-            let kind = if df.is_io() || df.is_timeout() || df.is_other() {
-                Transient
+            if let Some(tls) = tls_failure(&err) {
+                // Retrying cannot make a certificate trusted.
+                (
+                    Other,
+                    format!(
+                        "cannot reach the S3 endpoint over TLS: {tls}; if the server's certificate is signed by a private CA, set AWS_CA_BUNDLE to that CA's PEM file"
+                    ),
+                )
+            } else if df.is_io() || df.is_timeout() || df.is_other() {
+                (Transient, format!("cannot reach the S3 endpoint: {detail}"))
             } else {
-                Other
-            };
-            (kind, format!("cannot reach the S3 endpoint: {detail}"))
+                (Other, format!("cannot reach the S3 endpoint: {detail}"))
+            }
         }
         SdkError::ResponseError(_) => (Transient, "the response was cut off or malformed".into()),
         SdkError::ConstructionFailure(_) => {
@@ -193,15 +231,40 @@ where
     StorageError::new(kind, format!("{what}: {detail}{hint}")).into()
 }
 
+/// Every message of an error chain, each once (wrappers often repeat
+/// their source's text).
 fn source_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = e.source();
     }
     out
+}
+
+/// The rustls error in a chain, if the failure was the TLS handshake's.
+/// hyper-rustls nests it as the payload of `io::Error`s, which `source`
+/// skips: the walk enters each payload instead.
+fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        cur = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(payload) => Some(payload as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 fn decode_sha256(b64: Option<&str>) -> Option<[u8; 32]> {
@@ -212,22 +275,24 @@ fn decode_sha256(b64: Option<&str>) -> Option<[u8; 32]> {
     raw.try_into().ok()
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped in a tag.
+const TAG: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn encode_tags(tags: &Tags) -> String {
     tags.iter()
-        .map(|(k, v)| format!("{}={}", urlencoding(k), urlencoding(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, TAG),
+                utf8_percent_encode(v, TAG)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -446,8 +511,22 @@ mod tests {
         let tags = vec![
             ("tier".to_string(), "daily".to_string()),
             ("a b".into(), "c&d".into()),
+            ("é".into(), "x-y_z.~".into()),
         ];
-        assert_eq!(encode_tags(&tags), "tier=daily&a%20b=c%26d");
+        assert_eq!(encode_tags(&tags), "tier=daily&a%20b=c%26d&%C3%A9=x-y_z.~");
+    }
+
+    #[test]
+    fn tls_failures_are_found_inside_io_errors() {
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls_error,
+        ));
+        let found = tls_failure(&nested).unwrap();
+        assert!(found.contains("UnknownIssuer"), "{found}");
+        assert_eq!(tls_failure(&std::io::Error::other("reset")), None);
     }
 
     #[test]

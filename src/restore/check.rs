@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::report::QueueOutcome;
+use super::report::{QueueOutcome, QueueState};
 use crate::archive::manifest::{Consistency, Manifest};
 use crate::rabbit::Broker;
 use crate::rabbit::control::Transport;
@@ -35,9 +35,9 @@ pub fn judge(manifest: &Manifest, now: &BTreeMap<(String, String), u64>) -> Verd
         let actual = now.get(&(q.vhost.clone(), q.name.clone())).copied();
         let found = actual.unwrap_or(0);
         let status = if found == q.messages && actual.is_some() {
-            "ok"
+            QueueState::Ok
         } else if found > q.messages {
-            "more"
+            QueueState::More
         } else if actual.is_some() && (live || !q.caveats.is_empty()) {
             let why: Vec<&str> = if live {
                 vec!["the snapshot is a live capture, which can be inconsistent"]
@@ -51,13 +51,13 @@ pub fn judge(manifest: &Manifest, now: &BTreeMap<(String, String), u64>) -> Verd
                 q.messages,
                 why.join("; ")
             ));
-            "expected-shortfall"
+            QueueState::ExpectedShortfall
         } else {
             verdict.failures.push(format!(
                 "{:?} in vhost {:?} has {found} of {} messages",
                 q.name, q.vhost, q.messages
             ));
-            "missing"
+            QueueState::Missing
         };
         verdict.queues.push(QueueOutcome::of(q, actual, status));
     }
@@ -132,8 +132,15 @@ mod tests {
     #[test]
     fn expected_shortfalls_are_reported_and_others_fail() {
         let v = judge(&manifest(), &now(&[("exact", 5), ("ttl", 2), ("plain", 5)]));
-        let statuses: Vec<&str> = v.queues.iter().map(|q| q.status.as_str()).collect();
-        assert_eq!(statuses, ["ok", "expected-shortfall", "ok"]);
+        let statuses: Vec<QueueState> = v.queues.iter().map(|q| q.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                QueueState::Ok,
+                QueueState::ExpectedShortfall,
+                QueueState::Ok
+            ]
+        );
         assert!(v.failures.is_empty());
         assert!(v.warnings[0].contains("TTL"), "{:?}", v.warnings);
 
@@ -142,7 +149,7 @@ mod tests {
         assert!(v.failures[0].contains("\"plain\""));
         // A queue that is gone is missing, caveat or not.
         let v = judge(&manifest(), &now(&[("exact", 6), ("plain", 5)]));
-        assert_eq!(v.queues[0].status, "more");
+        assert_eq!(v.queues[0].status, QueueState::More);
         assert_eq!(v.failures.len(), 1, "{v:?}");
     }
 

@@ -31,12 +31,12 @@
 //! meanwhile is displaced and kept, never overwritten or deleted. Areas in
 //! `Staged`/`Imported` changed no message and are simply removed.
 //!
-//! A second method (`replay`: publish the decoded messages into a running
-//! broker) adds `Method::Replay` and its own phases between `Imported` and
-//! `Checked` (`Replaying` with a progress journal of confirmed positions per
-//! queue, then `Replayed` → `Checked`); it has no rollback (what was
+//! The second method (`replay`: publish the decoded messages into a running
+//! broker) is `Method::Replay`: `Imported ──▶ Replaying ──counts──▶ Cleaning
+//! ──▶ Done`, the broker never stopped, the confirmed position of every queue
+//! in `replay.json` (`src/replay/progress.rs`); it has no rollback (what was
 //! published stays published; `--resume` continues after the last confirmed
-//! message). [`Machine::advance`] is the one place that dispatches on the
+//! message, and `--exclude-routing-key` is applied in flight). [`Machine::advance`] is the one place that dispatches on the
 //! method's phases.
 
 use std::path::{Path, PathBuf};
@@ -49,6 +49,7 @@ use super::swap::{self, Anomaly, Status, Step, Stores};
 use crate::archive::manifest::Manifest;
 use crate::error::{Kind, class, classified};
 use crate::failpoint::hit;
+use crate::rabbit::datadir::VhostDir;
 use crate::staging::{MARK, Staging, replace_durably};
 
 /// The journal file's name in the work area.
@@ -64,6 +65,19 @@ const VERSION: u32 = 2;
 pub enum Method {
     /// Message stores moved in by rename while the broker is stopped.
     Swap,
+    /// Messages decoded and published into the running broker.
+    Replay,
+}
+
+/// What a replay restores, as the journal keeps it for `--resume`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaySpec {
+    /// The queues to replay, `(vhost, queue)`, in order.
+    pub queues: Vec<(String, String)>,
+    /// Empty them first (`--replace-messages`).
+    pub purge: bool,
+    /// Add to what they hold (`--append`).
+    pub append: bool,
 }
 
 /// How far a restore got.
@@ -81,6 +95,9 @@ pub enum Phase {
     Swapping,
     /// Swap: every staged store is in and owned right; the broker is to start.
     Swapped,
+    /// Replay: messages are being published; the replay journal
+    /// (`replay.json`) holds each queue's confirmed position.
+    Replaying,
     /// Swap: the broker runs on the restored stores; counts to check.
     Started,
     /// Counts accepted; the exclusion (`--exclude-routing-key`) runs.
@@ -116,6 +133,7 @@ impl Phase {
             Phase::Stopping => "stopping",
             Phase::Swapping => "swapping",
             Phase::Swapped => "swapped",
+            Phase::Replaying => "replaying",
             Phase::Started => "started",
             Phase::Checked => "checked",
             Phase::Cleaning => "cleaning",
@@ -152,7 +170,7 @@ pub struct Journal {
     /// The node's data directory.
     pub data_dir: PathBuf,
     /// Vhost store directories the restore replaces (`msg_stores/vhosts/<VH>`).
-    pub vhost_dirs: Vec<String>,
+    pub vhost_dirs: Vec<VhostDir>,
     /// Keep the previous stores beside the data directory.
     pub keep_old: bool,
     /// Exclusion to run once the counts are checked.
@@ -169,6 +187,9 @@ pub struct Journal {
     pub kept: Option<PathBuf>,
     /// Where stores the broker created by itself are kept.
     pub displaced_to: Option<PathBuf>,
+    /// Replay: what is replayed.
+    #[serde(default)]
+    pub replay: Option<ReplaySpec>,
 }
 
 /// What the node must do for the machine (the real one talks to RabbitMQ;
@@ -191,6 +212,17 @@ pub trait Node {
         manifest: &Manifest,
         spec: &ExcludeSpec,
     ) -> anyhow::Result<Vec<ExclusionOutcome>>;
+    /// Replay: publishes the snapshot unpacked in `area/new` (continuing
+    /// after the confirmed positions of `area/replay.json`), then checks
+    /// the counts.
+    async fn replay(
+        &self,
+        _area: &Path,
+        _manifest: &Manifest,
+        _journal: &Journal,
+    ) -> anyhow::Result<(Vec<QueueOutcome>, Vec<String>)> {
+        anyhow::bail!("this node cannot replay messages")
+    }
 }
 
 /// What a run of the machine did, for the report.
@@ -264,6 +296,7 @@ impl Machine {
                 cause: None,
                 kept: None,
                 displaced_to: None,
+                replay: None,
             },
             area,
             manifest: manifest.clone(),
@@ -273,6 +306,23 @@ impl Machine {
         };
         machine.save("staged")?;
         staging.keep();
+        Ok(machine)
+    }
+
+    /// As [`Machine::begin`], for a replay of `spec`.
+    pub fn begin_replay(
+        staging: &mut Staging,
+        manifest: &Manifest,
+        target_node: &str,
+        data_dir: &Path,
+        exclude: Option<ExcludeSpec>,
+        spec: ReplaySpec,
+    ) -> anyhow::Result<Machine> {
+        let mut machine = Machine::begin(staging, manifest, target_node, data_dir, false, exclude)?;
+        machine.journal.method = Method::Replay;
+        machine.journal.vhost_dirs.clear();
+        machine.journal.replay = Some(spec);
+        machine.save("staged")?;
         Ok(machine)
     }
 
@@ -354,6 +404,7 @@ impl Machine {
                 "start the broker on the restored stores and check the counts (rolling back if they are wrong)".into()
             }
             Phase::Started => "check the counts (rolling back if they are wrong), then clean up".into(),
+            Phase::Replaying => "publish the rest of the snapshot's messages, after the last confirmed one (the broker keeps running; at most one window of messages per interrupted queue may be published twice), then check the counts".into(),
             Phase::Checked => "run the exclusion again, then remove or keep the previous stores".into(),
             Phase::Cleaning => "remove or keep the previous stores".into(),
             Phase::RollingBack => format!(
@@ -454,7 +505,20 @@ impl Machine {
             }
             Phase::Imported => {
                 crate::signals::check()?;
-                self.enter(Phase::Stopping)
+                match self.journal.method {
+                    Method::Swap => self.enter(Phase::Stopping),
+                    Method::Replay => self.enter(Phase::Replaying),
+                }
+            }
+            Phase::Replaying => {
+                hit("restore:replay")?;
+                let (queues, warnings) = node
+                    .replay(&self.area, &self.manifest, &self.journal)
+                    .await?;
+                self.outcome.queues = queues;
+                self.outcome.warnings.extend(warnings);
+                // The exclusion happened in flight.
+                self.enter_cleaning()
             }
             Phase::Stopping => {
                 tracing::info!(
@@ -641,7 +705,9 @@ impl Machine {
                         ),
                     )),
             ),
-            Phase::Cleaning | Phase::RollingBack => After::Stop(self.attention(e)),
+            Phase::Cleaning | Phase::RollingBack | Phase::Replaying => {
+                After::Stop(self.attention(e))
+            }
             Phase::Done | Phase::RolledBack | Phase::Abandoned => After::Stop(e),
         }
     }
@@ -649,6 +715,17 @@ impl Machine {
     /// An error that leaves the work area for `--resume` (exit 8).
     fn attention(&self, e: anyhow::Error) -> anyhow::Error {
         let node = &self.journal.target_node;
+        if self.journal.method == Method::Replay {
+            return e.context(class(
+                Kind::NeedsAttention,
+                format!(
+                    "the replay of snapshot {} onto {node} stopped at phase {:?}; the broker keeps running and holds the messages confirmed so far. The work area {} holds the snapshot and the replay journal: fix the cause, then run `rabbitmq-backup restore --resume` to publish the rest",
+                    self.journal.snapshot_id,
+                    self.journal.phase,
+                    self.area.display()
+                ),
+            ));
+        }
         e.context(class(
             Kind::NeedsAttention,
             format!(

@@ -136,7 +136,7 @@ impl Fixture {
             .iter()
             .map(|vh| VhostEntry {
                 name: vh.to_string(),
-                dir: format!("msg_stores/vhosts/{vh}"),
+                dir: VhostDir::parse(&format!("msg_stores/vhosts/{vh}")).unwrap(),
             })
             .collect();
         m

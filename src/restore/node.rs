@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::check;
-use super::machine::{ExcludeSpec, Node};
+use super::machine::{ExcludeSpec, Journal, Node};
 use super::report::{ExclusionOutcome, QueueOutcome};
 use crate::archive::manifest::Manifest;
 use crate::exclude::Matcher;
@@ -67,5 +67,14 @@ impl Node for BrokerNode<'_> {
             outcomes.push(outcome);
         }
         Ok(outcomes)
+    }
+
+    async fn replay(
+        &self,
+        area: &Path,
+        manifest: &Manifest,
+        journal: &Journal,
+    ) -> anyhow::Result<(Vec<QueueOutcome>, Vec<String>)> {
+        super::replay::run(self.broker, self.settings, area, manifest, journal).await
     }
 }

@@ -6,14 +6,17 @@
 
 use std::path::Path;
 
-use super::report::{QueueOutcome, replaced};
+use super::report::{QueueOutcome, QueueState, replaced};
 use super::{fetch, swap};
 use crate::archive::manifest::{Capture, IndexVersion, Manifest, QueueEntry};
+use crate::cli::MethodArg;
 use crate::error::{incompatible, refused};
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::with_consumers;
+use crate::rabbit::datadir::VhostDir;
 use crate::rabbit::definitions::Definitions;
 use crate::rabbit::version::older;
+use crate::restore::machine::Method;
 use crate::settings::RestoreSettings;
 
 /// What the checks found that the report shows.
@@ -25,6 +28,59 @@ pub struct Checks {
     pub notes: Vec<String>,
 }
 
+/// The method a restore takes and why (DESIGN §6): `--method` if given,
+/// else swap where it is possible and the whole node is restored, replay
+/// otherwise. Replay is never traded for a swap that would lose messages.
+pub async fn choose(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+) -> anyhow::Result<(Method, String)> {
+    match args.method {
+        MethodArg::Swap => return Ok((Method::Swap, "--method swap".into())),
+        MethodArg::Replay => return Ok((Method::Replay, "--method replay".into())),
+        MethodArg::Auto => {}
+    }
+    if args.is_subset() {
+        return Ok((
+            Method::Replay,
+            "a subset of the snapshot is restored (--vhost/--queue); a swap replaces whole vhost stores".into(),
+        ));
+    }
+    if args.append {
+        return Ok((
+            Method::Replay,
+            "--append keeps the target queues' messages; a swap replaces them".into(),
+        ));
+    }
+    let members = broker.cluster_members().await?;
+    if members.len() > 1 {
+        return Ok((
+            Method::Replay,
+            format!(
+                "node {} is a cluster member ({} nodes); a swap could lose messages of queues living on other members",
+                broker.identity.name,
+                members.len()
+            ),
+        ));
+    }
+    let target = &broker.identity.rabbitmq_version;
+    if let Err(e) = check_index_readable(manifest, target, &broker.identity.name) {
+        tracing::debug!("{e:#}");
+        return Ok((
+            Method::Replay,
+            format!(
+                "the snapshot holds version-1 queue indexes, which RabbitMQ {target} cannot read: a swap would bring those queues back empty"
+            ),
+        ));
+    }
+    Ok((
+        Method::Swap,
+        "the whole node is restored and RabbitMQ {target} reads the snapshot's stores: the files are swapped in (fastest; the broker pauses briefly)"
+            .replace("{target}", target),
+    ))
+}
+
 /// Every check that needs no download, in the order a refusal is most
 /// useful: the snapshot, the node, the disk, then the queues.
 pub async fn before_download(
@@ -32,16 +88,119 @@ pub async fn before_download(
     manifest: &Manifest,
     args: &RestoreSettings,
     data_dir: &Path,
+    method: Method,
 ) -> anyhow::Result<Checks> {
-    compatibility(manifest, broker, args)?;
+    compatibility(manifest, broker, args, method)?;
     if args.definitions_only {
         return Ok(Checks::default());
     }
-    cluster(broker, manifest).await?;
-    let dirs: Vec<String> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
-    swap::check_same_filesystem(data_dir, &dirs)?;
+    if method == Method::Swap {
+        cluster(broker, manifest).await?;
+        let dirs: Vec<VhostDir> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
+        swap::check_same_filesystem(data_dir, &dirs)?;
+    } else {
+        check_selection(manifest, args)?;
+    }
     fetch::check_free_space(crate::staging::parent_of(data_dir)?, manifest)?;
-    queues(broker, manifest, args, args.before.is_none()).await
+    queue_checks(broker, manifest, args, method, args.before.is_none()).await
+}
+
+/// The method's queue checks: consumers (refused when `refuse_consumers`)
+/// and messages the restore would replace.
+async fn queue_checks(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    method: Method,
+    refuse_consumers: bool,
+) -> anyhow::Result<Checks> {
+    match method {
+        Method::Swap => queues(broker, manifest, args, refuse_consumers).await,
+        Method::Replay => replay_queues(broker, manifest, args, refuse_consumers).await,
+    }
+}
+
+/// The snapshot's queues a replay restores, `(vhost, queue)`: every
+/// covered queue with messages that the selection names.
+pub fn replayed(manifest: &Manifest, args: &RestoreSettings) -> Vec<(String, String)> {
+    manifest
+        .queues
+        .iter()
+        .filter(|q| q.covered && q.messages > 0 && args.selects(&q.vhost, &q.name))
+        .map(|q| (q.vhost.clone(), q.name.clone()))
+        .collect()
+}
+
+/// Refuses `--vhost`/`--queue` naming nothing in the snapshot (exit 2).
+fn check_selection(manifest: &Manifest, args: &RestoreSettings) -> anyhow::Result<()> {
+    for v in &args.vhosts {
+        if !manifest.queues.iter().any(|q| &q.vhost == v) {
+            return Err(crate::error::usage(format!(
+                "snapshot {} has no queue in vhost {v:?}: `rabbitmq-backup show {}` lists its queues",
+                manifest.id, manifest.id
+            )));
+        }
+    }
+    crate::selection::check_queues(manifest, &args.vhosts, &args.queues)
+}
+
+/// Replay's queue checks: only the replayed queues matter (the rest of the
+/// node keeps running, consumers and all). Consumers on them are refused;
+/// messages in them too, unless `--replace-messages` or `--append`.
+async fn replay_queues(
+    broker: &Broker,
+    manifest: &Manifest,
+    args: &RestoreSettings,
+    refuse_consumers: bool,
+) -> anyhow::Result<Checks> {
+    let target = Definitions::parse(broker.export_definitions().await?)?;
+    let wanted = replayed(manifest, args);
+    let on_node: Vec<_> = broker
+        .queues(&target.vhosts)
+        .await?
+        .into_iter()
+        .filter(|q| wanted.iter().any(|(v, n)| v == &q.vhost && n == &q.name))
+        .collect();
+    let mut checks = Checks::default();
+    let consumed = with_consumers(&on_node);
+    if !consumed.is_empty() {
+        let why = format!(
+            "consumers are connected to {}: they would take replayed messages before the counts are checked",
+            consumed.join(", ")
+        );
+        if refuse_consumers {
+            return Err(refused(format!(
+                "{why}; stop them before restoring (for example with --before)"
+            )));
+        }
+        checks.notes.push(format!(
+            "{why}; the restore refuses unless --before stops them"
+        ));
+    }
+    checks.replaced = on_node
+        .iter()
+        .filter(|q| q.messages > 0)
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: 0,
+            actual: Some(q.messages),
+            status: if args.append {
+                QueueState::AppendedTo
+            } else {
+                QueueState::Replaced
+            },
+        })
+        .collect();
+    if !checks.replaced.is_empty() && !args.replace_messages && !args.append {
+        return Err(refused(format!(
+            "the replay would publish into queues that already hold messages: {} on {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
+            holding(&checks.replaced),
+            broker.identity.name
+        )));
+    }
+    Ok(checks)
 }
 
 /// The queue checks again, after `--before` ran: consumers are refused now.
@@ -49,8 +208,26 @@ pub async fn after_before_hook(
     broker: &Broker,
     manifest: &Manifest,
     args: &RestoreSettings,
+    method: Method,
 ) -> anyhow::Result<Checks> {
-    queues(broker, manifest, args, true).await
+    queue_checks(broker, manifest, args, method, true).await
+}
+
+/// `"q" in vhost "v" (n messages), …` for a refusal naming queues that hold
+/// messages.
+fn holding(queues: &[QueueOutcome]) -> String {
+    queues
+        .iter()
+        .map(|q| {
+            format!(
+                "{:?} in vhost {:?} ({} messages)",
+                q.name,
+                q.vhost,
+                q.actual.unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Consumers on the node's queues (refused when `refuse_consumers`, else a
@@ -93,21 +270,9 @@ async fn queues(
     }
     checks.replaced = replaced(&on_node, &restored);
     if !checks.replaced.is_empty() && !args.replace_messages {
-        let lost: Vec<String> = checks
-            .replaced
-            .iter()
-            .map(|q| {
-                format!(
-                    "{:?} in vhost {:?} ({} messages)",
-                    q.name,
-                    q.vhost,
-                    q.actual.unwrap_or(0)
-                )
-            })
-            .collect();
         return Err(refused(format!(
             "the restore would replace the messages of {} on {}; pass --replace-messages to go on, or purge those queues first",
-            lost.join(", "),
+            holding(&checks.replaced),
             broker.identity.name
         )));
     }
@@ -118,6 +283,7 @@ fn compatibility(
     manifest: &Manifest,
     broker: &Broker,
     args: &RestoreSettings,
+    method: Method,
 ) -> anyhow::Result<()> {
     let (target, source) = (
         &broker.identity.rabbitmq_version,
@@ -136,7 +302,7 @@ fn compatibility(
             );
         }
     }
-    if !args.definitions_only {
+    if !args.definitions_only && method == Method::Swap {
         check_index_readable(manifest, target, &broker.identity.name)?;
     }
     Ok(())

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::archive::manifest::{Capture, Manifest, QueueEntry};
 use crate::rabbit::ctl::QueueStatus;
+use crate::rabbit::queue_type::QueueType;
 
 pub use crate::exclude::mover::Outcome as ExclusionOutcome;
 
@@ -16,15 +17,65 @@ pub struct QueueOutcome {
     pub name: String,
     /// Queue type.
     #[serde(rename = "type")]
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Messages at backup time.
     pub expected: u64,
     /// Messages now (absent for a dry run).
     pub actual: Option<u64>,
-    /// `ok`, `more` (something published since), `expected-shortfall` (see
-    /// the warnings), `missing`, `not-covered`, `planned`, `logical-records`
-    /// (in the snapshot as logical records, which only a replay brings back).
-    pub status: String,
+    /// What became of it.
+    pub status: QueueState,
+}
+
+/// What became of a queue (`status` in `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueState {
+    /// Every message is back.
+    Ok,
+    /// More than at backup time: something was published since.
+    More,
+    /// Fewer, for a reason the manifest recorded (see the warnings).
+    ExpectedShortfall,
+    /// Fewer, for no known reason, or the queue is gone (the restore fails).
+    Missing,
+    /// The snapshot does not hold its messages (quorum, stream).
+    NotCovered,
+    /// A dry run would restore it.
+    Planned,
+    /// A queue on the node whose messages the restore replaces.
+    Replaced,
+    /// A replay added the snapshot's messages after those it held (`--append`).
+    AppendedTo,
+    /// Fewer than replayed: a consumer, a TTL or a length limit took some
+    /// (a warning, not a failure).
+    Fewer,
+    /// In the snapshot as logical records (quorum queue, stream), which only
+    /// a replay brings back.
+    LogicalRecords,
+}
+
+impl QueueState {
+    /// The name in `--json` and the human summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Ok => "ok",
+            QueueState::More => "more",
+            QueueState::ExpectedShortfall => "expected-shortfall",
+            QueueState::Missing => "missing",
+            QueueState::NotCovered => "not-covered",
+            QueueState::Planned => "planned",
+            QueueState::Replaced => "replaced",
+            QueueState::AppendedTo => "appended-to",
+            QueueState::Fewer => "fewer",
+            QueueState::LogicalRecords => "logical-records",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The result of a restore (`--json` schema).
@@ -38,6 +89,9 @@ pub struct RestoreReport {
     pub node: String,
     /// How the messages were (or would be) put on the node: `swap`.
     pub method: &'static str,
+    /// Why that method (`auto` explains its choice).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub method_reason: String,
     /// Repository location.
     pub repository: String,
     /// Nothing was changed.
@@ -69,14 +123,14 @@ pub struct RestoreReport {
 
 impl QueueOutcome {
     /// An outcome for a queue of the manifest.
-    pub fn of(q: &QueueEntry, actual: Option<u64>, status: &str) -> QueueOutcome {
+    pub fn of(q: &QueueEntry, actual: Option<u64>, status: QueueState) -> QueueOutcome {
         QueueOutcome {
             vhost: q.vhost.clone(),
             name: q.name.clone(),
             queue_type: q.queue_type.clone(),
             expected: q.messages,
             actual,
-            status: status.into(),
+            status,
         }
     }
 }
@@ -90,8 +144,10 @@ pub fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
         .iter()
         .filter_map(|q| match q.captured_as() {
             Capture::Files if q.covered => None,
-            Capture::Logical if q.covered => Some(QueueOutcome::of(q, None, "logical-records")),
-            _ => Some(QueueOutcome::of(q, None, "not-covered")),
+            Capture::Logical if q.covered => {
+                Some(QueueOutcome::of(q, None, QueueState::LogicalRecords))
+            }
+            _ => Some(QueueOutcome::of(q, None, QueueState::NotCovered)),
         })
         .collect()
 }
@@ -102,7 +158,7 @@ pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
         .queues
         .iter()
         .filter(|q| q.in_files())
-        .map(|q| QueueOutcome::of(q, None, "planned"))
+        .map(|q| QueueOutcome::of(q, None, QueueState::Planned))
         .collect()
 }
 
@@ -111,7 +167,7 @@ pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
 pub fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> {
     target
         .iter()
-        .filter(|q| q.queue_type == "classic" && q.messages > 0)
+        .filter(|q| q.queue_type.is_classic() && q.messages > 0)
         .filter(|q| {
             vhosts.contains(&q.vhost)
                 || !q.durable
@@ -123,7 +179,7 @@ pub fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> 
             queue_type: q.queue_type.clone(),
             expected: 0,
             actual: Some(q.messages),
-            status: "replaced".into(),
+            status: QueueState::Replaced,
         })
         .collect()
 }
@@ -137,8 +193,16 @@ pub fn describe(r: &RestoreReport) -> String {
         "restored"
     };
     s.push_str(&format!(
-        "{verb} snapshot {} of {} onto {} (method: {})\n",
-        r.snapshot, r.from_node, r.node, r.method
+        "{verb} snapshot {} of {} onto {} (method: {}{})\n",
+        r.snapshot,
+        r.from_node,
+        r.node,
+        r.method,
+        if r.method_reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.method_reason)
+        }
     ));
     if r.dry_run {
         s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
@@ -186,10 +250,13 @@ pub fn describe(r: &RestoreReport) -> String {
         }
     }
     for q in &r.uncovered_queues {
-        let why = if q.status == "logical-records" {
-            "in the snapshot as logical records, which only a replay restore brings back"
+        let why = if q.status == QueueState::LogicalRecords {
+            format!(
+                "in the snapshot as logical records, which only a replay restore brings back: `rabbitmq-backup restore {} --from-node {} --method replay --vhost {:?} --queue {:?}`",
+                r.snapshot, r.from_node, q.vhost, q.name
+            )
         } else {
-            "not in the snapshot"
+            "not in the snapshot".to_string()
         };
         s.push_str(&format!(
             "  NOT RESTORED: {} queue {:?} in vhost {:?} had {} messages at backup time ({why})\n",
@@ -251,6 +318,7 @@ mod tests {
             ..RestoreReport::default()
         });
         assert!(text.contains("only a replay restore brings back"), "{text}");
+        assert!(text.contains("--method replay --vhost"), "{text}");
     }
 
     #[test]

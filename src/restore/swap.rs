@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::rabbit::datadir::VhostDir;
+
 /// One rename of one vhost's store (the index is into the journal's vhost list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -103,17 +105,13 @@ impl std::error::Error for Anomaly {}
 pub struct Stores {
     area: PathBuf,
     data_dir: PathBuf,
-    dirs: Vec<String>,
-}
-
-fn vh_name(dir: &str) -> &str {
-    dir.rsplit('/').next().unwrap_or(dir)
+    dirs: Vec<VhostDir>,
 }
 
 impl Stores {
     /// The stores of `dirs` (`msg_stores/vhosts/<VH>`) between a work area
     /// and a data directory.
-    pub fn new(area: &Path, data_dir: &Path, dirs: &[String]) -> Stores {
+    pub fn new(area: &Path, data_dir: &Path, dirs: &[VhostDir]) -> Stores {
         Stores {
             area: area.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -132,11 +130,11 @@ impl Stores {
     }
 
     fn old(&self, i: usize) -> PathBuf {
-        self.area.join("old").join(vh_name(&self.dirs[i]))
+        self.area.join("old").join(self.dirs[i].name())
     }
 
     fn failed(&self, i: usize) -> PathBuf {
-        self.area.join("failed").join(vh_name(&self.dirs[i]))
+        self.area.join("failed").join(self.dirs[i].name())
     }
 
     /// Which vhosts have a store in the data directory now.
@@ -184,7 +182,7 @@ impl Stores {
         let dir = self.area.join("displaced");
         fs::create_dir_all(&dir)?;
         let taken = fs::read_dir(&dir)?.count();
-        let to = dir.join(format!("{}-{taken}", vh_name(&self.dirs[i])));
+        let to = dir.join(format!("{}-{taken}", self.dirs[i].name()));
         rename_durably(&self.current(i), &to)?;
         Ok(to)
     }
@@ -267,7 +265,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
 /// Refuses a data directory whose stores are on another filesystem than
 /// the work area beside it: a rename across filesystems fails (EXDEV), and
 /// it would fail with the broker stopped.
-pub fn check_same_filesystem(data_dir: &Path, dirs: &[String]) -> anyhow::Result<()> {
+pub fn check_same_filesystem(data_dir: &Path, dirs: &[VhostDir]) -> anyhow::Result<()> {
     let area_dev = fs::metadata(crate::staging::parent_of(data_dir)?)?.dev();
     let vhosts = data_dir.join("msg_stores/vhosts");
     let candidates = std::iter::once(vhosts).chain(dirs.iter().map(|d| data_dir.join(d)));
@@ -291,6 +289,10 @@ pub fn check_same_filesystem(data_dir: &Path, dirs: &[String]) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    pub(crate) fn vh(name: &str) -> VhostDir {
+        VhostDir::parse(&format!("msg_stores/vhosts/{name}")).unwrap()
+    }
 
     pub(crate) struct Fixture {
         pub _base: tempfile::TempDir,
@@ -320,11 +322,7 @@ mod tests {
     }
 
     fn stores(f: &Fixture) -> Stores {
-        Stores::new(
-            &f.area,
-            &f.data,
-            &["msg_stores/vhosts/A".into(), "msg_stores/vhosts/B".into()],
-        )
+        Stores::new(&f.area, &f.data, &[vh("A"), vh("B")])
     }
 
     fn read(f: &Fixture, vh: &str) -> String {
@@ -393,12 +391,12 @@ mod tests {
     #[test]
     fn stores_on_another_filesystem_are_refused() {
         let f = fixture();
-        check_same_filesystem(&f.data, &["msg_stores/vhosts/A".into()]).unwrap();
+        check_same_filesystem(&f.data, &[vh("A")]).unwrap();
         // /dev/shm is a tmpfs of its own: the operator's symlinked msg_stores.
         let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
         fs::rename(f.data.join("msg_stores/vhosts/A"), f.data.join("A-moved")).unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), f.data.join("msg_stores/vhosts/A")).unwrap();
-        let err = check_same_filesystem(&f.data, &["msg_stores/vhosts/A".into()]).unwrap_err();
+        let err = check_same_filesystem(&f.data, &[vh("A")]).unwrap_err();
         assert_eq!(
             crate::error::kind_of(&err),
             crate::error::Kind::Refused,

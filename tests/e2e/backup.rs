@@ -316,3 +316,66 @@ fn bad_input_is_refused_and_nothing_is_written() {
         "messages untouched by the failed attempts"
     );
 }
+
+/// S3 over HTTPS with a private CA given the AWS way (`AWS_CA_BUNDLE`):
+/// uploads, listing and downloads go through rustls; without the bundle
+/// the certificate is refused.
+#[test]
+fn s3_over_https_trusts_the_aws_ca_bundle_and_nothing_else() {
+    let node = RabbitNode::start();
+    let g = garage();
+    let bucket = g.new_bucket();
+    let front = crate::harness::tls::tls_front(g.s3_port);
+    let repo = format!("s3://{}", bucket.name);
+    let https = Tool::new().with(node.env()).with(g.env()).var(
+        "AWS_ENDPOINT_URL_S3",
+        &format!("https://127.0.0.1:{}", front.port),
+    );
+    let trusted = https
+        .clone()
+        .var("AWS_CA_BUNDLE", front.ca.to_str().unwrap());
+    let id = trusted
+        .run(&["backup", "--repo", &repo, "--json"])
+        .ok()
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = trusted
+        .run(&["list", "--repo", &repo, "--json"])
+        .ok()
+        .json();
+    assert_eq!(listed["snapshots"][0]["id"], id.as_str());
+    let verified = trusted
+        .run(&["verify", &id, "--read-data", "--repo", &repo, "--json"])
+        .ok()
+        .json();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(
+        bucket
+            .keys("")
+            .iter()
+            .any(|k| k.ends_with("/manifest.json"))
+    );
+
+    // An untrusted certificate is named, with the fix, and not retried.
+    let refused = https.run(&["list", "--repo", &repo]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("certificate")
+            && refused.stderr.contains("AWS_CA_BUNDLE")
+            && !refused.stderr.contains("attempt 2"),
+        "{}",
+        refused.stderr
+    );
+    let missing = https
+        .clone()
+        .var("AWS_CA_BUNDLE", "/nonexistent/ca.pem")
+        .run(&["list", "--repo", &repo]);
+    missing.expect_code(2);
+    assert!(
+        missing.stderr.contains("AWS_CA_BUNDLE"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -94,6 +94,30 @@ async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
     assert_eq!(control.data_dir().await.unwrap(), node.data_dir());
     let cluster = control.cluster().await.unwrap();
     assert_eq!(cluster.members, vec![node.name.as_str()], "{version}");
+    assert_eq!(cluster.running, vec![node.name.as_str()], "{version}");
+    // No name set: each member would report a default of its own.
+    assert_eq!(cluster.name, None, "{version}");
+    let pairs = [("/", "quorum"), ("/", "classic"), ("/", "missing")]
+        .map(|(v, n)| (v.to_string(), n.to_string()));
+    let leaders = control.live_leaders(&pairs).await.unwrap();
+    let here = Some(node.name.clone());
+    assert_eq!(
+        leaders,
+        vec![
+            ("/".into(), "quorum".into(), here.clone()),
+            ("/".into(), "classic".into(), here),
+            ("/".into(), "missing".into(), None)
+        ],
+        "{version}"
+    );
+    // Already led where asked: nothing to move, nothing immovable.
+    let stay = [("/".to_string(), "quorum".to_string(), node.name.clone())];
+    assert!(control.transfer_leadership(&stay).await.unwrap().is_empty());
+    let server: rabbitmq_backup::capture::channel::Endpoint =
+        control.start_capture_server().await.unwrap();
+    rabbitmq_backup::capture::channel::Channel::connect(&server)
+        .await
+        .unwrap();
     let (protocol, _, port) = control.amqp_listener().await.unwrap().unwrap();
     let url = node.amqp_url();
     assert_eq!(protocol, "amqp");

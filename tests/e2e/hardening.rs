@@ -269,6 +269,7 @@ fn in_progress(repo: &Path, node: &str, except: &str) -> String {
 
 /// The first message of a queue, through the management API, requeued.
 fn peek(node: &RabbitNode, queue: &str) -> Value {
+    rabbitmq_backup::tls::install_default_provider();
     let messages: Value = reqwest::blocking::Client::new()
         .post(format!("{}/api/queues/%2F/{queue}/get", node.mgmt_url()))
         .basic_auth("guest", Some("guest"))

@@ -10,6 +10,7 @@ pub mod moto;
 pub mod process;
 pub mod rabbit;
 pub mod seaweedfs;
+pub mod tls;
 pub mod tool;
 pub mod versions;
 

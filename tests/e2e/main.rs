@@ -16,6 +16,7 @@ mod mistakes;
 mod operator;
 mod pause;
 mod reliability;
+mod replay;
 mod restore;
 mod restore_safety;
 mod retention;

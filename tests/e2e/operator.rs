@@ -409,7 +409,7 @@ fn field<'a>(doc: &'a str, key: &str) -> &'a str {
 fn the_kubernetes_examples_back_up_each_node_beside_it_and_the_sample_config_parses() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contrib");
     let config = std::fs::read_to_string(root.join("rabbitmq-backup.toml")).unwrap();
-    rabbitmq_backup::config::parse(&config).expect("the sample config is valid");
+    rabbitmq_backup::config::check(&config).expect("the sample config is valid");
     let yaml = std::fs::read_to_string(root.join("kubernetes/cronjob.yaml")).unwrap();
     assert!(yaml.contains("kind: CronJob") && yaml.contains("concurrencyPolicy: Forbid"));
     assert!(!yaml.contains('\t'), "YAML is indented with spaces");

@@ -352,10 +352,7 @@ fn hostile_or_broken_archives_are_refused_before_anything_is_written() {
 fn secrets_never_reach_logs_errors_output_or_the_manifest() {
     let node = RabbitNode::start();
     let password = "Sup3r-Secret-PW-4711";
-    let hash = rabbitmq_http_client::password_hashing::base64_encoded_salted_password_hash_sha256(
-        &rabbitmq_http_client::password_hashing::salt(),
-        password,
-    );
+    let hash = crate::harness::fixtures::password_hash(password);
     node.import_definitions(&serde_json::json!({
         "users": [{"name": "backupadmin", "password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator"}],
         "permissions": [{"user": "backupadmin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]

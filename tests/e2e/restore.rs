@@ -87,8 +87,44 @@ fn restore_onto_a_new_node_with_another_name_brings_every_message_back() {
         &priority_order(&oro_messages(40)),
         "oro.default (priority)",
     );
-    // The quorum queue is back as a definition, without its messages.
+    // The quorum queue is back as a definition, without its messages ...
     assert_eq!(target.counts("/")["quorum"], 0);
+    // ... which the command the report names brings back by replay.
+    let human = tool.run(&[
+        "restore",
+        "latest",
+        "--from-node",
+        &source_name,
+        "--repo",
+        &repo,
+        "--dry-run",
+    ]);
+    assert!(
+        human.ok().stdout.contains("--method replay --vhost"),
+        "{}",
+        human.stdout
+    );
+    let id = report["snapshot"].as_str().unwrap();
+    tool.run(&[
+        "restore",
+        id,
+        "--from-node",
+        &source_name,
+        "--repo",
+        &repo,
+        "--method",
+        "replay",
+        "--vhost",
+        "/",
+        "--queue",
+        "quorum",
+    ])
+    .ok();
+    assert_same_messages(
+        &drain(&target, "/", "quorum"),
+        &classic_messages("quorum", 5),
+        "quorum (replayed)",
+    );
 
     // Definitions: users, vhosts, policies, exchanges, bindings.
     let defs = target.export_definitions();

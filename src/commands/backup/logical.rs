@@ -9,7 +9,9 @@ use crate::archive::manifest::{Capture, LogicalEntry, QueueEntry};
 use crate::archive::writer::LogicalFeed;
 use crate::capture::segments::Segment;
 use crate::capture::{self, Captured, Kind, Outcome, Target};
-use crate::rabbit::ctl::{Ctl, QueueStatus};
+use crate::rabbit::control::Control;
+use crate::rabbit::ctl::QueueStatus;
+use crate::rabbit::queue_type::QueueType;
 use crate::settings::BackupSettings;
 
 /// Record files in flight between the capture and the archive writer: each
@@ -39,7 +41,7 @@ pub fn link() -> (LogicalFeed, Side) {
 }
 
 /// Why a quorum queue or stream is left out on purpose, if it is.
-fn skipped(queue_type: &str, args: &BackupSettings) -> Option<&'static str> {
+fn skipped(queue_type: &QueueType, args: &BackupSettings) -> Option<&'static str> {
     match Kind::of(queue_type)? {
         Kind::Quorum if args.skip_quorum => Some("--skip-quorum"),
         Kind::Stream if args.skip_streams => Some("--skip-streams"),
@@ -66,7 +68,7 @@ pub fn targets(queues: &[QueueStatus], args: &BackupSettings) -> Vec<Target> {
 /// once the writer is ready for them. Never fails: a queue that could not
 /// be captured is reported as such.
 pub async fn capture(
-    ctl: &Ctl,
+    control: &Control,
     targets: oneshot::Receiver<Vec<Target>>,
     side: Side,
 ) -> Vec<Captured> {
@@ -80,7 +82,7 @@ pub async fn capture(
         "capturing {} quorum queues and streams from the running broker (read-only)",
         targets.len()
     );
-    match capture::capture_all(ctl, &targets, side.segments).await {
+    match capture::capture_all(control, &targets, side.segments).await {
         Ok(captures) => captures,
         Err(e) => {
             let why = crate::error::render(&e);
@@ -202,7 +204,7 @@ mod tests {
     }
 
     fn args(skip_quorum: bool, skip_streams: bool) -> BackupSettings {
-        let mut a = BackupSettings::new(&Default::default(), &Default::default()).unwrap();
+        let mut a = BackupSettings::new(&Default::default()).unwrap();
         a.skip_quorum = skip_quorum;
         a.skip_streams = skip_streams;
         a

@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::error::{Kind, class};
 use crate::output::bytes;
 use crate::rabbit::control::{Control, WatchdogOutcome};
+use crate::rabbit::datadir::VhostDir;
 use crate::settings::BackupSettings;
 use crate::staging::copy_store;
 
@@ -23,7 +24,7 @@ pub(super) async fn pause_and_copy(
     node: &str,
     data_dir: &Path,
     staging: &Path,
-    vhost_dirs: &[String],
+    vhost_dirs: &[VhostDir],
     args: &BackupSettings,
 ) -> anyhow::Result<u64> {
     tracing::info!("stopping the broker (stop_app) for a consistent copy of the message store");

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::archive::manifest::QueueEntry;
+use crate::archive::manifest::{Consistency, QueueEntry};
+use crate::rabbit::queue_type::QueueType;
 
 /// A queue whose messages the snapshot does not hold.
 #[derive(Debug, Clone, Serialize)]
@@ -13,7 +14,7 @@ pub struct UncoveredQueue {
     pub name: String,
     /// Queue type.
     #[serde(rename = "type")]
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Messages at backup time.
     pub messages: u64,
     /// Why, when it is not simply the queue's type (a skip flag, a failed
@@ -48,7 +49,7 @@ pub struct BackupReport {
     /// prefix and endpoint.
     pub location: String,
     /// `stop-app` or `live`.
-    pub consistency: &'static str,
+    pub consistency: Consistency,
     /// How long the broker was stopped, in milliseconds.
     pub pause_ms: u64,
     /// Wall time of the whole backup, in milliseconds.

@@ -7,10 +7,12 @@ use aws_sdk_s3::types::{
 
 use super::amqp::rt;
 
-/// A path-style S3 client for `endpoint` with static test credentials.
+/// A path-style S3 client for `endpoint` with static test credentials, on
+/// the tool's own HTTP client (the SDK has no default one here).
 pub fn s3_client(endpoint: String, region: &str, key_id: &str, secret: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .http_client(rabbitmq_backup::repo::s3::http_client().unwrap())
         .endpoint_url(endpoint)
         .region(aws_sdk_s3::config::Region::new(region.to_string()))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(

@@ -14,13 +14,23 @@ pub const ORO_KEYS: [&str; 3] = [
     "oro.integration.sync",
 ];
 
+/// RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt ++
+/// SHA-256(salt ++ password)) with a 4-byte salt.
+pub fn password_hash(password: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let salt: [u8; 4] = rand::random();
+    let digest = Sha256::new()
+        .chain_update(salt)
+        .chain_update(password)
+        .finalize();
+    base64::engine::general_purpose::STANDARD.encode([&salt[..], &digest[..]].concat())
+}
+
 /// Two vhosts, a user, a policy, a topic exchange with a binding, a priority
 /// queue, a classic queue and a quorum queue.
 pub fn topology() -> Value {
-    let hash = rabbitmq_http_client::password_hashing::base64_encoded_salted_password_hash_sha256(
-        &rabbitmq_http_client::password_hashing::salt(),
-        "oro-secret",
-    );
+    let hash = password_hash("oro-secret");
     json!({
         "users": [{"name": "oro", "password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ""}],
         "vhosts": [{"name": "/"}, {"name": "oro"}],

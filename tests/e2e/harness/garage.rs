@@ -133,11 +133,12 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         bin,
         _dir: dir,
     };
-    // Ready when the CLI can talk to it over RPC.
+    // Ready when the CLI can talk to it over RPC (`node id` alone answers
+    // from the key file, before the server listens).
     let deadline = Instant::now() + Duration::from_secs(60);
     let node_id = loop {
         let out = garage.cli_output(&["node", "id", "-q"]);
-        if out.status.success() {
+        if out.status.success() && garage.cli_output(&["status"]).status.success() {
             break String::from_utf8_lossy(&out.stdout)
                 .trim()
                 .split('@')

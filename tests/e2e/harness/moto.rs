@@ -71,6 +71,8 @@ fn spawn(port: u16) -> std::process::Child {
 /// True once moto itself answers on `port` (its own API, not just any
 /// listener); false if it exited.
 fn wait_ready(port: u16, child: &mut std::process::Child) -> bool {
+    // reqwest has no TLS provider of its own here: the process-wide one.
+    rabbitmq_backup::tls::install_default_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -23,9 +23,8 @@ pub fn tool_cache() -> std::path::PathBuf {
 /// For `pre_exec`: the child is killed when the thread that spawned it
 /// dies, so a crashed test run leaves no server behind.
 pub fn set_parent_death_signal() -> std::io::Result<()> {
-    // SAFETY: prctl with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // A raw prctl(PR_SET_PDEATHSIG) system call: no allocation, fit for pre_exec.
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        rustix::process::Signal::KILL,
+    ))?)
 }

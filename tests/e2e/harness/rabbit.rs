@@ -47,6 +47,15 @@ impl RabbitNode {
 
     /// Starts a node of `version` and waits until its management API answers.
     pub fn start_version(version: Version) -> RabbitNode {
+        let mut node = RabbitNode::spawn_version(version);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts a node of `version` without waiting for it. Called on the
+    /// thread that owns the node: its VM dies with the thread that spawned
+    /// it (the parent-death signal is per thread).
+    fn spawn_version(version: Version) -> RabbitNode {
         let chroot = version.chroot();
         if chroot.is_some() {
             ensure_epmd();
@@ -71,7 +80,7 @@ impl RabbitNode {
             dir,
             child: None,
         };
-        node.boot();
+        node.spawn();
         node
     }
 
@@ -177,6 +186,11 @@ impl RabbitNode {
     }
 
     fn boot(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
         let root = self.root().to_path_buf();
         for sub in ["home", "mnesia", "log", "bin"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -257,7 +271,6 @@ impl RabbitNode {
                 self.version
             )
         }));
-        self.wait_ready();
     }
 
     /// Makes this node a member of `seed`'s cluster: `stop_app`, `reset`,
@@ -270,20 +283,116 @@ impl RabbitNode {
         self.wait_ready();
     }
 
-    /// `n` nodes on loopback, each with its own name, ports and directory,
-    /// the others joined to the first.
+    /// `n` nodes of the host's version on loopback, each with its own
+    /// name, ports and directory, the others joined to the first.
     pub fn cluster(n: usize) -> Vec<RabbitNode> {
-        let mut nodes: Vec<RabbitNode> = (0..n).map(|_| RabbitNode::start()).collect();
+        RabbitNode::cluster_of(Version::HOST, n)
+    }
+
+    /// `n` nodes of `version` (every one in its own chroot for a chroot
+    /// version), booted side by side, the others joined to the first one
+    /// by one; returns once every member sees all `n` running.
+    pub fn cluster_of(version: Version, n: usize) -> Vec<RabbitNode> {
+        // One epmd up first: nodes booting side by side would race to start it.
+        ensure_epmd();
+        // Booted side by side, each waited for in turn.
+        let mut nodes: Vec<RabbitNode> =
+            (0..n).map(|_| RabbitNode::spawn_version(version)).collect();
+        for node in &mut nodes {
+            // Ports are picked free but not held: one taken by another
+            // test's server before the node bound it gets a second pick.
+            for _ in 0..2 {
+                if node.wait_ready_or_exit().is_ok() {
+                    break;
+                }
+                eprintln!(
+                    "node {} did not start, with fresh ports again:\n{}",
+                    node.name,
+                    node.log_tail()
+                );
+                node.kill();
+                (node.amqp_port, node.mgmt_port, node.dist_port) =
+                    (free_port(), free_port(), free_port());
+                node.spawn();
+            }
+            node.wait_ready();
+        }
         let (seed, rest) = nodes.split_first_mut().unwrap();
         for node in rest {
             node.join(seed);
         }
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        for node in &nodes {
+            node.wait_running_members(&names);
+        }
         nodes
+    }
+
+    /// Waits until this node's management API lists exactly `names` as its
+    /// cluster's nodes, every one running.
+    pub fn wait_running_members(&self, names: &[String]) {
+        let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+        want.sort();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let nodes: Option<Value> = self
+                .http()
+                .get(format!("{}/api/nodes", self.mgmt_url()))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .ok()
+                .and_then(|r| r.json().ok());
+            let mut running: Vec<&str> = nodes
+                .as_ref()
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|n| n["running"] == true)
+                        .filter_map(|n| n["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            running.sort();
+            if running == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} sees {running:?} running, not {want:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the RabbitMQ application (the VM stays up): the member is
+    /// down for its cluster.
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    /// Starts the application again and waits until it serves.
+    pub fn start_app(&mut self) {
+        self.ctl(&["start_app"]);
+        self.wait_ready();
     }
 
     /// Waits until the management API answers (the broker has booted).
     pub fn wait_ready(&mut self) {
+        if let Err(status) = self.wait_ready_or_exit() {
+            panic!(
+                "node {} exited ({status}) while starting:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Waits until the management API answers, or the VM exits (its exit
+    /// status is returned: a port taken meanwhile by another test's server).
+    fn wait_ready_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(180);
+        rabbitmq_backup::tls::install_default_provider();
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -292,11 +401,8 @@ impl RabbitNode {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
-                    "node {} exited ({status}) while starting:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+                self.child = None;
+                return Err(status);
             }
             let ok = client
                 .get(format!("{}/api/overview", self.mgmt_url()))
@@ -304,7 +410,7 @@ impl RabbitNode {
                 .send()
                 .is_ok_and(|r| r.status().is_success());
             if ok {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -371,6 +477,7 @@ impl RabbitNode {
     }
 
     fn http(&self) -> reqwest::blocking::Client {
+        rabbitmq_backup::tls::install_default_provider();
         reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

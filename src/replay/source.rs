@@ -1,0 +1,196 @@
+//! Where replayed messages come from: one ordered stream of [`Message`]s
+//! per queue, read on a blocking thread. Classic queues come from the
+//! snapshot's files through the store reader (§11); quorum queues and
+//! streams from their logical records (§12). A new origin is one more
+//! [`Origin`] variant and its arm in [`produce`].
+
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+use crate::archive::manifest::LogicalEntry;
+use crate::logical::LogicalQueue;
+use crate::message::Message;
+use crate::store::Store;
+
+/// How a queue's messages are stored in the unpacked snapshot.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Classic queue files under `<root>/msg_stores`.
+    Files,
+    /// Logical record files (quorum queue, stream), in order.
+    Logical(LogicalQueue),
+}
+
+/// One queue of the snapshot, to be replayed.
+#[derive(Debug, Clone)]
+pub struct QueueSource {
+    /// Virtual host.
+    pub vhost: String,
+    /// Queue name.
+    pub queue: String,
+    /// Where its messages are.
+    pub origin: Origin,
+}
+
+/// Every queue with messages in a snapshot unpacked at `root` (the
+/// directory holding `msg_stores/` and `logical/`, whose manifest lists
+/// `logical`), in vhost then name order.
+pub fn find(root: &Path, logical: &[LogicalEntry]) -> anyhow::Result<Vec<QueueSource>> {
+    let mut out = Vec::new();
+    if root.join("msg_stores").exists() {
+        let store = Store::open(root).map_err(|e| e.into_anyhow())?;
+        for note in &store.notes {
+            tracing::warn!("{note}");
+        }
+        out.extend(store.queues().map(|q| QueueSource {
+            vhost: q.vhost.clone(),
+            queue: q.name.clone(),
+            origin: Origin::Files,
+        }));
+    }
+    out.extend(
+        crate::logical::find(root, logical)?
+            .into_iter()
+            .map(|f| QueueSource {
+                vhost: f.vhost.clone(),
+                queue: f.queue.clone(),
+                origin: Origin::Logical(f),
+            }),
+    );
+    out.sort_by(|a, b| (&a.vhost, &a.queue).cmp(&(&b.vhost, &b.queue)));
+    Ok(out)
+}
+
+/// What the reading thread sends the publisher.
+#[derive(Debug)]
+pub enum Item {
+    /// The message at `position` (0-based, delivery order) of queue `index`.
+    Message {
+        /// Index into the job's queues.
+        index: usize,
+        /// Its position in the queue.
+        position: u64,
+        /// The message (boxed: the channel carries many).
+        message: Box<Message>,
+    },
+    /// Queue `index` has no more messages; `total` were read in all.
+    End {
+        /// Index into the job's queues.
+        index: usize,
+        /// Messages in the queue, skipped ones included.
+        total: u64,
+        /// What the reader left out (transient messages, damaged entries).
+        notes: Vec<String>,
+    },
+}
+
+/// Reads `queues` in order, skipping the first `skip[i]` messages of each
+/// (already confirmed), into `tx`. Runs on a blocking thread; stops quietly
+/// when the publisher goes away.
+pub fn produce(
+    root: &Path,
+    work: &Path,
+    queues: &[QueueSource],
+    skip: &[u64],
+    tx: mpsc::Sender<anyhow::Result<Item>>,
+) {
+    if let Err(e) = read_all(root, work, queues, skip, &tx) {
+        let _ = tx.blocking_send(Err(e));
+    }
+}
+
+fn read_all(
+    root: &Path,
+    work: &Path,
+    queues: &[QueueSource],
+    skip: &[u64],
+    tx: &mpsc::Sender<anyhow::Result<Item>>,
+) -> anyhow::Result<()> {
+    let store = if queues.iter().any(|q| matches!(q.origin, Origin::Files)) {
+        Some(Store::open(root).map_err(|e| e.into_anyhow())?)
+    } else {
+        None
+    };
+    // The shared store is scanned once per vhost, not once per queue.
+    let mut reader: Option<(String, crate::store::VhostReader, tempfile::TempDir)> = None;
+    for (index, q) in queues.iter().enumerate() {
+        let skip = skip.get(index).copied().unwrap_or(0);
+        let send = |item: Item| tx.blocking_send(Ok(item)).is_ok();
+        match &q.origin {
+            Origin::Files => {
+                let store = store.as_ref().expect("opened above");
+                if reader.as_ref().is_none_or(|(v, _, _)| *v != q.vhost) {
+                    drop(reader.take()); // its location index goes first
+                    let dir = tempfile::tempdir_in(work)?;
+                    let r = store
+                        .vhost(&q.vhost, dir.path())
+                        .map_err(|e| e.into_anyhow())?;
+                    reader = Some((q.vhost.clone(), r, dir));
+                }
+                let (_, r, _) = reader.as_ref().expect("set above");
+                let dirs = store
+                    .queues()
+                    .find(|d| d.vhost == q.vhost && d.name == q.queue)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("queue {:?} in vhost {:?} has no files", q.queue, q.vhost)
+                    })?;
+                let mut messages = r.queue(dirs);
+                for item in messages.by_ref() {
+                    let item = item.map_err(|e| e.into_anyhow())?;
+                    if item.position < skip {
+                        continue;
+                    }
+                    let m = Item::Message {
+                        index,
+                        position: item.position,
+                        message: Box::new(item.message),
+                    };
+                    if !send(m) {
+                        return Ok(());
+                    }
+                }
+                let s = messages.summary();
+                let total = s.messages;
+                let mut notes: Vec<String> = s.dropped.clone();
+                if s.transient_skipped > 0 {
+                    notes.push(format!(
+                        "{} transient messages left out (RabbitMQ discards them at boot)",
+                        s.transient_skipped
+                    ));
+                }
+                if !send(Item::End {
+                    index,
+                    total,
+                    notes,
+                }) {
+                    return Ok(());
+                }
+            }
+            Origin::Logical(logical) => {
+                let mut records = logical.messages();
+                let mut position = 0u64;
+                while let Some(message) = records.next_message()? {
+                    if position >= skip
+                        && !send(Item::Message {
+                            index,
+                            position,
+                            message: Box::new(message),
+                        })
+                    {
+                        return Ok(());
+                    }
+                    position += 1;
+                }
+                if !send(Item::End {
+                    index,
+                    total: position,
+                    notes: Vec::new(),
+                }) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}

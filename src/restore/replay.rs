@@ -1,0 +1,138 @@
+//! The replay method's work inside the restore state machine: the queues
+//! of the journal's [`ReplaySpec`] published from the unpacked snapshot
+//! (`area/new`) by [`crate::replay::run`], then their counts checked.
+
+use std::path::Path;
+
+use super::machine::{Journal, ReplaySpec};
+use super::report::{QueueOutcome, QueueState};
+use crate::archive::manifest::Manifest;
+use crate::exclude::Matcher;
+use crate::exclude::mover::AmqpConfig;
+use crate::rabbit::Broker;
+use crate::replay::{self, Options, Progress, QueueSource, Sources};
+use crate::settings::Settings;
+
+/// Publishes what is left of the replay and checks the counts.
+pub async fn run(
+    broker: &Broker,
+    settings: &Settings,
+    area: &Path,
+    manifest: &Manifest,
+    journal: &Journal,
+) -> anyhow::Result<(Vec<QueueOutcome>, Vec<String>)> {
+    let spec = journal.replay.clone().unwrap_or_default();
+    let target = AmqpConfig::new(broker.amqp_url(settings).await?, settings);
+    let root = area.join("new");
+    let work = replay::work_dir(area);
+    std::fs::create_dir_all(&work)?;
+    let found = tokio::task::spawn_blocking({
+        let root = root.clone();
+        let logical = manifest.logical.clone();
+        move || replay::source::find(&root, &logical)
+    })
+    .await??;
+    let queues = select(&found, &spec);
+    let mut progress = Progress::open(area)?;
+    if spec.purge && !progress.purged {
+        tracing::info!(
+            "emptying {} queues first (--replace-messages)",
+            spec.queues.len()
+        );
+        replay::counts(&target, &spec.queues, true).await?;
+        progress.purged = true;
+        progress.save()?;
+    }
+    if spec.append && progress.before.is_empty() {
+        progress.before = replay::counts(&target, &spec.queues, false).await?;
+        progress.save()?;
+    }
+    let options = Options {
+        exclude: match &journal.exclude {
+            Some(e) => Some(Matcher::new(&e.globs)?),
+            None => None,
+        },
+        drop_excluded: journal.exclude.as_ref().is_some_and(|e| e.drop),
+        window: crate::failpoint::value("replay:window").map_or(replay::WINDOW, |w| w as usize),
+    };
+    let sources = Sources {
+        root,
+        work: work.clone(),
+        queues,
+    };
+    replay::run(&target, &sources, &options, &mut progress).await?;
+    let _ = std::fs::remove_dir_all(&work);
+    let now = replay::counts(&target, &spec.queues, false).await?;
+    Ok(judge(manifest, &spec, &progress, &now))
+}
+
+/// The snapshot's queues the spec names, in its order; a named queue the
+/// snapshot holds no message of is simply absent.
+fn select(found: &[QueueSource], spec: &ReplaySpec) -> Vec<QueueSource> {
+    spec.queues
+        .iter()
+        .filter_map(|(v, q)| found.iter().find(|s| &s.vhost == v && &s.queue == q))
+        .cloned()
+        .collect()
+}
+
+/// Each queue's count against what was published: a shortfall fails, a
+/// surplus is explained (a resumed queue may hold a window twice).
+fn judge(
+    manifest: &Manifest,
+    spec: &ReplaySpec,
+    progress: &Progress,
+    now: &[u64],
+) -> (Vec<QueueOutcome>, Vec<String>) {
+    let mut queues = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, (vhost, name)) in spec.queues.iter().enumerate() {
+        let entry = manifest
+            .queues
+            .iter()
+            .find(|q| &q.vhost == vhost && &q.name == name);
+        let p = progress.get(vhost, name).cloned().unwrap_or_default();
+        let before = progress.before.get(i).copied().unwrap_or(0);
+        let expected = before + p.published;
+        let actual = now.get(i).copied().unwrap_or(0);
+        if let Some(e) = entry
+            && p.total.is_some_and(|t| t != e.messages)
+        {
+            warnings.push(format!(
+                "queue {name:?} in vhost {vhost:?}: the snapshot's files hold {} messages, the manifest counted {} at backup time",
+                p.total.unwrap_or(0),
+                e.messages
+            ));
+        }
+        let status = if actual == expected {
+            QueueState::Ok
+        } else if actual > expected {
+            warnings.push(if p.interrupted > 0 {
+                format!(
+                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: the replay was interrupted and resumed, and messages in flight then are published twice",
+                    actual - expected
+                )
+            } else {
+                format!(
+                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: something else published into it",
+                    actual - expected
+                )
+            });
+            QueueState::More
+        } else {
+            warnings.push(format!(
+                "queue {name:?} in vhost {vhost:?} has {actual} messages but {expected} were replayed into it: a consumer, a TTL or a length limit took some"
+            ));
+            QueueState::Fewer
+        };
+        queues.push(QueueOutcome {
+            vhost: vhost.clone(),
+            name: name.clone(),
+            queue_type: entry.map_or_else(|| "classic".into(), |e| e.queue_type.clone()),
+            expected,
+            actual: Some(actual),
+            status,
+        });
+    }
+    (queues, warnings)
+}
