@@ -9,6 +9,7 @@ pub mod dist;
 pub mod exprs;
 pub mod http;
 pub mod queue_type;
+pub mod recovery;
 pub mod upgrade;
 pub mod version;
 
