@@ -19,11 +19,14 @@ pub struct Expr {
 
 /// `{"node", "rabbitmq", "erlang", "running", "data_dir", "watchdog"}`:
 /// works while the broker is stopped (the VM answers). `watchdog` says
-/// whether a backup's pause watchdog waits on the node.
+/// whether a backup's pause watchdog waits on the node. A broker still
+/// booting is waited for (up to 2 min): it is not stopped, only not ready.
 pub const PROBE: Expr = Expr {
     name: "probe",
     inputs: &[],
-    text: "rabbit_json:encode(#{\
+    text: "_ = case catch rabbit:is_booting() of \
+            true -> catch rabbit:await_startup(120000); _ -> ok end, \
+        rabbit_json:encode(#{\
         node => atom_to_binary(node(), utf8), \
         rabbitmq => case application:get_key(rabbit, vsn) of \
             {ok, V} -> unicode:characters_to_binary(V); _ -> <<\"unknown\">> end, \
@@ -227,7 +230,8 @@ pub const STOP_APP: Expr = Expr {
 };
 
 /// Stands the pause watchdog down (if any), then starts the application
-/// and returns once it has booted: `{"watchdog": "none" | "stood_down" |
+/// and returns once it has booted (`rabbit:start()` returns at once when
+/// another start, such as a killed tool's, is still booting it): `{"watchdog": "none" | "stood_down" |
 /// "fired"}`. "fired" means the broker ran again before this call, during
 /// the pause: what was copied meanwhile may be inconsistent.
 pub const START_APP: Expr = Expr {
@@ -240,6 +244,7 @@ pub const START_APP: Expr = Expr {
                     demonitor(Ref, [flush]), atom_to_binary(Outcome, utf8); \
                 {'DOWN', Ref, _, _, _} -> <<\"none\">> end end, \
         ok = rabbit:start(), \
+        ok = rabbit:await_startup(590000), \
         rabbit_json:encode(#{watchdog => Watchdog})",
 };
 

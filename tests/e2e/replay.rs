@@ -180,7 +180,9 @@ fn replay_onto_the_same_version_one_queue_of_a_busy_node_and_into_a_quorum_queue
         "replay into a quorum queue",
     );
 
-    // The same version, the whole snapshot, by replay.
+    // The same version, the whole snapshot, by replay (once the drain's
+    // consumer has left the quorum queue).
+    target.wait_no_consumers("/", "classic");
     let report = tool
         .run(&[
             "restore",

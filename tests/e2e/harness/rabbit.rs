@@ -476,6 +476,38 @@ impl RabbitNode {
             .collect()
     }
 
+    /// Waits until `queue` in `vhost` has no consumer: a closed channel's
+    /// consumer leaves a quorum queue asynchronously (a Raft command).
+    pub fn wait_no_consumers(&self, vhost: &str, queue: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.ctl(&[
+                "list_queues",
+                "-q",
+                "-p",
+                vhost,
+                "--formatter",
+                "json",
+                "name",
+                "consumers",
+            ]);
+            let rows: Vec<Value> = serde_json::from_str(out.trim()).unwrap();
+            let consumers = rows
+                .iter()
+                .find(|r| r["name"] == queue)
+                .and_then(|r| r["consumers"].as_u64())
+                .unwrap_or(0);
+            if consumers == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{queue} in {vhost} kept {consumers} consumers"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn http(&self) -> reqwest::blocking::Client {
         rabbitmq_backup::tls::install_default_provider();
         reqwest::blocking::Client::builder()
