@@ -35,6 +35,16 @@ pub async fn run(
     let (broker, state) = Broker::reach(settings).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
+    // A cluster restore keeps its own journal: only `--cluster` resumes it.
+    if let Some(area) = crate::cluster::journal::sweep(&data_dir, true)?.first() {
+        return Err(refused(format!(
+            "an interrupted restore of cluster snapshot {} of {:?} was found in {}; finish it first with `rabbitmq-backup restore --cluster {} --resume`",
+            area.journal.cluster_snapshot,
+            area.journal.cluster,
+            area.path().display(),
+            area.journal.cluster
+        )));
+    }
     if args.resume {
         return resume(settings, args, &broker, &repo, &data_dir, out, started).await;
     }
