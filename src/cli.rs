@@ -367,7 +367,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "N")]
     pub download_concurrency: Option<usize>,
     /// Finish or undo a restore that was interrupted after the broker was stopped,
-    /// with the options it was started with (with --dry-run: say what it would do)
+    /// with the options it was started with (with --dry-run: say what it would do);
+    /// with --cluster NAME: finish an interrupted cluster restore
     // The journal holds those options: a flag that would change them is
     // refused, and the config file's value for it does not apply.
     #[arg(

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Kind, class};
-use crate::rabbit::queue_type::QueueType;
 use crate::failpoint::hit;
+use crate::rabbit::queue_type::QueueType;
 use crate::staging::replace_durably;
 
 /// The journal's file name in the work area.

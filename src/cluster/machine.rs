@@ -107,7 +107,10 @@ async fn forward(
     target: &Target<'_>,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let amqp = AmqpConfig::new(target.broker.amqp_url(target.settings).await?, target.settings);
+    let amqp = AmqpConfig::new(
+        target.broker.amqp_url(target.settings).await?,
+        target.settings,
+    );
     let queues = area.journal.queue_keys();
     if area.journal.phase == Phase::Imported {
         crate::signals::check()?;
@@ -140,7 +143,7 @@ async fn forward(
     }
     if area.journal.phase == Phase::Replaying {
         hit("cluster-restore:check-counts")?;
-        let now = replay::counts(&amqp, &queues, false).await?;
+        let now = settled_counts(area, &amqp, &queues).await?;
         let (checked, warnings) = judge(area, &now);
         outcome.queues = checked;
         outcome.warnings.extend(warnings);
@@ -166,7 +169,11 @@ async fn part(
         return Ok(times);
     }
     if p.queues.is_empty() {
-        tracing::info!("snapshot {} of {}: no message to replay", p.snapshot, p.node);
+        tracing::info!(
+            "snapshot {} of {}: no message to replay",
+            p.snapshot,
+            p.node
+        );
         return area.set_part(i, PartState::Replayed).map(|()| times);
     }
     let snapshot = SnapshotRef {
@@ -222,11 +229,7 @@ async fn part(
     let mut progress = Progress::open(&dir)?;
     replay::run(
         amqp,
-        &Sources {
-            root,
-            work,
-            queues,
-        },
+        &Sources { root, work, queues },
         options,
         &mut progress,
     )
@@ -258,6 +261,34 @@ fn remove(dir: &Path) {
         tracing::warn!("could not remove {}: {e}", dir.display());
     }
 }
+
+/// The queues' counts once every one holds what was published into it,
+/// or after [`COUNT_PATIENCE`]: a stream's (and a quorum queue's) count
+/// is read from counters that follow its log by a moment.
+async fn settled_counts(
+    area: &Area,
+    amqp: &AmqpConfig,
+    queues: &[(String, String)],
+) -> anyhow::Result<Vec<u64>> {
+    let j = &area.journal;
+    let expected: Vec<u64> = queues
+        .iter()
+        .enumerate()
+        .map(|(i, (v, n))| j.before.get(i).copied().unwrap_or(0) + j.published(v, n).0)
+        .collect();
+    let deadline = Instant::now() + COUNT_PATIENCE;
+    loop {
+        let now = replay::counts(amqp, queues, false).await?;
+        let short = now.iter().zip(&expected).any(|(n, e)| n < e);
+        if !short || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// How long counts below what was published are asked again.
+const COUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Each queue's cluster-wide count against what was published into it:
 /// a surplus is explained (a resumed queue may hold a window twice), a
@@ -312,5 +343,6 @@ fn judge(area: &Area, now: &[u64]) -> (Vec<QueueOutcome>, Vec<String>) {
             status,
         });
     }
+    queues.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
     (queues, warnings)
 }

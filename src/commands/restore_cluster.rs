@@ -14,7 +14,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::archive::manifest::Manifest;
-use crate::cluster::journal::{self, Area, Exclusion, Journal, PartJournal, PartState, PlannedQueue};
+use crate::cluster::journal::{
+    self, Area, Exclusion, Journal, PartJournal, PartState, PlannedQueue,
+};
 use crate::cluster::machine::{self, Target};
 use crate::cluster::{ClusterSnapshot, Selection};
 use crate::error::{Kind, classified, refused, usage};
@@ -22,6 +24,7 @@ use crate::output::{Output, count, table};
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::{QueueStatus, with_consumers};
 use crate::rabbit::definitions::Definitions;
+use crate::rabbit::queue_type::QueueType;
 use crate::rabbit::upgrade;
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch::{check_free_space, fetch_definitions};
@@ -178,7 +181,11 @@ pub async fn run(
         if let Some(largest) = round
             .snapshots
             .iter()
-            .filter(|m| parts.iter().any(|p| p.snapshot == m.id && !p.queues.is_empty()))
+            .filter(|m| {
+                parts
+                    .iter()
+                    .any(|p| p.snapshot == m.id && !p.queues.is_empty())
+            })
             .max_by_key(|m| m.totals.file_bytes)
         {
             check_free_space(crate::staging::parent_of(&data_dir)?, largest)
@@ -545,6 +552,17 @@ async fn queue_checks(
             },
         })
         .collect();
+    let streams: Vec<String> = holding
+        .iter()
+        .filter(|q| q.queue_type == QueueType::Stream)
+        .map(|q| format!("{:?} in vhost {:?}", q.name, q.vhost))
+        .collect();
+    if args.replace_messages && !streams.is_empty() {
+        return Err(refused(format!(
+            "the stream {} holds messages and RabbitMQ cannot empty a stream, so --replace-messages cannot replace them. Nothing was changed. Delete the stream (the restore declares it again from the definitions), restore without it (--queue), or pass --append",
+            streams.join(", ")
+        )));
+    }
     if !holding.is_empty() && !args.replace_messages && !args.append {
         let names: Vec<String> = holding
             .iter()
@@ -578,10 +596,9 @@ async fn cluster_queues(
         .iter()
         .filter(|v| planned.iter().any(|(pv, _)| pv == *v))
         .collect();
-    let lists = futures::future::try_join_all(
-        vhosts.iter().map(|v| broker.ctl.list_queues(v, false)),
-    )
-    .await?;
+    let lists =
+        futures::future::try_join_all(vhosts.iter().map(|v| broker.ctl.list_queues(v, false)))
+            .await?;
     let mut out: Vec<QueueStatus> = lists
         .into_iter()
         .flatten()
