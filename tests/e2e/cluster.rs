@@ -489,31 +489,9 @@ fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
 #[test]
 fn a_cluster_is_restored_by_replay_onto_another_cluster_and_onto_a_lone_node() {
     let cluster = "dr-src";
-    let source = RabbitNode::cluster_of(Version::HOST, 3);
-    source[0].ctl(&["set_cluster_name", cluster]);
-    let expected = load(&source);
-    let total: usize = expected.iter().map(|(_, m)| m.len()).sum();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, source_names, expected) = backed_up_cluster(Version::HOST, cluster);
     let repo = dir.path().to_str().unwrap().to_string();
-    let stream_leader = leader(&source[0], "sq");
-    for node in &source {
-        let started = Instant::now();
-        // RabbitMQ before 4.0 cannot move a stream's leader back after a
-        // pause: its leader is backed up without one (--live).
-        let live = node.name == stream_leader && Version::HOST < Version::V4_0;
-        let mut args = vec!["backup", "--repo", &repo];
-        if live {
-            args.push("--live");
-        }
-        Tool::new().with(node.env()).run(&args).ok();
-        eprintln!(
-            "timing: backup of member {}: {} ms",
-            node.name,
-            started.elapsed().as_millis()
-        );
-    }
-    let source_names: Vec<String> = source.iter().map(|n| n.name.clone()).collect();
-    drop(source);
+    let total: usize = expected.iter().map(|(_, m)| m.len()).sum();
 
     let tool = Tool::new();
     let listed = tool
@@ -568,27 +546,8 @@ fn a_cluster_is_restored_by_replay_onto_another_cluster_and_onto_a_lone_node() {
     );
     assert!(target[0].work_areas().is_empty());
 
-    let started = Instant::now();
-    let report = json_run(&["--json"]).ok().json();
-    eprintln!(
-        "timing: restore --cluster of {total} messages onto a 3-node cluster: {} ms",
-        started.elapsed().as_millis()
-    );
+    let report = restored_onto(&target, cluster, &repo, &expected, "cluster onto cluster");
     assert_schema("restore-cluster", &report);
-    let published: u64 = report["parts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["published"].as_u64().unwrap())
-        .sum();
-    assert_eq!(published, total as u64, "{report}");
-    let ok: Vec<(String, String)> = QUEUES
-        .iter()
-        .map(|q| (q.to_string(), "ok".to_string()))
-        .collect();
-    assert_eq!(statuses(&report), ok, "{report}");
-    assert!(target[0].work_areas().is_empty());
-    assert_restored(&target[2], &expected, "cluster onto cluster");
 
     // The stream still holds its messages (a stream cannot be emptied):
     // refused, with or without --replace-messages, before any change.
@@ -700,6 +659,105 @@ fn a_cluster_is_restored_by_replay_onto_another_cluster_and_onto_a_lone_node() {
         started.elapsed().as_millis()
     );
     assert_eq!(report["target_members"], json!([lone.name]), "{report}");
-    assert_eq!(statuses(&report), ok, "{report}");
+    assert_eq!(statuses(&report), all_ok(), "{report}");
     assert_restored(&lone, &expected, "cluster onto a lone node");
+}
+
+/// Across versions: a 3.10 cluster's snapshot (version-1 queue indexes,
+/// which 4.3 cannot read) restored by replay onto a 4.3 cluster.
+#[test]
+fn a_3_10_cluster_is_restored_by_replay_onto_a_4_3_cluster() {
+    let cluster = "dr-3.10";
+    let (dir, _, expected) = backed_up_cluster(Version::V3_10, cluster);
+    let repo = dir.path().to_str().unwrap().to_string();
+    let target = RabbitNode::cluster_of(Version::V4_3, 3);
+    restored_onto(&target, cluster, &repo, &expected, "3.10 cluster onto 4.3");
+}
+
+/// A 3-node cluster of `version` named `cluster`, loaded ([`load`]) and
+/// backed up on every member into a new local repository, then stopped:
+/// the repository, the members' names and the messages.
+fn backed_up_cluster(
+    version: Version,
+    cluster: &str,
+) -> (
+    tempfile::TempDir,
+    Vec<String>,
+    Vec<(&'static str, Vec<Msg>)>,
+) {
+    let source = RabbitNode::cluster_of(version, 3);
+    source[0].ctl(&["set_cluster_name", cluster]);
+    let expected = load(&source);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap().to_string();
+    let stream_leader = leader(&source[0], "sq");
+    for node in &source {
+        let started = Instant::now();
+        // RabbitMQ before 4.0 cannot move a stream's leader back after a
+        // pause: its leader is backed up without one (--live).
+        let live = node.name == stream_leader && version < Version::V4_0;
+        let mut args = vec!["backup", "--repo", &repo];
+        if live {
+            args.push("--live");
+        }
+        Tool::new().with(node.env()).run(&args).ok();
+        eprintln!(
+            "timing: backup of member {} ({version}{}): {} ms",
+            node.name,
+            if live { ", --live" } else { "" },
+            started.elapsed().as_millis()
+        );
+    }
+    let names = source.iter().map(|n| n.name.clone()).collect();
+    (dir, names, expected)
+}
+
+/// `restore --cluster` onto `target` through its first member: every
+/// queue counted `ok`, every part published, every message read back from
+/// the last member. Returns the `--json` report.
+fn restored_onto(
+    target: &[RabbitNode],
+    cluster: &str,
+    repo: &str,
+    expected: &[(&str, Vec<Msg>)],
+    what: &str,
+) -> serde_json::Value {
+    let total: usize = expected.iter().map(|(_, m)| m.len()).sum();
+    let started = Instant::now();
+    let report = Tool::new()
+        .with(target[0].env())
+        .run(&[
+            "restore",
+            "latest",
+            "--cluster",
+            cluster,
+            "--repo",
+            repo,
+            "--json",
+        ])
+        .ok()
+        .json();
+    eprintln!(
+        "timing: restore --cluster of {total} messages, {what}: {} ms",
+        started.elapsed().as_millis()
+    );
+    let published: u64 = report["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["published"].as_u64().unwrap())
+        .sum();
+    assert_eq!(published, total as u64, "{what}: {report}");
+    assert_eq!(statuses(&report), all_ok(), "{what}: {report}");
+    assert!(target[0].work_areas().is_empty(), "{what}");
+    assert_restored(target.last().unwrap(), expected, what);
+    report
+}
+
+/// Every queue of [`QUEUES`] with status `ok`.
+fn all_ok() -> Vec<(String, String)> {
+    QUEUES
+        .iter()
+        .map(|q| (q.to_string(), "ok".to_string()))
+        .collect()
 }
