@@ -182,7 +182,9 @@ async fn part(
     };
     let manifest = target.repo.manifest(&snapshot).await?;
     let root = dir.join("new");
-    if p.state == PartState::Todo {
+    // Fetched but gone (removed by hand): downloaded again, never taken
+    // for a part without messages.
+    if p.state == PartState::Todo || !root.exists() {
         let started = Instant::now();
         // A download the crash interrupted starts again from nothing.
         remove(&dir);
