@@ -405,6 +405,9 @@ fn every_queue_of_a_4_3_cluster_is_in_exactly_one_member_snapshot() {
     every_queue_is_held_by_exactly_one_member_snapshot(Version::V4_3, Some("prod-4.3"));
 }
 
+/// Each queue's messages, as published.
+type Loaded = Vec<(&'static str, Vec<Msg>)>;
+
 /// The source cluster's queues, in the order the checks read them: a
 /// classic queue homed on each member, a quorum queue and a stream.
 const QUEUES: [&str; 5] = ["cq-0", "cq-1", "cq-2", "qq", "sq"];
@@ -412,7 +415,7 @@ const QUEUES: [&str; 5] = ["cq-0", "cq-1", "cq-2", "qq", "sq"];
 /// Declares [`QUEUES`] across `nodes` (a classic queue on each member,
 /// the quorum queue from the second, the stream from the third) and
 /// publishes messages of mixed sizes with headers into each; returns them.
-fn load(nodes: &[RabbitNode]) -> Vec<(&'static str, Vec<Msg>)> {
+fn load(nodes: &[RabbitNode]) -> Loaded {
     for (i, node) in nodes.iter().enumerate() {
         node.import_definitions(&queue(QUEUES[i]));
     }
@@ -677,14 +680,7 @@ fn a_3_10_cluster_is_restored_by_replay_onto_a_4_3_cluster() {
 /// A 3-node cluster of `version` named `cluster`, loaded ([`load`]) and
 /// backed up on every member into a new local repository, then stopped:
 /// the repository, the members' names and the messages.
-fn backed_up_cluster(
-    version: Version,
-    cluster: &str,
-) -> (
-    tempfile::TempDir,
-    Vec<String>,
-    Vec<(&'static str, Vec<Msg>)>,
-) {
+fn backed_up_cluster(version: Version, cluster: &str) -> (tempfile::TempDir, Vec<String>, Loaded) {
     let source = RabbitNode::cluster_of(version, 3);
     source[0].ctl(&["set_cluster_name", cluster]);
     let expected = load(&source);
