@@ -311,6 +311,7 @@ fn every_json_output_keeps_its_schema() {
     );
     node.ctl(&["purge_queue", "-p", "/", "classic"]);
     node.ctl(&["purge_queue", "-p", "oro", "oro.default"]);
+    node.ctl(&["purge_queue", "-p", "/", "quorum"]);
     let restore = tool
         .run(&[
             "restore",
