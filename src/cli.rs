@@ -341,7 +341,8 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with = "replace_messages")]
     pub append: bool,
     /// How messages get onto the node: swap (files, broker paused), replay (published
-    /// into the running broker), auto (swap where possible, else replay) [default: auto]
+    /// into the running broker), auto (swap where possible, the quorum queues and streams
+    /// replayed after it; else replay) [default: auto]
     #[arg(long, value_enum, value_name = "METHOD")]
     pub method: Option<MethodArg>,
     /// Replay only the queues of this vhost (repeatable; implies replay)
@@ -414,7 +415,8 @@ pub struct ClusterArgs {
 /// `restore --method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodArg {
-    /// Swap where possible and the whole node is restored, else replay.
+    /// Swap where possible and the whole node is restored (quorum queues and
+    /// streams replayed after the swap), else replay.
     Auto,
     /// Move the message stores in while the broker is stopped.
     Swap,
