@@ -422,17 +422,24 @@ impl Machine {
     /// What `--resume` will do from here, in a sentence.
     pub fn next_action(&self) -> String {
         let vhosts = self.journal.vhost_dirs.len();
+        let then_replay = if self.replays_after_swap() {
+            ", then replay the quorum queues and streams (logical records)"
+        } else {
+            ""
+        };
         match self.journal.phase {
             Phase::Staged | Phase::Imported => {
                 "nothing: no message was touched; the work area is removed".into()
             }
             Phase::Stopping | Phase::Swapping => format!(
-                "stop the broker, finish moving the snapshot's stores in ({vhosts} vhosts), start the broker, check the counts (rolling back if they are wrong)"
+                "stop the broker, finish moving the snapshot's stores in ({vhosts} vhosts), start the broker, check the counts (rolling back if they are wrong){then_replay}"
             ),
-            Phase::Swapped => {
-                "start the broker on the restored stores and check the counts (rolling back if they are wrong)".into()
-            }
-            Phase::Started => "check the counts (rolling back if they are wrong), then clean up".into(),
+            Phase::Swapped => format!(
+                "start the broker on the restored stores and check the counts (rolling back if they are wrong){then_replay}"
+            ),
+            Phase::Started => format!(
+                "check the counts (rolling back if they are wrong){then_replay}, then clean up"
+            ),
             Phase::Replaying => format!(
                 "publish the rest of the snapshot's {}messages, after the last confirmed one (the broker keeps running; at most one window of messages per interrupted queue may be published twice), then check the counts{}",
                 if self.replays_after_swap() { "quorum queues' and streams' " } else { "" },
