@@ -341,7 +341,8 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with = "replace_messages")]
     pub append: bool,
     /// How messages get onto the node: swap (files, broker paused), replay (published
-    /// into the running broker), auto (swap where possible, else replay) [default: auto]
+    /// into the running broker), auto (swap where possible, the quorum queues and streams
+    /// replayed after it; else replay) [default: auto]
     #[arg(long, value_enum, value_name = "METHOD")]
     pub method: Option<MethodArg>,
     /// Replay only the queues of this vhost (repeatable; implies replay)
@@ -367,7 +368,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "N")]
     pub download_concurrency: Option<usize>,
     /// Finish or undo a restore that was interrupted after the broker was stopped,
-    /// with the options it was started with (with --dry-run: say what it would do)
+    /// with the options it was started with (with --dry-run: say what it would do);
+    /// with --cluster NAME: finish an interrupted cluster restore
     // The journal holds those options: a flag that would change them is
     // refused, and the config file's value for it does not apply.
     #[arg(
@@ -413,7 +415,8 @@ pub struct ClusterArgs {
 /// `restore --method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodArg {
-    /// Swap where possible and the whole node is restored, else replay.
+    /// Swap where possible and the whole node is restored (quorum queues and
+    /// streams replayed after the swap), else replay.
     Auto,
     /// Move the message stores in while the broker is stopped.
     Swap,

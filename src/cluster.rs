@@ -6,6 +6,9 @@
 //! every member, and lists each queue either as held here (no `home_node`)
 //! or as held by another member (`home_node`).
 
+pub mod journal;
+pub mod machine;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

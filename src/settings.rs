@@ -409,11 +409,6 @@ impl RestoreSettings {
             return Err(usage("--drop-excluded needs --exclude-routing-key"));
         }
         let cluster = crate::cluster::Selection::new(&args.cluster)?;
-        if cluster.is_some() && args.resume {
-            return Err(usage(
-                "--resume finishes an interrupted restore of this node; leave out --cluster",
-            ));
-        }
         let exclude = if args.exclude_routing_key.is_empty() {
             None
         } else {

@@ -16,7 +16,7 @@ use crate::repo::Repository;
 use crate::restore::fetch::{fetch_all, fetch_definitions};
 use crate::restore::machine::{ExcludeSpec, Machine, Method, ReplaySpec, sweep};
 use crate::restore::node::BrokerNode;
-use crate::restore::plan;
+use crate::restore::plan::{self, Choice, method_label};
 use crate::restore::report::{RestoreReport, describe, planned, uncovered};
 use crate::settings::{RestoreSettings, Settings};
 use crate::staging::{NodeLock, Staging};
@@ -36,6 +36,16 @@ pub async fn run(
     let (broker, state) = broker?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
+    // A cluster restore keeps its own journal: only `--cluster` resumes it.
+    if let Some(area) = crate::cluster::journal::sweep(&data_dir, true)?.first() {
+        return Err(refused(format!(
+            "an interrupted restore of cluster snapshot {} of {:?} was found in {}; finish it first with `rabbitmq-backup restore --cluster {} --resume`",
+            area.journal.cluster_snapshot,
+            area.journal.cluster,
+            area.path().display(),
+            area.journal.cluster
+        )));
+    }
     if args.resume {
         return resume(settings, args, &broker, &repo, &data_dir, out, started).await;
     }
@@ -73,15 +83,22 @@ pub async fn run(
         settings.identity.as_ref(),
         args.download_concurrency,
     )?;
-    let (method, why) = if args.definitions_only {
-        (Method::Swap, String::new())
+    let choice = if args.definitions_only {
+        Choice {
+            method: Method::Swap,
+            reason: String::new(),
+            then_replay: Vec::new(),
+        }
     } else {
         plan::choose(&broker, &manifest, args).await?
     };
+    let method = choice.method;
+    // Logical records are brought back: by the replay, or after the swap.
+    let replays_logical = method == Method::Replay || !choice.then_replay.is_empty();
     if !args.definitions_only {
-        tracing::info!("method: {} ({why})", method_name(method));
+        tracing::info!("method: {} ({})", choice.label(), choice.reason);
     }
-    let checks = plan::before_download(&broker, &manifest, args, &data_dir, method)
+    let checks = plan::before_download(&broker, &manifest, args, &data_dir, &choice)
         .await
         .map_err(|e| predicted(e, args.dry_run))?;
     // The identity must open the first chunk before anything is written
@@ -105,12 +122,12 @@ pub async fn run(
         snapshot: manifest.id.clone(),
         from_node: manifest.node.name.clone(),
         node: node.clone(),
-        method: method_name(method),
-        method_reason: why.clone(),
+        method: choice.label(),
+        method_reason: choice.reason.clone(),
         repository: repo.url().to_string(),
         dry_run: args.dry_run,
         definitions_only: args.definitions_only,
-        uncovered_queues: uncovered(&manifest),
+        uncovered_queues: uncovered(&manifest, replays_logical && !args.definitions_only),
         replaced_queues: checks.replaced,
         warnings: checks.notes,
         ..RestoreReport::default()
@@ -151,7 +168,7 @@ pub async fn run(
             .collect();
     }
     if args.dry_run {
-        report.queues = planned(&manifest)
+        report.queues = planned(&manifest, replays_logical)
             .into_iter()
             .filter(|q| method == Method::Swap || args.selects(&q.vhost, &q.name))
             .collect();
@@ -160,7 +177,7 @@ pub async fn run(
 
     let work = async {
         if args.before.is_some() && !args.definitions_only {
-            report.replaced_queues = plan::after_before_hook(&broker, &manifest, args, method)
+            report.replaced_queues = plan::after_before_hook(&broker, &manifest, args, &choice)
                 .await?
                 .replaced;
         }
@@ -193,6 +210,11 @@ pub async fn run(
                 &data_dir,
                 args.keep_old,
                 exclude,
+                (!choice.then_replay.is_empty()).then(|| ReplaySpec {
+                    queues: choice.then_replay.clone(),
+                    purge: args.replace_messages,
+                    append: false,
+                }),
             )?,
             Method::Replay => Machine::begin_replay(
                 &mut staging,
@@ -232,14 +254,6 @@ pub async fn run(
     )
     .await?;
     finish(report, started, out)
-}
-
-/// The method's name in reports.
-fn method_name(method: Method) -> &'static str {
-    match method {
-        Method::Swap => "swap",
-        Method::Replay => "replay",
-    }
 }
 
 /// A dry run's refusal says it is a prediction.
@@ -295,7 +309,9 @@ async fn resume(
     }
     let mut report = RestoreReport {
         node: node.clone(),
-        method: method_name(pending.first().map_or(Method::Swap, |m| m.journal.method)),
+        method: pending.first().map_or("swap", |m| {
+            method_label(m.journal.method, m.replays_after_swap())
+        }),
         repository: repo.url().to_string(),
         dry_run: args.dry_run,
         ..RestoreReport::default()

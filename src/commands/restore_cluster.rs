@@ -2,26 +2,37 @@
 //! cluster, or onto a lone node (DESIGN §13). Every refusal comes before
 //! anything is downloaded or changed: a round missing a member (unless
 //! `--allow-partial`), a queue held twice or by nobody, a target member
-//! that is down. Then the definitions once, from the newest member
-//! snapshot; then every member's part by replay, so each message lands in
-//! its queue wherever that queue now lives.
+//! that is down, consumers on or messages in the queues to restore (unless
+//! `--replace-messages` / `--append`), an interrupted restore. Then the
+//! definitions once, from the newest member snapshot; then every member's
+//! part by replay ([`crate::cluster::machine`]), so each message lands in
+//! its queue wherever that queue now lives. `--resume` finishes an
+//! interrupted one from its journal.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::archive::manifest::Manifest;
+use crate::cluster::journal::{
+    self, Area, Exclusion, Journal, PartJournal, PartState, PlannedQueue,
+};
+use crate::cluster::machine::{self, Target};
 use crate::cluster::{ClusterSnapshot, Selection};
-use crate::error::{Kind, classified, refused};
+use crate::error::{Kind, classified, refused, usage};
 use crate::output::{Output, count, table};
 use crate::rabbit::Broker;
+use crate::rabbit::ctl::{QueueStatus, with_consumers};
 use crate::rabbit::definitions::Definitions;
+use crate::rabbit::queue_type::QueueType;
 use crate::rabbit::upgrade;
-use crate::repo::SnapshotRef;
-use crate::restore::fetch::fetch_definitions;
+use crate::repo::{Repository, SnapshotRef};
+use crate::restore::fetch::{check_free_space, fetch_definitions};
+use crate::restore::plan;
+use crate::restore::report::{QueueOutcome, QueueState};
 use crate::settings::{RestoreSettings, Settings};
-use crate::staging::Staging;
-use crate::transfer::DownloadSource;
+use crate::staging::{NodeLock, Staging};
+use crate::transfer::{self, DownloadSource};
 
 /// One member snapshot's part of a cluster restore.
 #[derive(Debug, Serialize)]
@@ -30,10 +41,18 @@ pub struct Part {
     pub from_node: String,
     /// Its snapshot id.
     pub snapshot: String,
-    /// Queues whose messages it holds.
+    /// Queues whose messages it holds and the restore replays.
     pub queues: u64,
-    /// Messages it holds.
+    /// Messages it holds of them.
     pub messages: u64,
+    /// Messages published from it (absent for a dry run).
+    pub published: Option<u64>,
+    /// Messages it held that `--exclude-routing-key` kept out of their queue.
+    pub excluded: u64,
+    /// Downloading and verifying it, in ms (0 when done by an earlier run).
+    pub fetch_ms: u64,
+    /// Replaying it, in ms (0 when done by an earlier run).
+    pub replay_ms: u64,
 }
 
 /// `restore --cluster --json` schema.
@@ -53,12 +72,19 @@ pub struct ClusterRestoreReport {
     pub dry_run: bool,
     /// Only definitions were imported.
     pub definitions_only: bool,
+    /// This run finished an interrupted restore (`--resume`).
+    pub resumed: bool,
     /// The member snapshot whose definitions are imported (the newest).
     pub definitions_from: String,
     /// Definitions were imported (merged).
     pub definitions_imported: bool,
     /// One part per member snapshot.
     pub parts: Vec<Part>,
+    /// Every replayed queue, counted cluster-wide afterwards.
+    pub queues: Vec<QueueOutcome>,
+    /// Queues of the target whose messages were (or would be) emptied
+    /// first (`--replace-messages`) or kept (`--append`).
+    pub replaced_queues: Vec<QueueOutcome>,
     /// Members of the source cluster without a snapshot (`--allow-partial`).
     pub missing: Vec<String>,
     /// Anything the operator should know.
@@ -67,7 +93,7 @@ pub struct ClusterRestoreReport {
     pub duration_ms: u64,
 }
 
-/// Runs `restore --cluster`.
+/// Runs `restore --cluster` (and `restore --cluster --resume`).
 pub async fn run(
     settings: &Settings,
     args: &RestoreSettings,
@@ -76,6 +102,9 @@ pub async fn run(
 ) -> anyhow::Result<ClusterRestoreReport> {
     let started = Instant::now();
     let repo = super::open_repository(settings).await?;
+    if args.resume {
+        return resume(settings, args, selection, &repo, out, started).await;
+    }
     let spec = args.snapshot.as_deref().unwrap_or("latest");
     let round = super::cluster::resolve(&repo, selection, spec, args.allow_partial).await?;
     let mut warnings = Vec::new();
@@ -101,24 +130,15 @@ pub async fn run(
 
     let broker = Broker::connect(settings).await?;
     let node = broker.identity.name.clone();
-    let target_members = broker.cluster_members().await?;
-    let running = broker.running_members().await?;
-    let down: Vec<&str> = target_members
-        .iter()
-        .filter(|m| !running.contains(m))
-        .map(String::as_str)
-        .collect();
-    if !down.is_empty() {
-        return Err(refused(format!(
-            "member {} of the target cluster is down: a cluster restore imports definitions for the whole cluster and places every queue on its members, so every member must run. Start it, or remove it with `rabbitmqctl forget_cluster_node`; nothing was changed",
-            down.join(", ")
-        )));
-    }
+    let target_members = all_running(&broker).await?;
+    let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
+    let _lock = NodeLock::acquire(&data_dir, "restore")?;
+    refuse_interrupted(&data_dir, args.dry_run, &round.cluster)?;
 
     // Every member snapshot must be readable (an encrypted one needs its
-    // identity) before anything changes.
+    // identity, which must open its first chunk) before anything changes.
     let newest = newest(&round);
-    let mut sources = Vec::new();
+    let mut newest_source = None;
     for m in &round.snapshots {
         let snapshot = SnapshotRef {
             node: m.node.name.clone(),
@@ -131,22 +151,47 @@ pub async fn run(
             settings.identity.as_ref(),
             args.download_concurrency,
         )?;
-        sources.push((m, source));
+        transfer::probe(&source, &m.chunks).await.map_err(|e| {
+            e.context(format!(
+                "cannot decrypt snapshot {} of {}; nothing was changed",
+                m.id, m.node.name
+            ))
+        })?;
+        if m.id == newest.id && m.node.name == newest.node.name {
+            newest_source = Some(source);
+        }
     }
-    let parts: Vec<Part> = round
-        .snapshots
+    let newest_source = newest_source.expect("the newest member snapshot has a source");
+    if args.is_subset() {
+        crate::selection::check_queues(newest, &args.vhosts, &args.queues)?;
+    }
+    let parts = plan_parts(&round, args);
+    let planned: Vec<(String, String)> = parts
         .iter()
-        .map(|m| Part {
-            from_node: m.node.name.clone(),
-            snapshot: m.id.clone(),
-            queues: m
-                .queues
-                .iter()
-                .filter(|q| q.home_node.is_none() && q.covered)
-                .count() as u64,
-            messages: m.totals.covered_messages,
-        })
+        .flat_map(|p| p.queues.iter().map(PlannedQueue::key))
         .collect();
+    let mut replaced = Vec::new();
+    if !args.definitions_only {
+        let checks = queue_checks(&broker, &planned, args, args.before.is_none())
+            .await
+            .map_err(|e| predicted(e, args.dry_run))?;
+        replaced = checks.0;
+        warnings.extend(checks.1);
+        // Parts are downloaded one at a time, each removed once replayed.
+        if let Some(largest) = round
+            .snapshots
+            .iter()
+            .filter(|m| {
+                parts
+                    .iter()
+                    .any(|p| p.snapshot == m.id && !p.queues.is_empty())
+            })
+            .max_by_key(|m| m.totals.file_bytes)
+        {
+            check_free_space(crate::staging::parent_of(&data_dir)?, largest)
+                .map_err(|e| predicted(e, args.dry_run))?;
+        }
+    }
     let mut report = ClusterRestoreReport {
         cluster: round.cluster.clone(),
         cluster_snapshot: round.id.clone(),
@@ -155,44 +200,447 @@ pub async fn run(
         method: "replay",
         dry_run: args.dry_run,
         definitions_only: args.definitions_only,
+        resumed: false,
         definitions_from: format!("{} of {}", newest.id, newest.node.name),
         definitions_imported: false,
-        parts,
+        parts: parts.iter().map(|p| part_report(p, None)).collect(),
+        queues: Vec::new(),
+        replaced_queues: replaced,
         missing: round.missing().into_iter().map(str::to_string).collect(),
         warnings,
         duration_ms: 0,
     };
     if args.dry_run {
+        report.queues = parts
+            .iter()
+            .flat_map(|p| p.queues.iter())
+            .map(|q| QueueOutcome {
+                vhost: q.vhost.clone(),
+                name: q.name.clone(),
+                queue_type: q.queue_type.clone(),
+                expected: q.messages,
+                actual: None,
+                status: QueueState::Planned,
+            })
+            .collect();
         return finish(report, started, out);
     }
-    if !args.definitions_only {
-        // Replay (the store reader's publisher) is what puts a member's
-        // messages into a cluster; until this build has it, refuse before
-        // the definitions change anything.
+
+    let definitions = Definitions::parse(fetch_definitions(newest_source, newest).await?)?;
+    let adapted = upgrade::adapt(&definitions.bytes, &broker.identity.rabbitmq_version)?;
+    report.warnings.extend(adapted.changes);
+    let work = async {
+        if args.definitions_only {
+            let staging = Staging::create(&data_dir, "restore", &round.id)?;
+            crate::signals::check()?;
+            broker
+                .import_definitions(&adapted.bytes, staging.path())
+                .await?;
+            report.definitions_imported = true;
+            return anyhow::Ok(());
+        }
+        if args.before.is_some() {
+            // --before stopped the consumers (or did not: refused now).
+            report.replaced_queues = queue_checks(&broker, &planned, args, true).await?.0;
+        }
+        let mut journal = Journal::new(
+            &round.cluster,
+            &round.id,
+            &node,
+            (newest.node.name.clone(), newest.id.clone()),
+            parts,
+        );
+        journal.purge = args.replace_messages;
+        journal.append = args.append;
+        journal.exclude = args.exclude.as_ref().map(|m| Exclusion {
+            globs: m.patterns().to_vec(),
+            drop: args.drop_excluded,
+        });
+        let area = Area::create(&data_dir, journal)?;
+        tracing::info!(
+            "restoring cluster snapshot {} of {:?} onto {node} by replay, part by part (journal in {})",
+            round.id,
+            round.cluster,
+            area.path().display()
+        );
+        let target = Target {
+            broker: &broker,
+            settings,
+            repo: &repo,
+            download_concurrency: args.download_concurrency,
+        };
+        let outcome = machine::run(area, &target, Some(&adapted.bytes)).await?;
+        report.definitions_imported = true;
+        apply(&mut report, outcome);
+        Ok(())
+    };
+    crate::hooks::around(
+        args.before.as_deref(),
+        args.after.as_deref(),
+        &round.id,
+        &node,
+        &repo.url().to_string(),
+        "was restored",
+        work,
+    )
+    .await?;
+    finish(report, started, out)
+}
+
+/// `restore --cluster NAME --resume`: finishes the interrupted cluster
+/// restore of this node's work area from its journal.
+async fn resume(
+    settings: &Settings,
+    args: &RestoreSettings,
+    selection: &Selection,
+    repo: &Repository,
+    out: Output,
+    started: Instant,
+) -> anyhow::Result<ClusterRestoreReport> {
+    let broker = Broker::connect(settings).await?;
+    let node = broker.identity.name.clone();
+    let target_members = all_running(&broker).await?;
+    let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
+    let _lock = NodeLock::acquire(&data_dir, "restore")?;
+    let mut pending = journal::sweep(&data_dir, args.dry_run)?;
+    if pending.len() > 1 {
+        let areas: Vec<String> = pending
+            .iter()
+            .map(|a| a.path().display().to_string())
+            .collect();
         return Err(classified(
-            Kind::Incompatible,
+            Kind::NeedsAttention,
             format!(
-                "restoring the messages of cluster snapshot {} needs the replay method, which this build of rabbitmq-backup does not have yet; `--definitions-only` restores its definitions, `--dry-run` shows the plan. Nothing was changed",
-                round.id
+                "several interrupted cluster restores were found beside {}: {}; resolve them by hand",
+                data_dir.display(),
+                areas.join(", ")
             ),
         ));
     }
-    let source = sources
-        .into_iter()
-        .find(|(m, _)| m.id == newest.id && m.node.name == newest.node.name)
-        .map(|(_, s)| s)
-        .expect("the newest member snapshot has a source");
-    let definitions = Definitions::parse(fetch_definitions(source, newest).await?)?;
-    let adapted = upgrade::adapt(&definitions.bytes, &broker.identity.rabbitmq_version)?;
-    report.warnings.extend(adapted.changes);
-    let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
-    let staging = Staging::create(&data_dir, "restore", &round.id)?;
-    crate::signals::check()?;
-    broker
-        .import_definitions(&adapted.bytes, staging.path())
-        .await?;
-    report.definitions_imported = true;
+    let Some(area) = pending.pop() else {
+        let report = ClusterRestoreReport {
+            cluster: selection.name.clone(),
+            cluster_snapshot: String::new(),
+            node: node.clone(),
+            target_members,
+            method: "replay",
+            dry_run: args.dry_run,
+            definitions_only: false,
+            resumed: false,
+            definitions_from: String::new(),
+            definitions_imported: false,
+            parts: Vec::new(),
+            queues: Vec::new(),
+            replaced_queues: Vec::new(),
+            missing: Vec::new(),
+            warnings: vec!["no interrupted cluster restore was found".into()],
+            duration_ms: 0,
+        };
+        out.result(&report, || {
+            format!("no interrupted cluster restore on {node} was found; nothing to do\n")
+        })?;
+        return Ok(report);
+    };
+    let j = area.journal.clone();
+    if j.cluster != selection.name {
+        return Err(usage(format!(
+            "the interrupted cluster restore in {} restores cluster {:?}, not {:?}: run `rabbitmq-backup restore --cluster {} --resume`",
+            area.path().display(),
+            j.cluster,
+            selection.name,
+            j.cluster
+        )));
+    }
+    if let Some(spec) = args.snapshot.as_deref()
+        && !(spec == "latest"
+            || j.cluster_snapshot.starts_with(spec)
+            || j.parts.iter().any(|p| p.snapshot.starts_with(spec)))
+    {
+        return Err(usage(format!(
+            "--resume finishes the interrupted restore of cluster snapshot {}, not {spec}: leave the snapshot out",
+            j.cluster_snapshot
+        )));
+    }
+    let mut report = ClusterRestoreReport {
+        cluster: j.cluster.clone(),
+        cluster_snapshot: j.cluster_snapshot.clone(),
+        node: node.clone(),
+        target_members,
+        method: "replay",
+        dry_run: args.dry_run,
+        definitions_only: false,
+        resumed: true,
+        definitions_from: format!("{} of {}", j.definitions_from.1, j.definitions_from.0),
+        definitions_imported: true,
+        parts: j.parts.iter().map(|p| part_report(p, None)).collect(),
+        queues: Vec::new(),
+        replaced_queues: Vec::new(),
+        missing: Vec::new(),
+        warnings: Vec::new(),
+        duration_ms: 0,
+    };
+    let done = j
+        .parts
+        .iter()
+        .filter(|p| p.state == PartState::Replayed)
+        .count();
+    let next = format!(
+        "replay the {} parts not yet replayed (of {}), continuing after the last confirmed message, then check the counts",
+        j.parts.len() - done,
+        j.parts.len()
+    );
+    if args.dry_run {
+        report.warnings.push(format!(
+            "the cluster restore was interrupted at phase {:?}; --resume would {next}",
+            j.phase
+        ));
+        return finish(report, started, out);
+    }
+    tracing::info!(
+        "resuming the restore of cluster snapshot {} onto {node}, interrupted at phase {:?}: {next}",
+        j.cluster_snapshot,
+        j.phase
+    );
+    let work = async {
+        let target = Target {
+            broker: &broker,
+            settings,
+            repo,
+            download_concurrency: args.download_concurrency,
+        };
+        let outcome = machine::run(area, &target, None).await?;
+        apply(&mut report, outcome);
+        anyhow::Ok(())
+    };
+    crate::hooks::around(
+        args.before.as_deref(),
+        args.after.as_deref(),
+        &j.cluster_snapshot,
+        &node,
+        &repo.url().to_string(),
+        "was restored",
+        work,
+    )
+    .await?;
     finish(report, started, out)
+}
+
+/// The target cluster's members, refused unless every one runs: a
+/// cluster restore imports definitions for the whole cluster and places
+/// every queue on its members.
+async fn all_running(broker: &Broker) -> anyhow::Result<Vec<String>> {
+    let members = broker.cluster_members().await?;
+    let running = broker.running_members().await?;
+    let down: Vec<&str> = members
+        .iter()
+        .filter(|m| !running.contains(m))
+        .map(String::as_str)
+        .collect();
+    if !down.is_empty() {
+        return Err(refused(format!(
+            "member {} of the target cluster is down: a cluster restore imports definitions for the whole cluster and places every queue on its members, so every member must run. Start it, or remove it with `rabbitmqctl forget_cluster_node`; nothing was changed",
+            down.join(", ")
+        )));
+    }
+    Ok(members)
+}
+
+/// Refuses while an interrupted restore (of this cluster snapshot kind or
+/// a single node's) waits for `--resume` on this node.
+fn refuse_interrupted(
+    data_dir: &std::path::Path,
+    look_only: bool,
+    cluster: &str,
+) -> anyhow::Result<()> {
+    if let Some(area) = journal::sweep(data_dir, look_only)?.first() {
+        return Err(refused(format!(
+            "an interrupted restore of cluster snapshot {} of {:?} was found in {}; finish it first with `rabbitmq-backup restore --cluster {} --resume`",
+            area.journal.cluster_snapshot,
+            area.journal.cluster,
+            area.path().display(),
+            area.journal.cluster
+        )));
+    }
+    if let Some(area) = crate::restore::machine::interrupted(data_dir)? {
+        return Err(refused(format!(
+            "an interrupted restore was found in {}; finish or undo it first with `rabbitmq-backup restore --resume` before restoring cluster {cluster:?}",
+            area.display()
+        )));
+    }
+    Ok(())
+}
+
+/// One part per member snapshot: the queues with messages it holds, that
+/// no other member snapshot of the round holds (see
+/// [`ClusterSnapshot::queues`]), and that the selection names.
+fn plan_parts(round: &ClusterSnapshot, args: &RestoreSettings) -> Vec<PartJournal> {
+    let held = round.queues();
+    round
+        .snapshots
+        .iter()
+        .map(|m| PartJournal {
+            node: m.node.name.clone(),
+            snapshot: m.id.clone(),
+            queues: plan::replayed(m, args)
+                .into_iter()
+                .filter(|(v, n)| {
+                    held.iter().any(|h| {
+                        &h.vhost == v
+                            && &h.name == n
+                            && h.held_by == m.node.name
+                            && h.snapshot.as_deref() == Some(m.id.as_str())
+                    })
+                })
+                .filter_map(|(v, n)| {
+                    let e = m.queues.iter().find(|q| q.vhost == v && q.name == n)?;
+                    Some(PlannedQueue {
+                        vhost: v,
+                        name: n,
+                        queue_type: e.queue_type.clone(),
+                        messages: e.messages,
+                    })
+                })
+                .collect(),
+            state: PartState::Todo,
+            published: Vec::new(),
+            excluded: 0,
+            interrupted: Vec::new(),
+        })
+        .collect()
+}
+
+/// The queues to restore as the whole target cluster sees them (not only
+/// those living on this member): consumers on them are refused (noted
+/// when `--before` may still stop them), and so are messages in them
+/// unless `--replace-messages` or `--append`.
+async fn queue_checks(
+    broker: &Broker,
+    planned: &[(String, String)],
+    args: &RestoreSettings,
+    refuse_consumers: bool,
+) -> anyhow::Result<(Vec<QueueOutcome>, Vec<String>)> {
+    let on_target = cluster_queues(broker, planned).await?;
+    let mut notes = Vec::new();
+    let consumed = with_consumers(&on_target);
+    if !consumed.is_empty() {
+        let why = format!(
+            "consumers are connected to {}: they would take replayed messages before the counts are checked",
+            consumed.join(", ")
+        );
+        if refuse_consumers {
+            return Err(refused(format!(
+                "{why}; stop them before restoring (for example with --before)"
+            )));
+        }
+        notes.push(format!(
+            "{why}; the restore refuses unless --before stops them"
+        ));
+    }
+    let holding: Vec<QueueOutcome> = on_target
+        .iter()
+        .filter(|q| q.messages > 0)
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: 0,
+            actual: Some(q.messages),
+            status: if args.append {
+                QueueState::AppendedTo
+            } else {
+                QueueState::Replaced
+            },
+        })
+        .collect();
+    let streams: Vec<String> = holding
+        .iter()
+        .filter(|q| q.queue_type == QueueType::Stream)
+        .map(|q| format!("{:?} in vhost {:?}", q.name, q.vhost))
+        .collect();
+    if args.replace_messages && !streams.is_empty() {
+        return Err(refused(format!(
+            "the stream {} holds messages and RabbitMQ cannot empty a stream, so --replace-messages cannot replace them. Nothing was changed. Delete the stream (the restore declares it again from the definitions), restore without it (--queue), or pass --append",
+            streams.join(", ")
+        )));
+    }
+    if !holding.is_empty() && !args.replace_messages && !args.append {
+        let names: Vec<String> = holding
+            .iter()
+            .map(|q| {
+                format!(
+                    "{:?} in vhost {:?} ({} messages)",
+                    q.name,
+                    q.vhost,
+                    q.actual.unwrap_or(0)
+                )
+            })
+            .collect();
+        return Err(refused(format!(
+            "the replay would publish into queues of the target cluster that already hold messages: {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
+            names.join(", ")
+        )));
+    }
+    Ok((holding, notes))
+}
+
+/// The `planned` queues that exist on the target, wherever they live in
+/// its cluster, with exact counts (quorum queues and streams asked of the
+/// queues themselves: `list_queues` lags for them).
+async fn cluster_queues(
+    broker: &Broker,
+    planned: &[(String, String)],
+) -> anyhow::Result<Vec<QueueStatus>> {
+    let target = Definitions::parse(broker.export_definitions().await?)?;
+    let vhosts: Vec<String> = target
+        .vhosts
+        .iter()
+        .filter(|v| planned.iter().any(|(pv, _)| pv == *v))
+        .cloned()
+        .collect();
+    // Every queue wherever it lives, with exact counts, in one query.
+    let out: Vec<QueueStatus> = broker
+        .control
+        .queues(&vhosts)
+        .await?
+        .into_iter()
+        .map(|(q, _)| q)
+        .filter(|q| planned.iter().any(|(v, n)| *v == q.vhost && *n == q.name))
+        .collect();
+    Ok(out)
+}
+
+/// A dry run's refusal says it is a prediction.
+fn predicted(e: anyhow::Error, dry_run: bool) -> anyhow::Error {
+    if dry_run && crate::error::kind_of(&e) == Kind::Refused {
+        return e
+            .context("dry run: the restore would be refused (nothing was downloaded or changed)");
+    }
+    e
+}
+
+fn part_report(p: &PartJournal, times: Option<&machine::PartTimes>) -> Part {
+    let replayed = p.state == PartState::Replayed;
+    Part {
+        from_node: p.node.clone(),
+        snapshot: p.snapshot.clone(),
+        queues: p.queues.len() as u64,
+        messages: p.queues.iter().map(|q| q.messages).sum(),
+        published: replayed.then(|| p.published_total()),
+        excluded: p.excluded,
+        fetch_ms: times.map_or(0, |t| t.fetch_ms),
+        replay_ms: times.map_or(0, |t| t.replay_ms),
+    }
+}
+
+fn apply(report: &mut ClusterRestoreReport, outcome: machine::Outcome) {
+    report.parts = outcome
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| part_report(p, outcome.times.get(i)))
+        .collect();
+    report.queues = outcome.queues;
+    report.warnings.extend(outcome.warnings);
 }
 
 /// The newest member snapshot: its definitions are the cluster's latest.
@@ -225,11 +673,12 @@ fn describe(r: &ClusterRestoreReport) -> String {
         "restored"
     };
     s.push_str(&format!(
-        "{verb} cluster snapshot {} of {} onto {} ({})\n",
+        "{verb} cluster snapshot {} of {} onto {} ({}){}\n",
         r.cluster_snapshot,
         r.cluster,
         r.node,
-        count(r.target_members.len() as u64, "member")
+        count(r.target_members.len() as u64, "member"),
+        if r.resumed { ", resumed" } else { "" }
     ));
     s.push_str(&format!(
         "definitions from {}{}\n",
@@ -241,7 +690,7 @@ fn describe(r: &ClusterRestoreReport) -> String {
         }
     ));
     if !r.definitions_only {
-        s.push_str(&format!("messages by {}:\n", r.method));
+        s.push_str(&format!("messages by {}, part by part:\n", r.method));
         let rows: Vec<Vec<String>> = r
             .parts
             .iter()
@@ -251,10 +700,49 @@ fn describe(r: &ClusterRestoreReport) -> String {
                     p.snapshot.clone(),
                     p.queues.to_string(),
                     p.messages.to_string(),
+                    p.published.map_or_else(|| "-".into(), |n| n.to_string()),
                 ]
             })
             .collect();
-        s.push_str(&table(&["FROM", "SNAPSHOT", "QUEUES", "MESSAGES"], &rows));
+        s.push_str(&table(
+            &["FROM", "SNAPSHOT", "QUEUES", "MESSAGES", "PUBLISHED"],
+            &rows,
+        ));
+        if !r.queues.is_empty() {
+            let rows: Vec<Vec<String>> = r
+                .queues
+                .iter()
+                .map(|q| {
+                    vec![
+                        q.vhost.clone(),
+                        q.name.clone(),
+                        q.queue_type.to_string(),
+                        q.expected.to_string(),
+                        q.actual.map_or_else(|| "-".into(), |n| n.to_string()),
+                        q.status.to_string(),
+                    ]
+                })
+                .collect();
+            s.push_str(&table(
+                &["VHOST", "QUEUE", "TYPE", "EXPECTED", "NOW", "STATUS"],
+                &rows,
+            ));
+        }
+        for q in &r.replaced_queues {
+            s.push_str(&format!(
+                "{} {:?} in vhost {:?} ({} messages)\n",
+                if q.status == QueueState::AppendedTo {
+                    "appended to"
+                } else if r.dry_run {
+                    "would empty"
+                } else {
+                    "emptied"
+                },
+                q.name,
+                q.vhost,
+                q.actual.unwrap_or(0)
+            ));
+        }
     }
     for m in &r.missing {
         s.push_str(&format!("NOT RESTORED: no snapshot of member {m}\n"));

@@ -7,6 +7,8 @@
 //!  (verified) Staged ──import──▶ Imported ──▶ [method]
 //!   swap:     Stopping ──stop_app──▶ Swapping(step k) ──all moved, chown──▶ Swapped
 //!             Swapped ──start_app──▶ Started ──counts──▶ [Checked ──exclude──▶] Cleaning
+//!   swap with logical records (auto): … Started ──counts──▶ [Checked ──exclude──▶]
+//!             Replaying ──replay, counts──▶ Cleaning
 //!   common:   Cleaning ──old stores removed or kept──▶ Done
 //!   undo:     Swapping | Swapped | Started ──failure──▶ RollingBack(step k)
 //!             RollingBack ──stop_app, moved back, start_app──▶ RolledBack
@@ -36,8 +38,15 @@
 //! ──▶ Done`, the broker never stopped, the confirmed position of every queue
 //! in `replay.json` (`src/replay/progress.rs`); it has no rollback (what was
 //! published stays published; `--resume` continues after the last confirmed
-//! message, and `--exclude-routing-key` is applied in flight). [`Machine::advance`] is the one place that dispatches on the
-//! method's phases.
+//! message, and `--exclude-routing-key` is applied in flight).
+//!
+//! A swap whose snapshot holds quorum queues or streams as logical records
+//! (which no file swap brings back) replays them once the swapped node runs
+//! and its classic counts are accepted (`--method auto`; the journal's
+//! `replay` names them): from `Replaying` on it is a replay, finished by
+//! `--resume`, never rolled back; the previous stores wait in the work area
+//! until `Cleaning`. [`Machine::advance`] is the one place that dispatches
+//! on the method's phases.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -263,7 +272,8 @@ enum After {
 impl Machine {
     /// Starts the journal of a restore whose snapshot is verified and
     /// unpacked in `staging/new`: the manifest and the journal are written
-    /// and synced, and the work area is kept from now on.
+    /// and synced, and the work area is kept from now on. A swap with
+    /// `replay` replays those queues (logical records) after its counts.
     pub fn begin(
         staging: &mut Staging,
         manifest: &Manifest,
@@ -271,6 +281,7 @@ impl Machine {
         data_dir: &Path,
         keep_old: bool,
         exclude: Option<ExcludeSpec>,
+        replay: Option<ReplaySpec>,
     ) -> anyhow::Result<Machine> {
         let area = staging.path().to_path_buf();
         hit("restore:manifest")?;
@@ -296,7 +307,7 @@ impl Machine {
                 cause: None,
                 kept: None,
                 displaced_to: None,
-                replay: None,
+                replay,
             },
             area,
             manifest: manifest.clone(),
@@ -318,10 +329,17 @@ impl Machine {
         exclude: Option<ExcludeSpec>,
         spec: ReplaySpec,
     ) -> anyhow::Result<Machine> {
-        let mut machine = Machine::begin(staging, manifest, target_node, data_dir, false, exclude)?;
+        let mut machine = Machine::begin(
+            staging,
+            manifest,
+            target_node,
+            data_dir,
+            false,
+            exclude,
+            Some(spec),
+        )?;
         machine.journal.method = Method::Replay;
         machine.journal.vhost_dirs.clear();
-        machine.journal.replay = Some(spec);
         machine.save("staged")?;
         Ok(machine)
     }
@@ -351,6 +369,17 @@ impl Machine {
             paused: None,
             stopped: false,
         })
+    }
+
+    /// A swap that replays logical records (quorum queues, streams) once
+    /// the swapped node runs.
+    pub fn replays_after_swap(&self) -> bool {
+        self.journal.method == Method::Swap
+            && self
+                .journal
+                .replay
+                .as_ref()
+                .is_some_and(|r| !r.queues.is_empty())
     }
 
     /// The work area.
@@ -393,18 +422,30 @@ impl Machine {
     /// What `--resume` will do from here, in a sentence.
     pub fn next_action(&self) -> String {
         let vhosts = self.journal.vhost_dirs.len();
+        let then_replay = if self.replays_after_swap() {
+            ", then replay the quorum queues and streams (logical records)"
+        } else {
+            ""
+        };
         match self.journal.phase {
             Phase::Staged | Phase::Imported => {
                 "nothing: no message was touched; the work area is removed".into()
             }
             Phase::Stopping | Phase::Swapping => format!(
-                "stop the broker, finish moving the snapshot's stores in ({vhosts} vhosts), start the broker, check the counts (rolling back if they are wrong)"
+                "stop the broker, finish moving the snapshot's stores in ({vhosts} vhosts), start the broker, check the counts (rolling back if they are wrong){then_replay}"
             ),
-            Phase::Swapped => {
-                "start the broker on the restored stores and check the counts (rolling back if they are wrong)".into()
-            }
-            Phase::Started => "check the counts (rolling back if they are wrong), then clean up".into(),
-            Phase::Replaying => "publish the rest of the snapshot's messages, after the last confirmed one (the broker keeps running; at most one window of messages per interrupted queue may be published twice), then check the counts".into(),
+            Phase::Swapped => format!(
+                "start the broker on the restored stores and check the counts (rolling back if they are wrong){then_replay}"
+            ),
+            Phase::Started => format!(
+                "check the counts (rolling back if they are wrong){then_replay}, then clean up"
+            ),
+            Phase::Replaying => format!(
+                "publish the rest of the snapshot's {}messages, after the last confirmed one (the broker keeps running; at most one window of messages per interrupted queue may be published twice), then check the counts{}",
+                if self.replays_after_swap() { "quorum queues' and streams' " } else { "" },
+                if self.replays_after_swap() { " and remove or keep the previous stores" } else { "" }
+            ),
+            Phase::Checked if self.replays_after_swap() => "run the exclusion again, replay the quorum queues and streams (logical records), then remove or keep the previous stores".into(),
             Phase::Checked => "run the exclusion again, then remove or keep the previous stores".into(),
             Phase::Cleaning => "remove or keep the previous stores".into(),
             Phase::RollingBack => format!(
@@ -436,8 +477,11 @@ impl Machine {
                 self.paused = Some(Instant::now());
                 self.stopped = true;
             }
-            // The broker must run for the checks, the exclusion, and to end.
-            Phase::Started | Phase::Checked | Phase::Cleaning => {
+            // The broker must run for the checks, the exclusion, the replay
+            // after a swap, and to end.
+            Phase::Started | Phase::Checked | Phase::Cleaning | Phase::Replaying
+                if self.journal.phase != Phase::Replaying || self.replays_after_swap() =>
+            {
                 if let Err(e) = node.start().await {
                     return match self.failed(node, e).await {
                         After::Continue => self.drive(node, None).await,
@@ -515,7 +559,8 @@ impl Machine {
                 let (queues, warnings) = node
                     .replay(&self.area, &self.manifest, &self.journal)
                     .await?;
-                self.outcome.queues = queues;
+                // After a swap, beside the classic queues' counts.
+                self.outcome.queues.extend(queues);
                 self.outcome.warnings.extend(warnings);
                 // The exclusion happened in flight.
                 self.enter_cleaning()
@@ -560,7 +605,7 @@ impl Machine {
                 if self.journal.exclude.is_some() {
                     self.enter(Phase::Checked)
                 } else {
-                    self.enter_cleaning()
+                    self.after_exclusion()
                 }
             }
             Phase::Checked => {
@@ -568,7 +613,7 @@ impl Machine {
                     hit("restore:exclude")?;
                     self.outcome.excluded = node.exclude(&self.manifest, &spec).await?;
                 }
-                self.enter_cleaning()
+                self.after_exclusion()
             }
             Phase::Cleaning => {
                 let stores = self.stores();
@@ -603,6 +648,16 @@ impl Machine {
                 self.enter(Phase::RolledBack)
             }
             Phase::Done | Phase::RolledBack | Phase::Abandoned => Ok(()),
+        }
+    }
+
+    /// The swapped node's counts are accepted and the exclusion ran: the
+    /// logical records are replayed next, if there are any.
+    fn after_exclusion(&mut self) -> anyhow::Result<()> {
+        if self.replays_after_swap() {
+            self.enter(Phase::Replaying)
+        } else {
+            self.enter_cleaning()
         }
     }
 
@@ -715,6 +770,16 @@ impl Machine {
     /// An error that leaves the work area for `--resume` (exit 8).
     fn attention(&self, e: anyhow::Error) -> anyhow::Error {
         let node = &self.journal.target_node;
+        if self.replays_after_swap() && self.journal.phase == Phase::Replaying {
+            return e.context(class(
+                Kind::NeedsAttention,
+                format!(
+                    "the restore of snapshot {} onto {node} swapped the classic queues' stores in and checked them, then the replay of the quorum queues and streams stopped; the broker keeps running and holds the messages confirmed so far. The work area {} holds the snapshot, the replay journal and the previous message stores: fix the cause, then run `rabbitmq-backup restore --resume` to publish the rest",
+                    self.journal.snapshot_id,
+                    self.area.display()
+                ),
+            ));
+        }
         if self.journal.method == Method::Replay {
             return e.context(class(
                 Kind::NeedsAttention,

@@ -26,6 +26,7 @@ struct FakeState {
     running: bool,
     fail_stop: bool,
     fail_exclude: bool,
+    fail_replay: bool,
     starts: u32,
 }
 
@@ -105,6 +106,42 @@ impl Node for FakeNode {
         }
         Ok(Vec::new())
     }
+
+    /// Publishes the logical records: marks the data directory (twice is
+    /// harmless, as a resumed replay's window is).
+    async fn replay(
+        &self,
+        area: &Path,
+        _: &Manifest,
+        journal: &Journal,
+    ) -> anyhow::Result<(Vec<QueueOutcome>, Vec<String>)> {
+        assert!(
+            self.state.lock().unwrap().running,
+            "replayed into a stopped broker"
+        );
+        assert_eq!(journal.method, Method::Swap);
+        if self.state.lock().unwrap().fail_replay {
+            anyhow::bail!("the AMQP connection was refused");
+        }
+        assert!(area.join("new").is_dir(), "the snapshot is still staged");
+        fs::write(self.data_dir.join(REPLAYED), "logical")?;
+        let queues = journal.replay.as_ref().map_or(0, |r| r.queues.len());
+        Ok((vec![replayed_outcome(); queues], Vec::new()))
+    }
+}
+
+/// What the fake replay leaves in the data directory.
+const REPLAYED: &str = "replayed";
+
+fn replayed_outcome() -> QueueOutcome {
+    QueueOutcome {
+        vhost: "A".into(),
+        name: "orders".into(),
+        queue_type: "quorum".into(),
+        expected: 3,
+        actual: Some(3),
+        status: super::super::report::QueueState::Ok,
+    }
 }
 
 struct Fixture {
@@ -144,6 +181,12 @@ impl Fixture {
 
     /// A verified work area with the snapshot's stores, and its machine.
     fn begin(&self, keep_old: bool, exclude: bool) -> Machine {
+        self.begin_with(keep_old, exclude, false)
+    }
+
+    /// As [`Fixture::begin`]; with `replay`, a quorum queue's logical
+    /// records are replayed after the swap.
+    fn begin_with(&self, keep_old: bool, exclude: bool, replay: bool) -> Machine {
         let m = self.manifest();
         let mut staging = Staging::create(&self.data, "restore", &m.id).unwrap();
         for vh in VHOSTS {
@@ -155,7 +198,21 @@ impl Fixture {
             globs: vec!["oro.email.*".into()],
             drop: false,
         });
-        Machine::begin(&mut staging, &m, "rabbit@h", &self.data, keep_old, spec).unwrap()
+        let replay = replay.then(|| ReplaySpec {
+            queues: vec![("A".into(), "orders".into())],
+            purge: true,
+            append: false,
+        });
+        Machine::begin(
+            &mut staging,
+            &m,
+            "rabbit@h",
+            &self.data,
+            keep_old,
+            spec,
+            replay,
+        )
+        .unwrap()
     }
 
     fn contents(&self) -> Vec<String> {
@@ -194,11 +251,21 @@ fn run_restore(
     node: &FakeNode,
     rules: Rules,
 ) -> (Option<Result<Outcome, String>>, Vec<String>) {
+    run_restore_with(f, node, rules, false)
+}
+
+/// As [`run_restore`]; with `replay`, logical records replayed after the swap.
+fn run_restore_with(
+    f: &Fixture,
+    node: &FakeNode,
+    rules: Rules,
+    replay: bool,
+) -> (Option<Result<Outcome, String>>, Vec<String>) {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 local::set(rules);
-                let mut machine = f.begin(true, false);
+                let mut machine = f.begin_with(true, false, replay);
                 let result = block_on(machine.run(node, b"{}")).map_err(|e| format!("{e:#}"));
                 (Some(result), local::take().passed)
             })
@@ -247,12 +314,82 @@ fn a_restore_runs_every_phase_and_keeps_the_previous_stores() {
     );
 }
 
+#[test]
+fn a_swap_then_replay_replays_after_the_counts_and_resumes_a_failed_replay() {
+    let f = Fixture::new();
+    let node = FakeNode::new(&f.data);
+    let (result, passed) = run_restore_with(&f, &node, Rules::default(), true);
+    let outcome = result.unwrap().unwrap();
+    assert_eq!(f.contents(), ["new-A", "new-B"]);
+    assert!(f.data.join(REPLAYED).exists());
+    assert_eq!(outcome.queues.len(), 1, "the replayed queue is reported");
+    let phases: Vec<&str> = passed
+        .iter()
+        .filter_map(|p| p.strip_prefix("restore:journal:"))
+        .filter(|p| !p.starts_with("swapping"))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "staged@1",
+            "imported@1",
+            "stopping@1",
+            "swapped@1",
+            "started@1",
+            "replaying@1",
+            "cleaning@1",
+            "done@1"
+        ]
+    );
+
+    // A replay that fails leaves a resumable area with the previous stores.
+    let f = Fixture::new();
+    let node = FakeNode::new(&f.data);
+    node.state.lock().unwrap().fail_replay = true;
+    let mut machine = f.begin_with(false, false, true);
+    let err = block_on(machine.run(&node, b"{}")).unwrap_err();
+    assert_eq!(crate::error::kind_of(&err), Kind::NeedsAttention, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("replay of the quorum queues"),
+        "{err:#}"
+    );
+    assert_eq!(
+        f.contents(),
+        ["new-A", "new-B"],
+        "no rollback after the counts"
+    );
+    let (pending, _) = sweep(&f.data, true).unwrap();
+    assert_eq!(pending[0].journal.phase, Phase::Replaying);
+    assert!(pending[0].next_action().contains("quorum queues"));
+    assert!(
+        pending[0].area().join("old/A").exists(),
+        "previous stores kept"
+    );
+    node.state.lock().unwrap().fail_replay = false;
+    node.state.lock().unwrap().running = false; // a reboot that did not start it
+    resume(&f, &node).unwrap();
+    assert!(f.data.join(REPLAYED).exists());
+    assert!(f.beside().is_empty(), "{:?}", f.beside());
+}
+
 /// Crashes a restore at every point of a successful run and of a run that
 /// rolls back, optionally reboots, resumes, and checks the invariant: both
 /// vhosts hold the previous stores or both the snapshot's, and every
 /// previous store still exists somewhere.
 #[test]
 fn every_crash_point_is_finished_or_undone_by_resume() {
+    crash_everywhere(false);
+}
+
+/// The same with logical records replayed after the swap: the node ends
+/// with the previous stores and nothing replayed, or with the snapshot's
+/// stores and the logical records replayed.
+#[test]
+fn every_crash_point_of_a_swap_then_replay_is_finished_or_undone_by_resume() {
+    crash_everywhere(true);
+}
+
+fn crash_everywhere(replay: bool) {
     let recording = |fail_at: Option<&str>| {
         let f = Fixture::new();
         let node = FakeNode::new(&f.data);
@@ -260,7 +397,7 @@ fn every_crash_point_is_finished_or_undone_by_resume() {
             fail_at: fail_at.map(str::to_string),
             ..Rules::default()
         };
-        run_restore(&f, &node, rules).1
+        run_restore_with(&f, &node, rules, replay).1
     };
     let forward = recording(None);
     let failing = "restore:check-counts@1";
@@ -272,6 +409,13 @@ fn every_crash_point_is_finished_or_undone_by_resume() {
         .chain(after_failure.map(|p| (Some(failing), p)))
         .collect();
     assert!(cases.len() > 30, "{cases:?}");
+    if replay {
+        assert!(
+            forward.iter().any(|p| p == "restore:journal:replaying@1")
+                && forward.iter().any(|p| p == "restore:replay@1"),
+            "{forward:?}"
+        );
+    }
     let mut tried = 0;
     for reboot in [false, true] {
         for (fail_at, point) in &cases {
@@ -282,7 +426,7 @@ fn every_crash_point_is_finished_or_undone_by_resume() {
                 crash_at: Some(point.to_string()),
                 ..Rules::default()
             };
-            let (result, _) = run_restore(&f, &node, rules);
+            let (result, _) = run_restore_with(&f, &node, rules, replay);
             assert!(result.is_none(), "{point}: no crash");
             if reboot {
                 node.reboot();
@@ -299,6 +443,12 @@ fn every_crash_point_is_finished_or_undone_by_resume() {
             let contents = f.contents();
             let previous = ["old-A", "old-B"];
             let beside = f.beside();
+            let replayed = f.data.join(REPLAYED).exists();
+            assert_eq!(
+                replayed,
+                replay && contents == ["new-A", "new-B"],
+                "{what}: replayed with {contents:?}"
+            );
             if contents == ["new-A", "new-B"] {
                 // The previous stores are kept (--keep-old) beside the data directory.
                 let kept: Vec<&PathBuf> = beside

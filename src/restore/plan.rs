@@ -12,7 +12,7 @@ use crate::archive::manifest::{Capture, IndexVersion, Manifest, QueueEntry};
 use crate::cli::MethodArg;
 use crate::error::{incompatible, refused};
 use crate::rabbit::Broker;
-use crate::rabbit::ctl::with_consumers;
+use crate::rabbit::ctl::{QueueStatus, with_consumers};
 use crate::rabbit::datadir::VhostDir;
 use crate::rabbit::definitions::Definitions;
 use crate::rabbit::version::older;
@@ -28,34 +28,73 @@ pub struct Checks {
     pub notes: Vec<String>,
 }
 
+/// The method a restore takes, why, and what a swap replays after it.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// How the messages get onto the node.
+    pub method: Method,
+    /// Why (printed, and `method_reason` in `--json`).
+    pub reason: String,
+    /// A swap (`--method auto`): the quorum queues and streams the snapshot
+    /// holds as logical records, `(vhost, queue)`, replayed once the
+    /// swapped node runs; empty otherwise.
+    pub then_replay: Vec<(String, String)>,
+}
+
+impl Choice {
+    fn of(method: Method, reason: impl Into<String>) -> Choice {
+        Choice {
+            method,
+            reason: reason.into(),
+            then_replay: Vec::new(),
+        }
+    }
+
+    /// The method's name in reports: `swap`, `replay` or `swap+replay`.
+    pub fn label(&self) -> &'static str {
+        method_label(self.method, !self.then_replay.is_empty())
+    }
+}
+
+/// The name in reports of `method`, followed by a replay or not.
+pub fn method_label(method: Method, then_replay: bool) -> &'static str {
+    match (method, then_replay) {
+        (Method::Swap, false) => "swap",
+        (Method::Swap, true) => "swap+replay",
+        (Method::Replay, _) => "replay",
+    }
+}
+
 /// The method a restore takes and why (DESIGN §6): `--method` if given,
 /// else swap where it is possible and the whole node is restored, replay
-/// otherwise. Replay is never traded for a swap that would lose messages.
+/// otherwise. Replay is never traded for a swap that would lose messages:
+/// quorum queues and streams held as logical records, which no file swap
+/// brings back, are replayed after the swap.
 pub async fn choose(
     broker: &Broker,
     manifest: &Manifest,
     args: &RestoreSettings,
-) -> anyhow::Result<(Method, String)> {
+) -> anyhow::Result<Choice> {
     match args.method {
-        MethodArg::Swap => return Ok((Method::Swap, "--method swap".into())),
-        MethodArg::Replay => return Ok((Method::Replay, "--method replay".into())),
+        MethodArg::Swap => return Ok(Choice::of(Method::Swap, "--method swap")),
+        MethodArg::Replay => return Ok(Choice::of(Method::Replay, "--method replay")),
         MethodArg::Auto => {}
     }
     if args.is_subset() {
-        return Ok((
+        return Ok(Choice::of(
             Method::Replay,
-            "a subset of the snapshot is restored (--vhost/--queue); a swap replaces whole vhost stores".into(),
+            "a subset of the snapshot is restored (--vhost/--queue); a swap replaces whole vhost stores",
         ));
     }
     if args.append {
-        return Ok((
+        return Ok(Choice::of(
             Method::Replay,
-            "--append keeps the target queues' messages; a swap replaces them".into(),
+            "--append keeps the target queues' messages; a swap replaces them",
         ));
     }
     let members = broker.cluster_members().await?;
     if members.len() > 1 {
-        return Ok((
+        return Ok(Choice::of(
             Method::Replay,
             format!(
                 "node {} is a cluster member ({} nodes); a swap could lose messages of queues living on other members",
@@ -67,18 +106,44 @@ pub async fn choose(
     let target = &broker.identity.rabbitmq_version;
     if let Err(e) = check_index_readable(manifest, target, &broker.identity.name) {
         tracing::debug!("{e:#}");
-        return Ok((
+        return Ok(Choice::of(
             Method::Replay,
             format!(
                 "the snapshot holds version-1 queue indexes, which RabbitMQ {target} cannot read: a swap would bring those queues back empty"
             ),
         ));
     }
-    Ok((
+    Ok(swap_then_replay(manifest, target))
+}
+
+/// `auto`'s swap: the classic stores swapped in, then the logical records
+/// (if any) replayed into the running node.
+fn swap_then_replay(manifest: &Manifest, target: &str) -> Choice {
+    let mut choice = Choice::of(
         Method::Swap,
-        "the whole node is restored and RabbitMQ {target} reads the snapshot's stores: the files are swapped in (fastest; the broker pauses briefly)"
-            .replace("{target}", target),
-    ))
+        format!(
+            "the whole node is restored and RabbitMQ {target} reads the snapshot's stores: the files are swapped in (fastest; the broker pauses briefly)"
+        ),
+    );
+    choice.then_replay = logical(manifest);
+    if !choice.then_replay.is_empty() {
+        choice.reason.push_str(&format!(
+            "; then the {} quorum queues and streams the snapshot holds as logical records, which no file swap brings back, are replayed into the running broker",
+            choice.then_replay.len()
+        ));
+    }
+    choice
+}
+
+/// The quorum queues and streams with messages the snapshot holds as
+/// logical records, `(vhost, queue)`.
+pub fn logical(manifest: &Manifest) -> Vec<(String, String)> {
+    manifest
+        .queues
+        .iter()
+        .filter(|q| q.covered && q.captured_as() == Capture::Logical && q.messages > 0)
+        .map(|q| (q.vhost.clone(), q.name.clone()))
+        .collect()
 }
 
 /// Every check that needs no download, in the order a refusal is most
@@ -88,13 +153,13 @@ pub async fn before_download(
     manifest: &Manifest,
     args: &RestoreSettings,
     data_dir: &Path,
-    method: Method,
+    choice: &Choice,
 ) -> anyhow::Result<Checks> {
-    compatibility(manifest, broker, args, method)?;
+    compatibility(manifest, broker, args, choice.method)?;
     if args.definitions_only {
         return Ok(Checks::default());
     }
-    if method == Method::Swap {
+    if choice.method == Method::Swap {
         cluster(broker, manifest).await?;
         let dirs: Vec<VhostDir> = manifest.vhosts.iter().map(|v| v.dir.clone()).collect();
         swap::check_same_filesystem(data_dir, &dirs)?;
@@ -102,7 +167,7 @@ pub async fn before_download(
         check_selection(manifest, args)?;
     }
     fetch::check_free_space(crate::staging::parent_of(data_dir)?, manifest)?;
-    queue_checks(broker, manifest, args, method, args.before.is_none()).await
+    queue_checks(broker, manifest, args, choice, args.before.is_none()).await
 }
 
 /// The method's queue checks: consumers (refused when `refuse_consumers`)
@@ -111,11 +176,22 @@ async fn queue_checks(
     broker: &Broker,
     manifest: &Manifest,
     args: &RestoreSettings,
-    method: Method,
+    choice: &Choice,
     refuse_consumers: bool,
 ) -> anyhow::Result<Checks> {
-    match method {
-        Method::Swap => queues(broker, manifest, args, refuse_consumers).await,
+    match choice.method {
+        Method::Swap => {
+            let mut checks = queues(broker, manifest, args, refuse_consumers).await?;
+            if !choice.then_replay.is_empty() {
+                // The quorum queues and streams outlive the swap: the
+                // replay would add to what they hold.
+                let on_node = replayed_on_node(broker, &choice.then_replay).await?;
+                checks
+                    .replaced
+                    .extend(holding_refused(broker, args, &on_node)?);
+            }
+            Ok(checks)
+        }
         Method::Replay => replay_queues(broker, manifest, args, refuse_consumers).await,
     }
 }
@@ -153,14 +229,7 @@ async fn replay_queues(
     args: &RestoreSettings,
     refuse_consumers: bool,
 ) -> anyhow::Result<Checks> {
-    let target = Definitions::parse(broker.export_definitions().await?)?;
-    let wanted = replayed(manifest, args);
-    let on_node: Vec<_> = broker
-        .queues(&target.vhosts)
-        .await?
-        .into_iter()
-        .filter(|q| wanted.iter().any(|(v, n)| v == &q.vhost && n == &q.name))
-        .collect();
+    let on_node = replayed_on_node(broker, &replayed(manifest, args)).await?;
     let mut checks = Checks::default();
     let consumed = with_consumers(&on_node);
     if !consumed.is_empty() {
@@ -177,7 +246,32 @@ async fn replay_queues(
             "{why}; the restore refuses unless --before stops them"
         ));
     }
-    checks.replaced = on_node
+    checks.replaced = holding_refused(broker, args, &on_node)?;
+    Ok(checks)
+}
+
+/// The queues of `wanted` on the node, as it reports them.
+async fn replayed_on_node(
+    broker: &Broker,
+    wanted: &[(String, String)],
+) -> anyhow::Result<Vec<QueueStatus>> {
+    let target = Definitions::parse(broker.export_definitions().await?)?;
+    Ok(broker
+        .queues(&target.vhosts)
+        .await?
+        .into_iter()
+        .filter(|q| wanted.iter().any(|(v, n)| v == &q.vhost && n == &q.name))
+        .collect())
+}
+
+/// The replayed queues that hold messages (emptied first, or appended
+/// to); refused unless `--replace-messages` or `--append`.
+fn holding_refused(
+    broker: &Broker,
+    args: &RestoreSettings,
+    on_node: &[QueueStatus],
+) -> anyhow::Result<Vec<QueueOutcome>> {
+    let replaced: Vec<QueueOutcome> = on_node
         .iter()
         .filter(|q| q.messages > 0)
         .map(|q| QueueOutcome {
@@ -193,14 +287,14 @@ async fn replay_queues(
             },
         })
         .collect();
-    if !checks.replaced.is_empty() && !args.replace_messages && !args.append {
+    if !replaced.is_empty() && !args.replace_messages && !args.append {
         return Err(refused(format!(
             "the replay would publish into queues that already hold messages: {} on {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
-            holding(&checks.replaced),
+            holding(&replaced),
             broker.identity.name
         )));
     }
-    Ok(checks)
+    Ok(replaced)
 }
 
 /// The queue checks again, after `--before` ran: consumers are refused now.
@@ -208,9 +302,9 @@ pub async fn after_before_hook(
     broker: &Broker,
     manifest: &Manifest,
     args: &RestoreSettings,
-    method: Method,
+    choice: &Choice,
 ) -> anyhow::Result<Checks> {
-    queue_checks(broker, manifest, args, method, true).await
+    queue_checks(broker, manifest, args, choice, true).await
 }
 
 /// `"q" in vhost "v" (n messages), …` for a refusal naming queues that hold

@@ -1,16 +1,18 @@
 //! The replay method's work inside the restore state machine: the queues
 //! of the journal's [`ReplaySpec`] published from the unpacked snapshot
-//! (`area/new`) by [`crate::replay::run`], then their counts checked.
+//! (`area/new`) by [`crate::replay::run`], then their counts checked. After
+//! a swap (`--method auto`), the same for the quorum queues and streams the
+//! snapshot holds as logical records.
 
 use std::path::Path;
 
-use super::machine::{Journal, ReplaySpec};
+use super::machine::{Journal, Method, ReplaySpec};
 use super::report::{QueueOutcome, QueueState};
 use crate::archive::manifest::Manifest;
 use crate::exclude::Matcher;
 use crate::exclude::mover::AmqpConfig;
 use crate::rabbit::Broker;
-use crate::replay::{self, Options, Progress, QueueSource, Sources};
+use crate::replay::{self, Options, Origin, Progress, QueueSource, Sources};
 use crate::settings::Settings;
 
 /// Publishes what is left of the replay and checks the counts.
@@ -26,10 +28,25 @@ pub async fn run(
     let root = area.join("new");
     let work = replay::work_dir(area);
     std::fs::create_dir_all(&work)?;
+    // After a swap, only the logical records are left in the area (the
+    // classic stores went into the data directory).
+    let after_swap = journal.method == Method::Swap;
     let found = tokio::task::spawn_blocking({
         let root = root.clone();
         let logical = manifest.logical.clone();
-        move || replay::source::find(&root, &logical)
+        move || {
+            if after_swap {
+                return Ok(crate::logical::find(&root, &logical)?
+                    .into_iter()
+                    .map(|f| QueueSource {
+                        vhost: f.vhost.clone(),
+                        queue: f.queue.clone(),
+                        origin: Origin::Logical(f),
+                    })
+                    .collect());
+            }
+            replay::source::find(&root, &logical)
+        }
     })
     .await??;
     let queues = select(&found, &spec);

@@ -87,7 +87,9 @@ pub struct RestoreReport {
     pub from_node: String,
     /// The node restored.
     pub node: String,
-    /// How the messages were (or would be) put on the node: `swap`.
+    /// How the messages were (or would be) put on the node: `swap`,
+    /// `replay`, or `swap+replay` (the classic stores swapped in, then the
+    /// quorum queues' and streams' logical records replayed).
     pub method: &'static str,
     /// Why that method (`auto` explains its choice).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -136,14 +138,16 @@ impl QueueOutcome {
 }
 
 /// Queues whose messages this restore does not bring back: those the
-/// snapshot does not hold, and quorum queues and streams captured as
-/// logical records, which a swap of files cannot restore (a replay does).
-pub fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
+/// snapshot does not hold, and (unless `replayed`: the restore replays
+/// them) quorum queues and streams captured as logical records, which a
+/// swap of files cannot restore.
+pub fn uncovered(manifest: &Manifest, replayed: bool) -> Vec<QueueOutcome> {
     manifest
         .queues
         .iter()
         .filter_map(|q| match q.captured_as() {
             Capture::Files if q.covered => None,
+            Capture::Logical if q.covered && replayed => None,
             Capture::Logical if q.covered => {
                 Some(QueueOutcome::of(q, None, QueueState::LogicalRecords))
             }
@@ -152,12 +156,13 @@ pub fn uncovered(manifest: &Manifest) -> Vec<QueueOutcome> {
         .collect()
 }
 
-/// Queues a restore would bring back, for a dry run.
-pub fn planned(manifest: &Manifest) -> Vec<QueueOutcome> {
+/// Queues a restore would bring back, for a dry run: those in files, and
+/// the logical records' if `replayed`.
+pub fn planned(manifest: &Manifest, replayed: bool) -> Vec<QueueOutcome> {
     manifest
         .queues
         .iter()
-        .filter(|q| q.in_files())
+        .filter(|q| q.in_files() || (replayed && q.covered && q.captured_as() == Capture::Logical))
         .map(|q| QueueOutcome::of(q, None, QueueState::Planned))
         .collect()
 }
@@ -291,7 +296,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_swap_names_logical_records_as_not_restored() {
+    fn a_swap_names_logical_records_as_not_restored_and_a_replay_plans_them() {
         let mut m = crate::archive::manifest::tests::sample();
         let mut quorum = m.queues[0].clone();
         (quorum.name, quorum.queue_type, quorum.messages) = ("orders".into(), "quorum".into(), 7);
@@ -301,7 +306,7 @@ mod tests {
         (skipped.name, skipped.covered, skipped.capture) =
             ("events".into(), false, Some(Capture::None));
         m.queues.extend([quorum, skipped]);
-        let uncovered = uncovered(&m);
+        let uncovered = uncovered(&m, false);
         let status = |name: &str| {
             uncovered
                 .iter()
@@ -311,8 +316,18 @@ mod tests {
         assert_eq!(status("orders"), Some("logical-records"));
         assert_eq!(status("events"), Some("not-covered"));
         assert_eq!(status("oro.default"), None);
-        let planned: Vec<String> = planned(&m).into_iter().map(|q| q.name).collect();
-        assert_eq!(planned, vec!["oro.default"]);
+        let planned_names = |replayed: bool| -> Vec<String> {
+            planned(&m, replayed).into_iter().map(|q| q.name).collect()
+        };
+        assert_eq!(planned_names(false), vec!["oro.default"]);
+        // A restore that replays them (auto, replay) plans them, and does
+        // not call them unrestored.
+        assert_eq!(planned_names(true), vec!["oro.default", "orders"]);
+        let names: Vec<String> = super::uncovered(&m, true)
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(names, vec!["events"]);
         let text = describe(&RestoreReport {
             uncovered_queues: uncovered.clone(),
             ..RestoreReport::default()

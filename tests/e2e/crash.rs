@@ -13,6 +13,7 @@ use crate::harness::amqp::{Msg, drain, publish};
 use crate::harness::fixtures::classic_messages;
 use crate::harness::rabbit::RabbitNode;
 use crate::harness::tool::Tool;
+use crate::replay::at_most_window_duplicated;
 use crate::restore::assert_same_messages;
 
 /// Two vhosts, one durable queue each: a partial swap shows as one vhost
@@ -240,6 +241,111 @@ fn a_restore_killed_at_every_instant_is_finished_or_undone_by_resume() {
         spent[1].as_secs_f64(),
         spent[2].as_secs_f64(),
         spent[3].as_secs_f64()
+    );
+}
+
+/// A classic queue and a quorum queue: `auto` swaps the one in and replays
+/// the other's logical records once the classic counts are accepted.
+fn classic_and_quorum_node() -> RabbitNode {
+    let node = RabbitNode::start();
+    node.import_definitions(&json!({
+        "queues": [
+            {"name": "first", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}},
+            {"name": "quorum", "vhost": "/", "durable": true, "auto_delete": false,
+             "arguments": {"x-queue-type": "quorum"}}
+        ]
+    }));
+    node
+}
+
+/// The steps after the swap's counts (the replay of the logical records,
+/// the cleanup) killed one by one, the first of every five with a reboot;
+/// `--resume` must end with the snapshot's classic messages swapped in,
+/// the quorum queue's replayed (at most one window twice), and the previous
+/// stores kept. The steps before are those of the test above.
+#[test]
+fn a_swap_then_replay_killed_after_the_counts_is_finished_by_resume() {
+    let began = Instant::now();
+    let mut node = classic_and_quorum_node();
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repo_dir.path().to_str().unwrap().to_string();
+    let window = 4;
+    let tool = Tool::new().with(node.env()).var(
+        "RABBITMQ_BACKUP_FAILPOINT",
+        &format!("replay:window={window}"),
+    );
+    let classic = classic_messages("first", 6);
+    let quorum = classic_messages("quorum", 12);
+    publish(&node, "/", "", &classic);
+    publish(&node, "/", "", &quorum);
+    tool.run(&["backup", "--repo", &repo]).ok();
+    let restore = [
+        "restore",
+        "--repo",
+        repo.as_str(),
+        "--replace-messages",
+        "--keep-old",
+    ];
+    // The node moves on; the restore replaces both queues' messages.
+    let reset = |node: &RabbitNode| {
+        for dir in beside(node, "-previous-")
+            .into_iter()
+            .chain(beside(node, "-displaced-"))
+        {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        publish(node, "/", "", &classic_messages("first", 9)[6..]);
+        publish(node, "/", "", &classic_messages("quorum", 15)[12..]);
+    };
+    let check = |node: &RabbitNode, what: &str| {
+        assert_same_messages(&drain(node, "/", "first"), &classic, what);
+        at_most_window_duplicated(&drain(node, "/", "quorum"), &quorum, window, what);
+        let kept = beside(node, "-previous-");
+        assert_eq!(kept.len(), 1, "{what}: {kept:?}");
+        assert!(
+            beside(node, "-restore-").is_empty(),
+            "{what}: work area left"
+        );
+    };
+    drain(&node, "/", "first");
+    drain(&node, "/", "quorum");
+    reset(&node);
+    let (run, points) = tool.record(&restore);
+    assert!(
+        run.ok().stdout.contains("method: swap+replay"),
+        "{}",
+        run.stdout
+    );
+    check(&node, "recorded restore");
+    reset(&node);
+    let after: Vec<String> = points
+        .into_iter()
+        .skip_while(|p| !p.starts_with("restore:check-counts@"))
+        .skip(1)
+        .collect();
+    assert!(
+        after
+            .first()
+            .is_some_and(|p| p == "restore:journal:replaying@1")
+            && after.iter().any(|p| p.starts_with("replay:")),
+        "{after:?}"
+    );
+    for (i, point) in after.iter().enumerate() {
+        let reboot = i % 5 == 0;
+        let what = format!("{point} (reboot: {reboot})");
+        tool.kill_at(point, &restore, Duration::from_secs(180));
+        if reboot {
+            node.restart();
+        }
+        let resumed = tool.run(&["restore", "--resume", "--repo", &repo]);
+        assert_eq!(resumed.code, 0, "{what}: {}", resumed.stderr);
+        check(&node, &what);
+        reset(&node);
+    }
+    eprintln!(
+        "swap-then-replay crash points: {} tried and finished in {:.0} s",
+        after.len(),
+        began.elapsed().as_secs_f64()
     );
 }
 

@@ -278,7 +278,12 @@ fn non_empty_target_queues_are_refused_unless_replaced_or_appended() {
 
 /// Checks `found` is `expected` with at most one stretch replayed twice
 /// (a resumed replay), of at most `window` messages; returns how many.
-fn at_most_window_duplicated(found: &[Msg], expected: &[Msg], window: usize, what: &str) -> usize {
+pub fn at_most_window_duplicated(
+    found: &[Msg],
+    expected: &[Msg],
+    window: usize,
+    what: &str,
+) -> usize {
     let mut k = 0;
     let mut rewinds = 0;
     let mut duplicates = 0;

@@ -65,15 +65,39 @@ fn restore_onto_a_new_node_with_another_name_brings_every_message_back() {
     let report = run.ok().json();
     assert_eq!(report["from_node"], source_name.as_str());
     assert_eq!(report["node"], target.name.as_str());
-    for q in report["queues"].as_array().unwrap() {
-        assert_eq!(q["status"], "ok", "{q}");
-    }
-    // The quorum queue's messages are logical records: a swap names them.
-    let uncovered = report["uncovered_queues"].as_array().unwrap();
-    assert_eq!(uncovered.len(), 1);
-    assert_eq!(uncovered[0]["name"], "quorum");
-    assert_eq!(uncovered[0]["expected"], 5);
-    assert_eq!(uncovered[0]["status"], "logical-records");
+    // auto swaps the classic stores in, then replays the quorum queue's
+    // logical records (which no swap brings back), and says so.
+    assert_eq!(report["method"], "swap+replay", "{report}");
+    assert!(
+        report["method_reason"]
+            .as_str()
+            .unwrap()
+            .contains("logical records"),
+        "{report}"
+    );
+    let mut statuses: Vec<(String, String)> = report["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap().to_string(),
+                q["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [("classic", "ok"), ("oro.default", "ok"), ("quorum", "ok")]
+            .map(|(n, s)| (n.to_string(), s.to_string())),
+        "every queue's count is checked: {report}"
+    );
+    assert_eq!(
+        report["uncovered_queues"],
+        serde_json::json!([]),
+        "{report}"
+    );
     assert!(run.stderr.contains("pause"), "{}", run.stderr);
 
     // Byte for byte, in order, with routing keys, headers and priorities.
@@ -87,43 +111,43 @@ fn restore_onto_a_new_node_with_another_name_brings_every_message_back() {
         &priority_order(&oro_messages(40)),
         "oro.default (priority)",
     );
-    // The quorum queue is back as a definition, without its messages ...
-    assert_eq!(target.counts("/")["quorum"], 0);
-    // ... which the command the report names brings back by replay.
-    let human = tool.run(&[
-        "restore",
-        "latest",
-        "--from-node",
-        &source_name,
-        "--repo",
-        &repo,
-        "--dry-run",
-    ]);
+    assert_same_messages(
+        &drain(&target, "/", "quorum"),
+        &classic_messages("quorum", 5),
+        "quorum (logical records, replayed after the swap)",
+    );
+
+    // A dry run predicts the same; `--method swap` alone leaves the quorum
+    // queue out and names the command that replays it.
+    let id = report["snapshot"].as_str().unwrap();
+    let args = ["restore", id, "--from-node", &source_name, "--repo", &repo];
+    let dry = tool
+        .run(&[&args[..], &["--dry-run", "--json"]].concat())
+        .ok()
+        .json();
+    assert_eq!(dry["method"], "swap+replay", "{dry}");
+    let planned = dry["queues"].as_array().unwrap();
+    assert!(
+        planned
+            .iter()
+            .any(|q| q["name"] == "quorum" && q["status"] == "planned"),
+        "{dry}"
+    );
+    let swap = tool
+        .run(&[&args[..], &["--dry-run", "--method", "swap", "--json"]].concat())
+        .ok()
+        .json();
+    assert_eq!(swap["method"], "swap", "{swap}");
+    let uncovered = swap["uncovered_queues"].as_array().unwrap();
+    assert_eq!(uncovered.len(), 1, "{swap}");
+    assert_eq!(uncovered[0]["name"], "quorum");
+    assert_eq!(uncovered[0]["expected"], 5);
+    assert_eq!(uncovered[0]["status"], "logical-records");
+    let human = tool.run(&[&args[..], &["--dry-run", "--method", "swap"]].concat());
     assert!(
         human.ok().stdout.contains("--method replay --vhost"),
         "{}",
         human.stdout
-    );
-    let id = report["snapshot"].as_str().unwrap();
-    tool.run(&[
-        "restore",
-        id,
-        "--from-node",
-        &source_name,
-        "--repo",
-        &repo,
-        "--method",
-        "replay",
-        "--vhost",
-        "/",
-        "--queue",
-        "quorum",
-    ])
-    .ok();
-    assert_same_messages(
-        &drain(&target, "/", "quorum"),
-        &classic_messages("quorum", 5),
-        "quorum (replayed)",
     );
 
     // Definitions: users, vhosts, policies, exchanges, bindings.
@@ -157,11 +181,23 @@ fn restore_onto_the_same_node_after_a_purge_and_refusal_to_overwrite() {
     node.ctl(&["purge_queue", "-p", "/", "classic"]);
     node.ctl(&["purge_queue", "-p", "oro", "oro.default"]);
 
+    // The quorum queue outlives a swap: the replay after it would add to
+    // its messages, so it is refused too.
+    let run = tool.run(&["restore", "--repo", &repo]);
+    run.expect_code(4);
+    assert!(
+        run.stderr
+            .contains("\"quorum\" in vhost \"/\" (5 messages)"),
+        "{}",
+        run.stderr
+    );
+    node.ctl(&["purge_queue", "-p", "/", "quorum"]);
     let run = tool.run(&["restore", "--repo", &repo]);
     run.ok();
     assert!(run.stdout.contains("restored snapshot"), "{}", run.stdout);
     assert_eq!(node.counts("/")["classic"], 30);
     assert_eq!(node.counts("oro")["oro.default"], 40);
+    assert_eq!(node.counts("/")["quorum"], 5);
 
     // Now the node holds messages the restore would overwrite: refused.
     let newer = classic_messages("classic", 31);
@@ -181,6 +217,12 @@ fn restore_onto_the_same_node_after_a_purge_and_refusal_to_overwrite() {
         &drain(&node, "/", "classic"),
         &classic_messages("classic", 30),
         "classic",
+    );
+    // The quorum queue was emptied before its replay: no duplicates.
+    assert_same_messages(
+        &drain(&node, "/", "quorum"),
+        &classic_messages("quorum", 5),
+        "quorum",
     );
 }
 

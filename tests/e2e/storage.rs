@@ -364,6 +364,7 @@ fn every_backend_holds_a_real_backup_and_gives_it_back() {
         verified.ok();
         node.ctl(&["purge_queue", "-p", "/", "classic"]);
         node.ctl(&["purge_queue", "-p", "oro", "oro.default"]);
+        node.ctl(&["purge_queue", "-p", "/", "quorum"]);
         tool.run(&["restore", &id, "--repo", &b.repo]).ok();
         assert_same_messages(
             &drain(&node, "/", "classic"),

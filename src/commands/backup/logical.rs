@@ -125,6 +125,16 @@ pub fn apply(entry: &mut QueueEntry, q: &QueueStatus, captures: &[Captured]) {
     } else {
         entry.covered = false;
         entry.capture = Some(Capture::None);
+        // Its leader moved to another member before the capture: that
+        // member's snapshot holds it, so a cluster snapshot holds it once.
+        if let Some(Captured {
+            outcome: Outcome::NotLeader(Some(leader)),
+            ..
+        }) = find(captures, &q.vhost, &q.name)
+            && leader != "undefined"
+        {
+            entry.home_node = Some(leader.clone());
+        }
     }
 }
 
@@ -299,5 +309,26 @@ mod tests {
                 .unwrap()
                 .contains("boom")
         );
+    }
+
+    #[test]
+    fn a_queue_led_elsewhere_at_capture_names_its_leader_as_holder() {
+        let qq = q("qq", "quorum", 5);
+        let moved = Captured {
+            outcome: Outcome::NotLeader(Some("rabbit@b".into())),
+            ..captured("qq", 0, 0)
+        };
+        let mut e = entry(&qq);
+        apply(&mut e, &qq, std::slice::from_ref(&moved));
+        assert!(!e.covered);
+        assert_eq!(e.home_node.as_deref(), Some("rabbit@b"));
+        // An unknown leader names nobody.
+        let unknown = Captured {
+            outcome: Outcome::NotLeader(None),
+            ..captured("qq", 0, 0)
+        };
+        let mut e = entry(&qq);
+        apply(&mut e, &qq, &[unknown]);
+        assert_eq!(e.home_node, None);
     }
 }

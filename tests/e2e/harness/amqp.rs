@@ -3,10 +3,10 @@
 use std::sync::OnceLock;
 
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use super::rabbit::RabbitNode;
@@ -90,15 +90,16 @@ pub fn publish(node: &RabbitNode, vhost: &str, exchange: &str, msgs: &[Msg]) {
     })
 }
 
-/// Quorum queues add `x-delivery-count` on delivery: not part of the
-/// message as published, so it is left out of comparisons.
+/// Quorum queues add `x-delivery-count` on delivery, streams
+/// `x-stream-offset`: not part of the message as published, so they are
+/// left out of comparisons.
 fn without_delivery_count(properties: BasicProperties) -> BasicProperties {
     let Some(headers) = properties.headers().clone() else {
         return properties;
     };
     let mut kept = FieldTable::default();
     for (k, v) in headers.inner() {
-        if k.as_str() != "x-delivery-count" {
+        if k.as_str() != "x-delivery-count" && k.as_str() != "x-stream-offset" {
             kept.insert(k.clone(), v.clone());
         }
     }
@@ -117,6 +118,61 @@ pub fn drain(node: &RabbitNode, vhost: &str, queue: &str) -> Vec<Msg> {
             .unwrap()
         {
             let d = m.delivery;
+            out.push(Msg {
+                routing_key: d.routing_key.to_string(),
+                properties: without_delivery_count(d.properties.clone()),
+                body: d.data.clone(),
+            });
+            channel
+                .basic_ack(d.delivery_tag, BasicAckOptions::default())
+                .await
+                .unwrap();
+        }
+        conn.close(200, "bye".into()).await.unwrap();
+        out
+    })
+}
+
+/// Reads a stream from its first offset: `n` messages, then any more that
+/// arrive within a second (so a caller comparing lengths sees extras).
+pub fn read_stream(node: &RabbitNode, vhost: &str, queue: &str, n: usize) -> Vec<Msg> {
+    use futures::StreamExt;
+    rt().block_on(async {
+        let conn = connect(node, vhost).await;
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .basic_qos(100, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("first".into()),
+        );
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "reader".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        loop {
+            // Up to `n` a message must come; past it, none should.
+            let wait = if out.len() < n { 60 } else { 1 };
+            let next =
+                tokio::time::timeout(std::time::Duration::from_secs(wait), consumer.next()).await;
+            let Ok(Some(d)) = next else {
+                assert!(
+                    out.len() >= n,
+                    "stream {queue}: {} of {n} messages",
+                    out.len()
+                );
+                break;
+            };
+            let d = d.unwrap();
             out.push(Msg {
                 routing_key: d.routing_key.to_string(),
                 properties: without_delivery_count(d.properties.clone()),

@@ -1,0 +1,351 @@
+//! THE cluster restore state machine: the steps of [`super::journal`]
+//! taken against the running target (one member's management API and
+//! AMQP listener; the cluster routes each message to its queue's home or
+//! leader), each journalled before the next. A run and a `--resume` take
+//! the same loop from wherever the journal says.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::journal::{Area, PartState, Phase};
+use crate::exclude::Matcher;
+use crate::exclude::mover::AmqpConfig;
+use crate::failpoint::hit;
+use crate::rabbit::Broker;
+use crate::replay::{self, Options, Progress, Sources};
+use crate::repo::{Repository, SnapshotRef};
+use crate::restore::fetch;
+use crate::restore::report::{QueueOutcome, QueueState};
+use crate::settings::Settings;
+use crate::transfer::DownloadSource;
+
+/// What the machine works with.
+pub struct Target<'a> {
+    /// The member the tool talks to.
+    pub broker: &'a Broker,
+    /// Credentials, identity.
+    pub settings: &'a Settings,
+    /// Where the member snapshots are.
+    pub repo: &'a Repository,
+    /// Chunks downloaded at once.
+    pub download_concurrency: usize,
+}
+
+/// Timings of one part, for the report.
+#[derive(Debug, Clone, Default)]
+pub struct PartTimes {
+    /// Downloading and verifying its snapshot, in ms (0 if done earlier).
+    pub fetch_ms: u64,
+    /// Replaying its queues, in ms (0 if done earlier).
+    pub replay_ms: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Every replayed queue's count, checked cluster-wide.
+    pub queues: Vec<QueueOutcome>,
+    /// Per part, in journal order: what the journal says of it at the end.
+    pub parts: Vec<super::journal::PartJournal>,
+    /// Per part, in journal order.
+    pub times: Vec<PartTimes>,
+    /// Anything the operator should know.
+    pub warnings: Vec<String>,
+}
+
+/// Runs the restore from its journal's phase to the end, then removes the
+/// work area. `definitions` (adapted to the target) are needed only in
+/// phase `Staged`. A failure before any message is touched removes the
+/// area; after, it keeps it for `--resume` (exit 8).
+pub async fn run(
+    mut area: Area,
+    target: &Target<'_>,
+    definitions: Option<&[u8]>,
+) -> anyhow::Result<Outcome> {
+    if area.journal.phase == Phase::Staged {
+        let imported = import(&mut area, target, definitions).await;
+        if let Err(e) = imported {
+            if let Err(rm) = std::fs::remove_dir_all(area.path()) {
+                tracing::warn!("could not remove {}: {rm}", area.path().display());
+            }
+            return Err(e);
+        }
+    }
+    let mut outcome = Outcome::default();
+    match forward(&mut area, target, &mut outcome).await {
+        Ok(()) => {}
+        Err(e) => return Err(area.attention(e)),
+    }
+    if let Err(e) = area.remove() {
+        outcome.warnings.push(format!("{e:#}"));
+    }
+    Ok(outcome)
+}
+
+async fn import(
+    area: &mut Area,
+    target: &Target<'_>,
+    definitions: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    let definitions = definitions
+        .ok_or_else(|| anyhow::anyhow!("the definitions to import were not downloaded"))?;
+    crate::signals::check()?;
+    hit("cluster-restore:import")?;
+    target
+        .broker
+        .import_definitions(definitions, area.path())
+        .await
+        .map_err(|e| {
+            e.context("cannot import the cluster snapshot's definitions; no message was touched")
+        })?;
+    area.enter(Phase::Imported)
+}
+
+/// From `Imported` to `Done`.
+async fn forward(
+    area: &mut Area,
+    target: &Target<'_>,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let amqp = AmqpConfig::new(
+        target.broker.amqp_url(target.settings).await?,
+        target.settings,
+    );
+    let queues = area.journal.queue_keys();
+    if area.journal.phase == Phase::Imported {
+        crate::signals::check()?;
+        // Nothing is published yet: a crash here makes --resume purge or
+        // count again, with the same result.
+        if area.journal.purge {
+            tracing::info!(
+                "emptying {} queues first (--replace-messages)",
+                queues.len()
+            );
+            replay::counts(&amqp, &queues, true).await?;
+        }
+        if area.journal.append {
+            area.journal.before = replay::counts(&amqp, &queues, false).await?;
+        }
+        area.enter(Phase::Replaying)?;
+    }
+    let options = Options {
+        exclude: match &area.journal.exclude {
+            Some(e) => Some(Matcher::new(&e.globs)?),
+            None => None,
+        },
+        drop_excluded: area.journal.exclude.as_ref().is_some_and(|e| e.drop),
+        window: crate::failpoint::value("replay:window").map_or(replay::WINDOW, |w| w as usize),
+    };
+    for i in 0..area.journal.parts.len() {
+        crate::signals::check()?;
+        let times = part(area, i, target, &amqp, &options).await?;
+        outcome.times.push(times);
+    }
+    if area.journal.phase == Phase::Replaying {
+        hit("cluster-restore:check-counts")?;
+        let now = settled_counts(area, &amqp, &queues).await?;
+        let (checked, warnings) = judge(area, &now);
+        outcome.queues = checked;
+        outcome.warnings.extend(warnings);
+        area.enter(Phase::Done)?;
+    }
+    outcome.parts = area.journal.parts.clone();
+    Ok(())
+}
+
+/// Takes part `i` from where its journal entry says to `Replayed`.
+async fn part(
+    area: &mut Area,
+    i: usize,
+    target: &Target<'_>,
+    amqp: &AmqpConfig,
+    options: &Options,
+) -> anyhow::Result<PartTimes> {
+    let mut times = PartTimes::default();
+    let dir = area.part_dir(i);
+    let p = area.journal.parts[i].clone();
+    if p.state == PartState::Replayed {
+        remove(&dir);
+        return Ok(times);
+    }
+    if p.queues.is_empty() {
+        tracing::info!(
+            "snapshot {} of {}: no message to replay",
+            p.snapshot,
+            p.node
+        );
+        return area.set_part(i, PartState::Replayed).map(|()| times);
+    }
+    let snapshot = SnapshotRef {
+        node: p.node.clone(),
+        id: p.snapshot.clone(),
+    };
+    let manifest = target.repo.manifest(&snapshot).await?;
+    let root = dir.join("new");
+    // Fetched but gone (removed by hand): downloaded again, never taken
+    // for a part without messages.
+    if p.state == PartState::Todo || !root.exists() {
+        let started = Instant::now();
+        // A download the crash interrupted starts again from nothing.
+        remove(&dir);
+        std::fs::create_dir_all(&dir)?;
+        fetch::check_free_space(area.path(), &manifest)?;
+        let source = DownloadSource::for_snapshot(
+            target.repo,
+            &snapshot,
+            &manifest,
+            target.settings.identity.as_ref(),
+            target.download_concurrency,
+        )?;
+        tracing::info!(
+            "part {} of {}: snapshot {} of {}",
+            i + 1,
+            area.journal.parts.len(),
+            p.snapshot,
+            p.node
+        );
+        hit("cluster-restore:fetch")?;
+        // Replayed, never swapped in: the files stay as archived.
+        fetch::fetch_all(source, &manifest, &root, |_| Ok(())).await?;
+        times.fetch_ms = started.elapsed().as_millis() as u64;
+        area.set_part(i, PartState::Fetched)?;
+    }
+    let started = Instant::now();
+    let work = replay::work_dir(&dir);
+    std::fs::create_dir_all(&work)?;
+    let found = tokio::task::spawn_blocking({
+        let root = root.clone();
+        let logical = manifest.logical.clone();
+        move || replay::source::find(&root, &logical)
+    })
+    .await??;
+    let queues = p
+        .queues
+        .iter()
+        .filter_map(|q| {
+            found
+                .iter()
+                .find(|s| s.vhost == q.vhost && s.queue == q.name)
+        })
+        .cloned()
+        .collect();
+    let mut progress = Progress::open(&dir)?;
+    replay::run(
+        amqp,
+        &Sources { root, work, queues },
+        options,
+        &mut progress,
+    )
+    .await
+    .map_err(|e| e.context(format!("replaying snapshot {} of {}", p.snapshot, p.node)))?;
+    times.replay_ms = started.elapsed().as_millis() as u64;
+    let entry = &mut area.journal.parts[i];
+    entry.published = p
+        .queues
+        .iter()
+        .map(|q| progress.get(&q.vhost, &q.name).map_or(0, |e| e.published))
+        .collect();
+    entry.excluded = progress.queues.iter().map(|e| e.excluded).sum();
+    entry.interrupted = progress
+        .queues
+        .iter()
+        .filter(|e| e.interrupted > 0)
+        .map(|e| (e.vhost.clone(), e.queue.clone()))
+        .collect();
+    area.set_part(i, PartState::Replayed)?;
+    remove(&dir);
+    Ok(times)
+}
+
+fn remove(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("could not remove {}: {e}", dir.display());
+    }
+}
+
+/// The queues' counts once every one holds what was published into it,
+/// or after [`COUNT_PATIENCE`]: a stream's (and a quorum queue's) count
+/// is read from counters that follow its log by a moment.
+async fn settled_counts(
+    area: &Area,
+    amqp: &AmqpConfig,
+    queues: &[(String, String)],
+) -> anyhow::Result<Vec<u64>> {
+    let j = &area.journal;
+    let expected: Vec<u64> = queues
+        .iter()
+        .enumerate()
+        .map(|(i, (v, n))| j.before.get(i).copied().unwrap_or(0) + j.published(v, n).0)
+        .collect();
+    let deadline = Instant::now() + COUNT_PATIENCE;
+    loop {
+        let now = replay::counts(amqp, queues, false).await?;
+        let short = now.iter().zip(&expected).any(|(n, e)| n < e);
+        if !short || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// How long counts below what was published are asked again.
+const COUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Each queue's cluster-wide count against what was published into it:
+/// a surplus is explained (a resumed queue may hold a window twice), a
+/// shortfall is a warning (a consumer, a TTL or a length limit).
+fn judge(area: &Area, now: &[u64]) -> (Vec<QueueOutcome>, Vec<String>) {
+    let j = &area.journal;
+    let mut queues = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, q) in j.queues().into_iter().enumerate() {
+        let (vhost, name) = (&q.vhost, &q.name);
+        let (published, held) = j.published(vhost, name);
+        let excluded = j.exclude.is_some();
+        let before = j.before.get(i).copied().unwrap_or(0);
+        let expected = before + published;
+        let actual = now.get(i).copied().unwrap_or(0);
+        if published != held && !excluded {
+            warnings.push(format!(
+                "queue {name:?} in vhost {vhost:?}: the member snapshots counted {held} messages at backup time, {published} were replayed"
+            ));
+        }
+        let interrupted = j
+            .parts
+            .iter()
+            .any(|p| p.interrupted.iter().any(|(v, n)| v == vhost && n == name));
+        let status = if actual == expected {
+            QueueState::Ok
+        } else if actual > expected {
+            warnings.push(if interrupted {
+                format!(
+                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: the replay was interrupted and resumed, and messages in flight then are published twice",
+                    actual - expected
+                )
+            } else {
+                format!(
+                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: something else published into it",
+                    actual - expected
+                )
+            });
+            QueueState::More
+        } else {
+            warnings.push(format!(
+                "queue {name:?} in vhost {vhost:?} has {actual} messages but {expected} were replayed into it: a consumer, a TTL or a length limit took some"
+            ));
+            QueueState::Fewer
+        };
+        queues.push(QueueOutcome {
+            vhost: vhost.clone(),
+            name: name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected,
+            actual: Some(actual),
+            status,
+        });
+    }
+    queues.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
+    (queues, warnings)
+}
