@@ -230,8 +230,7 @@ pub const STOP_APP: Expr = Expr {
 };
 
 /// Stands the pause watchdog down (if any), then starts the application
-/// and returns once it has booted (`rabbit:start()` returns at once when
-/// another start, such as a killed tool's, is still booting it): `{"watchdog": "none" | "stood_down" |
+/// and returns once it has booted: `{"watchdog": "none" | "stood_down" |
 /// "fired"}`. "fired" means the broker ran again before this call, during
 /// the pause: what was copied meanwhile may be inconsistent.
 pub const START_APP: Expr = Expr {
@@ -244,7 +243,6 @@ pub const START_APP: Expr = Expr {
                     demonitor(Ref, [flush]), atom_to_binary(Outcome, utf8); \
                 {'DOWN', Ref, _, _, _} -> <<\"none\">> end end, \
         ok = rabbit:start(), \
-        ok = rabbit:await_startup(590000), \
         rabbit_json:encode(#{watchdog => Watchdog})",
 };
 
