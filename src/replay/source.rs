@@ -9,9 +9,9 @@ use std::path::Path;
 
 use tokio::sync::mpsc;
 
+use super::outgoing::{Outgoing, Preparer};
 use crate::archive::manifest::LogicalEntry;
 use crate::logical::LogicalQueue;
-use super::outgoing::{Outgoing, Preparer};
 use crate::store::Store;
 
 /// How a queue's messages are stored in the unpacked snapshot.
