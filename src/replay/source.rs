@@ -1,9 +1,9 @@
 //! Where replayed messages come from: one ordered stream of messages per
 //! queue, read and made ready to publish on a blocking thread, handed over
-//! in batches. Classic queues come from the
-//! snapshot's files through the store reader (§11); quorum queues and
-//! streams from their logical records (§12). A new origin is one more
-//! [`Origin`] variant and its arm in [`produce`].
+//! in batches. Classic queues come from the snapshot's files through the
+//! store reader (§11); quorum queues and streams from their logical records
+//! (§12). A new origin is one more [`Origin`] variant and its arm in
+//! [`produce`].
 
 use std::path::Path;
 
