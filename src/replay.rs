@@ -11,10 +11,12 @@
 //! queue is done. Consumers see the tool's exchange as `exchange` and the
 //! original routing key as `routing_key`.
 //!
-//! Publishing is pipelined: up to `window` messages are unconfirmed at a
-//! time; confirms are settled in batches and each batch's position is
-//! journalled ([`progress`]) so `--resume` continues after the last
-//! confirmed message. The entry point for other commands (e.g. `restore
+//! Publishing is pipelined: messages come decoded and ready from a reading
+//! thread ([`source`]), each publish only queues its frames on the
+//! connection, and up to `window` messages (and [`BYTES_IN_FLIGHT`] of
+//! bodies) are unconfirmed at a time; confirms are settled in batches and
+//! each batch's position is journalled ([`progress`]) so `--resume`
+//! continues after the last confirmed message. The entry point for other commands (e.g. `restore
 //! --cluster`) is [`run`].
 
 pub mod outgoing;
@@ -109,7 +111,7 @@ impl Meter {
 
 /// Bytes of unconfirmed bodies at most (besides the window's count): the
 /// connection holds the frames of every message not written yet.
-const BYTES_IN_FLIGHT: usize = 64 << 20;
+pub const BYTES_IN_FLIGHT: usize = 64 << 20;
 
 /// A publish on its way: its frames queued on the connection; the write,
 /// then the broker's confirm, awaited when it is settled.
