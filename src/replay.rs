@@ -11,31 +11,38 @@
 //! queue is done. Consumers see the tool's exchange as `exchange` and the
 //! original routing key as `routing_key`.
 //!
-//! Publishing is pipelined: up to `window` messages are unconfirmed at a
-//! time; confirms are settled in batches and each batch's position is
-//! journalled ([`progress`]) so `--resume` continues after the last
-//! confirmed message. The entry point for other commands (e.g. `restore
+//! Publishing is pipelined: messages come decoded and ready from a reading
+//! thread ([`source`]), each publish only queues its frames on the
+//! connection, and up to `window` messages (and [`BYTES_IN_FLIGHT`] of
+//! bodies) are unconfirmed at a time; confirms are settled in batches and
+//! each batch's position is journalled ([`progress`]) so `--resume`
+//! continues after the last confirmed message. The entry point for other commands (e.g. `restore
 //! --cluster`) is [`run`].
 
+pub mod outgoing;
 pub mod progress;
 pub mod source;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::exclude::Matcher;
 use crate::exclude::mover::{AmqpConfig, connect, excluded_queue_name};
-use crate::message::Message;
+use outgoing::{Outgoing, Preparer};
 pub use progress::Progress;
 pub use source::{Origin, QueueSource};
 
@@ -102,25 +109,66 @@ impl Meter {
     }
 }
 
+/// Bytes of unconfirmed bodies at most (besides the window's count): the
+/// connection holds the frames of every message not written yet.
+pub const BYTES_IN_FLIGHT: usize = 64 << 20;
+
+/// A publish on its way: its frames queued on the connection; the write,
+/// then the broker's confirm, awaited when it is settled.
+enum Sending {
+    Queued(Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>),
+    Done(lapin::Result<PublisherConfirm>),
+}
+
 /// A message published (or excluded) and not yet settled.
 struct Pending {
     position: u64,
-    confirm: Option<PublisherConfirm>,
+    sending: Option<Sending>,
     excluded: bool,
+    bytes: usize,
 }
 
 /// The queue being replayed.
 struct Current {
     index: usize,
-    exchange: String,
-    excluded_exchange: Option<String>,
+    exchange: ShortString,
+    excluded_exchange: Option<ShortString>,
 }
 
 /// An open connection to one vhost.
 struct Link {
     vhost: String,
     connection: Connection,
-    channel: Channel,
+    channel: Arc<Channel>,
+}
+
+/// The messages published and not yet settled, oldest first.
+#[derive(Default)]
+struct InFlight {
+    queue: VecDeque<Pending>,
+    bytes: usize,
+}
+
+impl InFlight {
+    fn push(&mut self, p: Pending) {
+        self.bytes += p.bytes;
+        self.queue.push_back(p);
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        let p = self.queue.pop_front()?;
+        self.bytes -= p.bytes;
+        Some(p)
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The window (by count or bytes) is full.
+    fn full(&self, window: usize) -> bool {
+        self.queue.len() >= window || self.bytes >= BYTES_IN_FLIGHT
+    }
 }
 
 /// Replays `sources.queues` into the broker at `target`, skipping what
@@ -155,68 +203,62 @@ pub async fn run(
         .iter()
         .map(|q| progress.get(&q.vhost, &q.queue).map_or(0, |p| p.confirmed))
         .collect();
-    let (tx, mut rx) = mpsc::channel(window.min(4096));
+    let (tx, mut rx) = mpsc::channel(source::CHANNEL_BATCHES);
     let (root, work, queues) = (sources.root.clone(), sources.work.clone(), todo.clone());
+    let prepare = Preparer::new(&target.username);
     let reader = tokio::task::spawn_blocking(move || {
-        source::produce(&root, &work, &queues, &skip, tx);
+        source::produce(&root, &work, &queues, &skip, prepare, tx);
     });
     let mut link: Option<Link> = None;
     let mut current: Option<Current> = None;
-    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut pending = InFlight::default();
     let mut meter = Meter {
         started: Instant::now(),
         last: Instant::now(),
         published: 0,
     };
-    let mut warned_user_id = false;
     let result = async {
         while let Some(item) = rx.recv().await {
             match item? {
-                source::Item::Message {
-                    index,
-                    position,
-                    message,
-                } => {
+                source::Item::Messages { index, messages } => {
                     let q = &todo[index];
                     if current.as_ref().is_none_or(|c| c.index != index) {
                         let l = open_link(target, &mut link, &q.vhost).await?;
                         current = Some(begin_queue(&l.channel, q, index, progress).await?);
                     }
-                    let (l, c) = (link.as_ref().expect("open"), current.as_mut().expect("set"));
-                    let excluded = options
-                        .exclude
-                        .as_ref()
-                        .is_some_and(|m| m.matches(message.routing_key()));
-                    let exchange = if !excluded {
-                        Some(c.exchange.clone())
-                    } else if options.drop_excluded {
-                        None
-                    } else {
-                        if c.excluded_exchange.is_none() {
-                            c.excluded_exchange = Some(excluded_destination(&l.channel, q).await?);
+                    for message in messages {
+                        let (l, c) = (link.as_ref().expect("open"), current.as_mut().expect("set"));
+                        let excluded = options
+                            .exclude
+                            .as_ref()
+                            .is_some_and(|m| m.matches(message.routing_key.as_str()));
+                        let exchange = if !excluded {
+                            Some(c.exchange.clone())
+                        } else if options.drop_excluded {
+                            None
+                        } else {
+                            if c.excluded_exchange.is_none() {
+                                c.excluded_exchange =
+                                    Some(excluded_destination(&l.channel, q).await?);
+                            }
+                            c.excluded_exchange.clone()
+                        };
+                        let (position, bytes) = (message.position, message.body.len());
+                        let sending = exchange.map(|e| publish(&l.channel, e, message));
+                        pending.push(Pending {
+                            position,
+                            sending,
+                            excluded,
+                            bytes,
+                        });
+                        if pending.full(window) {
+                            // Half the window settles at once: fewer journal
+                            // writes, and the pipe never runs dry.
+                            let n = (pending.len() / 2).max(1);
+                            settle(&mut pending, n, q, progress, &mut meter).await?;
+                            progress.save()?;
+                            crate::signals::check()?;
                         }
-                        c.excluded_exchange.clone()
-                    };
-                    let confirm = match exchange {
-                        Some(exchange) => Some(
-                            publish(&l.channel, &exchange, &message, target, &mut warned_user_id)
-                                .await
-                                .map_err(|e| name(e, q))?,
-                        ),
-                        None => None,
-                    };
-                    pending.push_back(Pending {
-                        position,
-                        confirm,
-                        excluded,
-                    });
-                    if pending.len() >= window {
-                        // Half the window settles at once: fewer journal
-                        // writes, and the pipe never runs dry.
-                        let n = (window / 2).max(1);
-                        settle(&mut pending, n, q, progress, &mut meter).await?;
-                        progress.save()?;
-                        crate::signals::check()?;
                     }
                 }
                 source::Item::End {
@@ -298,7 +340,7 @@ async fn open_link<'a>(
         *link = Some(Link {
             vhost: vhost.to_string(),
             connection,
-            channel,
+            channel: Arc::new(channel),
         });
     }
     Ok(link.as_ref().expect("opened"))
@@ -353,7 +395,7 @@ async fn begin_queue(
     tracing::info!("replaying queue {:?} in vhost {:?}", q.queue, q.vhost);
     Ok(Current {
         index,
-        exchange,
+        exchange: exchange.into(),
         excluded_exchange: None,
     })
 }
@@ -367,7 +409,7 @@ async fn end_queue(channel: &Channel, c: &Current) {
 }
 
 /// Declares `<queue>.excluded` (durable) and its private exchange.
-async fn excluded_destination(channel: &Channel, q: &QueueSource) -> anyhow::Result<String> {
+async fn excluded_destination(channel: &Channel, q: &QueueSource) -> anyhow::Result<ShortString> {
     let to = excluded_queue_name(&q.queue);
     channel
         .queue_declare(
@@ -387,73 +429,41 @@ async fn excluded_destination(channel: &Channel, q: &QueueSource) -> anyhow::Res
         })?;
     let exchange = exchange_for(&q.vhost, &to);
     fanout_to(channel, &exchange, &to).await?;
-    Ok(exchange)
+    Ok(exchange.into())
 }
 
-/// Publishes one message with its routing key and properties. RabbitMQ
-/// refuses a `user_id` other than the publisher's (unless it is tagged
-/// `impersonator`), which would close the channel: such a `user_id` is
-/// left out, and said once.
-async fn publish(
-    channel: &Channel,
-    exchange: &str,
-    message: &Message,
-    target: &AmqpConfig,
-    warned: &mut bool,
-) -> anyhow::Result<PublisherConfirm> {
-    let (mut properties, lost) = message.properties.to_lapin();
-    if !lost.is_empty() && !*warned {
-        tracing::warn!(
-            "a message's properties cannot be published exactly: {}",
-            lost.join("; ")
-        );
-        *warned = true;
-    }
-    if let Some(user) = properties.user_id().clone()
-        && user.as_str() != target.username
+/// Publishes one message with its routing key and properties through
+/// `exchange`. The publish is polled once here, which queues its frames
+/// on the connection in call order; its write is awaited only when it is
+/// settled, so publishing never waits for the socket message by message.
+fn publish(channel: &Arc<Channel>, exchange: ShortString, message: Outgoing) -> Sending {
+    let channel = Arc::clone(channel);
+    let mut sending = Box::pin(async move {
+        channel
+            .basic_publish(
+                exchange,
+                message.routing_key,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &message.body,
+                message.properties,
+            )
+            .await
+    });
+    match sending
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
     {
-        if !*warned {
-            tracing::warn!(
-                "messages carry user_id {:?}, which RabbitMQ accepts only from that user: it is left out of the replayed messages",
-                user.as_str()
-            );
-            *warned = true;
-        }
-        properties = without_user_id(properties);
+        Poll::Ready(done) => Sending::Done(done),
+        Poll::Pending => Sending::Queued(sending),
     }
-    Ok(channel
-        .basic_publish(
-            exchange.into(),
-            message.routing_key().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &message.body,
-            properties,
-        )
-        .await?)
-}
-
-fn without_user_id(p: lapin::BasicProperties) -> lapin::BasicProperties {
-    let mut out = lapin::BasicProperties::default();
-    macro_rules! copy {
-        ($($get:ident => $set:ident),*) => {
-            $(if let Some(v) = p.$get().clone() { out = out.$set(v); })*
-        };
-    }
-    copy!(content_type => with_content_type, content_encoding => with_content_encoding,
-        headers => with_headers, delivery_mode => with_delivery_mode, priority => with_priority,
-        correlation_id => with_correlation_id, reply_to => with_reply_to,
-        expiration => with_expiration, message_id => with_message_id,
-        timestamp => with_timestamp, kind => with_type, app_id => with_app_id,
-        cluster_id => with_cluster_id);
-    out
 }
 
 /// Awaits the `n` oldest confirms and records them in `progress`.
 async fn settle(
-    pending: &mut VecDeque<Pending>,
+    pending: &mut InFlight,
     n: usize,
     q: &QueueSource,
     progress: &mut Progress,
@@ -463,8 +473,13 @@ async fn settle(
     let mut excluded = 0;
     let mut last = None;
     for _ in 0..n {
-        let Some(p) = pending.pop_front() else { break };
-        if let Some(confirm) = p.confirm {
+        let Some(p) = pending.pop() else { break };
+        if let Some(sending) = p.sending {
+            let confirm = match sending {
+                Sending::Queued(written) => written.await,
+                Sending::Done(done) => done,
+            };
+            let confirm = confirm.map_err(|e| name(e.into(), q))?;
             match confirm.await.map_err(|e| name(e.into(), q))? {
                 Confirmation::Ack(None) => {}
                 Confirmation::Ack(Some(_)) => {

@@ -1,16 +1,17 @@
-//! Where replayed messages come from: one ordered stream of [`Message`]s
-//! per queue, read on a blocking thread. Classic queues come from the
-//! snapshot's files through the store reader (§11); quorum queues and
-//! streams from their logical records (§12). A new origin is one more
-//! [`Origin`] variant and its arm in [`produce`].
+//! Where replayed messages come from: one ordered stream of messages per
+//! queue, read and made ready to publish on a blocking thread, handed over
+//! in batches. Classic queues come from the snapshot's files through the
+//! store reader (§11); quorum queues and streams from their logical records
+//! (§12). A new origin is one more [`Origin`] variant and its arm in
+//! [`produce`].
 
 use std::path::Path;
 
 use tokio::sync::mpsc;
 
+use super::outgoing::{Outgoing, Preparer};
 use crate::archive::manifest::LogicalEntry;
 use crate::logical::LogicalQueue;
-use crate::message::Message;
 use crate::store::Store;
 
 /// How a queue's messages are stored in the unpacked snapshot.
@@ -62,17 +63,25 @@ pub fn find(root: &Path, logical: &[LogicalEntry]) -> anyhow::Result<Vec<QueueSo
     Ok(out)
 }
 
+/// Messages handed over at once: one wake-up of the publisher per batch,
+/// not per message.
+const BATCH_MESSAGES: usize = 128;
+/// A batch is closed once its bodies reach this (or holds one larger
+/// message): with [`CHANNEL_BATCHES`], what waits between the threads is
+/// bounded in bytes, not by the queue.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches the reading thread may be ahead of the publisher.
+pub const CHANNEL_BATCHES: usize = 8;
+
 /// What the reading thread sends the publisher.
 #[derive(Debug)]
 pub enum Item {
-    /// The message at `position` (0-based, delivery order) of queue `index`.
-    Message {
+    /// The next messages of queue `index`, in delivery order.
+    Messages {
         /// Index into the job's queues.
         index: usize,
-        /// Its position in the queue.
-        position: u64,
-        /// The message (boxed: the channel carries many).
-        message: Box<Message>,
+        /// The messages, ready to publish.
+        messages: Vec<Outgoing>,
     },
     /// Queue `index` has no more messages; `total` were read in all.
     End {
@@ -86,17 +95,65 @@ pub enum Item {
 }
 
 /// Reads `queues` in order, skipping the first `skip[i]` messages of each
-/// (already confirmed), into `tx`. Runs on a blocking thread; stops quietly
-/// when the publisher goes away.
+/// (already confirmed), into `tx` in batches. Runs on a blocking thread;
+/// stops quietly when the publisher goes away.
 pub fn produce(
     root: &Path,
     work: &Path,
     queues: &[QueueSource],
     skip: &[u64],
+    mut prepare: Preparer,
     tx: mpsc::Sender<anyhow::Result<Item>>,
 ) {
-    if let Err(e) = read_all(root, work, queues, skip, &tx) {
+    if let Err(e) = read_all(root, work, queues, skip, &mut prepare, &tx) {
         let _ = tx.blocking_send(Err(e));
+    }
+}
+
+/// The batch being filled for one queue.
+struct Batcher<'a> {
+    tx: &'a mpsc::Sender<anyhow::Result<Item>>,
+    index: usize,
+    messages: Vec<Outgoing>,
+    bytes: usize,
+}
+
+impl Batcher<'_> {
+    /// Adds a message; false once the publisher is gone.
+    fn push(&mut self, out: Outgoing) -> bool {
+        self.bytes += out.body.len();
+        self.messages.push(out);
+        if self.messages.len() >= BATCH_MESSAGES || self.bytes >= BATCH_BYTES {
+            return self.flush();
+        }
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.messages.is_empty() {
+            return true;
+        }
+        self.bytes = 0;
+        let messages = std::mem::replace(&mut self.messages, Vec::with_capacity(BATCH_MESSAGES));
+        self.tx
+            .blocking_send(Ok(Item::Messages {
+                index: self.index,
+                messages,
+            }))
+            .is_ok()
+    }
+
+    /// Sends what is left and the queue's end.
+    fn end(mut self, total: u64, notes: Vec<String>) -> bool {
+        self.flush()
+            && self
+                .tx
+                .blocking_send(Ok(Item::End {
+                    index: self.index,
+                    total,
+                    notes,
+                }))
+                .is_ok()
     }
 }
 
@@ -105,6 +162,7 @@ fn read_all(
     work: &Path,
     queues: &[QueueSource],
     skip: &[u64],
+    prepare: &mut Preparer,
     tx: &mpsc::Sender<anyhow::Result<Item>>,
 ) -> anyhow::Result<()> {
     let store = if queues.iter().any(|q| matches!(q.origin, Origin::Files)) {
@@ -116,7 +174,12 @@ fn read_all(
     let mut reader: Option<(String, crate::store::VhostReader, tempfile::TempDir)> = None;
     for (index, q) in queues.iter().enumerate() {
         let skip = skip.get(index).copied().unwrap_or(0);
-        let send = |item: Item| tx.blocking_send(Ok(item)).is_ok();
+        let mut batch = Batcher {
+            tx,
+            index,
+            messages: Vec::with_capacity(BATCH_MESSAGES),
+            bytes: 0,
+        };
         match &q.origin {
             Origin::Files => {
                 let store = store.as_ref().expect("opened above");
@@ -137,16 +200,18 @@ fn read_all(
                     })?;
                 let mut messages = r.queue(dirs);
                 for item in messages.by_ref() {
-                    let item = item.map_err(|e| e.into_anyhow())?;
+                    // What was read before a damaged entry is still published.
+                    let item = match item {
+                        Ok(item) => item,
+                        Err(e) => {
+                            batch.flush();
+                            return Err(e.into_anyhow());
+                        }
+                    };
                     if item.position < skip {
                         continue;
                     }
-                    let m = Item::Message {
-                        index,
-                        position: item.position,
-                        message: Box::new(item.message),
-                    };
-                    if !send(m) {
+                    if !batch.push(prepare.prepare(item.position, item.message)) {
                         return Ok(());
                     }
                 }
@@ -159,34 +224,28 @@ fn read_all(
                         s.transient_skipped
                     ));
                 }
-                if !send(Item::End {
-                    index,
-                    total,
-                    notes,
-                }) {
+                if !batch.end(total, notes) {
                     return Ok(());
                 }
             }
             Origin::Logical(logical) => {
                 let mut records = logical.messages();
                 let mut position = 0u64;
-                while let Some(message) = records.next_message()? {
-                    if position >= skip
-                        && !send(Item::Message {
-                            index,
-                            position,
-                            message: Box::new(message),
-                        })
-                    {
+                loop {
+                    let message = match records.next_message() {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        Err(e) => {
+                            batch.flush();
+                            return Err(e);
+                        }
+                    };
+                    if position >= skip && !batch.push(prepare.prepare(position, message)) {
                         return Ok(());
                     }
                     position += 1;
                 }
-                if !send(Item::End {
-                    index,
-                    total: position,
-                    notes: Vec::new(),
-                }) {
+                if !batch.end(position, Vec::new()) {
                     return Ok(());
                 }
             }

@@ -1,8 +1,9 @@
 //! Where each referenced message lives in the shared store: an
-//! open-addressing hash table in a temporary file, so that memory stays
-//! flat however many messages a vhost holds (the page cache does the
-//! caching). Keys are 16-byte message ids, hashed with a per-process
-//! random key so that crafted ids cannot make probing quadratic.
+//! open-addressing hash table, in memory up to [`MEMORY_LIMIT`] and in a
+//! temporary file beyond, so that memory stays flat however many messages
+//! a vhost holds (the page cache does the caching). Keys are 16-byte
+//! message ids, hashed with a per-process random key so that crafted ids
+//! cannot make probing quadratic.
 
 use std::fs::File;
 use std::hash::BuildHasher;
@@ -22,38 +23,105 @@ pub struct Location {
 }
 
 const SLOT: u64 = 32;
+/// The largest table kept in memory (a million slots: half a million
+/// messages); a larger one is a file, read and written slot by slot.
+pub const MEMORY_LIMIT: u64 = 32 << 20;
+/// Slots of a new table (it doubles when half full).
+const INITIAL_SLOTS: u64 = 64;
 /// `total` of an empty slot, and of a referenced id not found yet.
 const EMPTY: u32 = 0;
 const REFERENCED: u32 = 1;
 
+fn total_of(slot: &[u8; SLOT as usize]) -> u32 {
+    u32::from_be_bytes(slot[20..24].try_into().expect("4 bytes"))
+}
+
+/// Where the slots are.
+enum Slots {
+    Memory(Vec<u8>),
+    File(File),
+}
+
 /// The table. Slot: id (16) | file u32 | total u32 | offset u64.
 pub struct Locator {
-    file: File,
+    slots: Slots,
     mask: u64,
     capacity: u64,
     used: u64,
     hasher: std::collections::hash_map::RandomState,
+    /// Where a file goes, and the most bytes kept in memory.
+    dir: std::path::PathBuf,
+    memory_limit: u64,
+}
+
+/// Slots for `ids` ids: at most half full.
+fn slots_for(ids: u64) -> u64 {
+    (ids.max(8) * 2).next_power_of_two()
 }
 
 impl Locator {
-    /// A table for at most `capacity` ids, in a new temporary file in `dir`.
-    pub fn new(dir: &Path, capacity: u64) -> io::Result<Locator> {
-        let slots = (capacity.max(8) * 2).next_power_of_two();
-        let file = tempfile::tempfile_in(dir)?;
-        file.set_len(slots * SLOT)?;
-        Ok(Locator {
-            file,
-            mask: slots - 1,
+    /// A table for at most `capacity` ids. It starts small in memory and
+    /// doubles as ids come; past `memory_limit` bytes it moves into a
+    /// temporary file in `dir`, sized for `capacity` at once. (In memory,
+    /// syscalls per lookup are none; the file keeps memory flat.)
+    pub fn new(dir: &Path, capacity: u64, memory_limit: u64) -> io::Result<Locator> {
+        let mut l = Locator {
+            slots: Slots::Memory(Vec::new()),
+            mask: 0,
             capacity,
             used: 0,
             hasher: std::collections::hash_map::RandomState::new(),
-        })
+            dir: dir.to_path_buf(),
+            memory_limit,
+        };
+        l.resize(INITIAL_SLOTS)?;
+        Ok(l)
+    }
+
+    /// Moves the entries into a table of `slots` slots, or past the
+    /// memory limit into a file sized for the capacity (never resized
+    /// again: it is at most half full).
+    fn resize(&mut self, slots: u64) -> io::Result<()> {
+        let (slots, new) = if slots * SLOT <= self.memory_limit {
+            (slots, Slots::Memory(vec![0; (slots * SLOT) as usize]))
+        } else {
+            let slots = slots_for(self.capacity).max(slots);
+            let file = tempfile::tempfile_in(&self.dir)?;
+            file.set_len(slots * SLOT)?;
+            (slots, Slots::File(file))
+        };
+        let old = std::mem::replace(&mut self.slots, new);
+        self.mask = slots - 1;
+        if let Slots::Memory(old) = old {
+            for entry in old.chunks_exact(SLOT as usize) {
+                let entry: &[u8; SLOT as usize] = entry.try_into().expect("a slot");
+                if total_of(entry) != EMPTY {
+                    let id: &[u8; 16] = entry[..16].try_into().expect("16 bytes");
+                    let (slot, _) = self.find(id)?;
+                    self.write(slot, entry)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn read(&self, slot: u64) -> io::Result<[u8; SLOT as usize]> {
         let mut buf = [0u8; SLOT as usize];
-        self.file.read_exact_at(&mut buf, slot * SLOT)?;
+        let at = slot * SLOT;
+        match &self.slots {
+            Slots::Memory(m) => buf.copy_from_slice(&m[at as usize..(at + SLOT) as usize]),
+            Slots::File(f) => f.read_exact_at(&mut buf, at)?,
+        }
         Ok(buf)
+    }
+
+    fn write(&mut self, slot: u64, buf: &[u8; SLOT as usize]) -> io::Result<()> {
+        let at = slot * SLOT;
+        match &mut self.slots {
+            Slots::Memory(m) => m[at as usize..(at + SLOT) as usize].copy_from_slice(buf),
+            Slots::File(f) => f.write_all_at(buf, at)?,
+        }
+        Ok(())
     }
 
     /// The slot holding `id`, or the empty slot where it would go.
@@ -61,8 +129,7 @@ impl Locator {
         let mut slot = self.hasher.hash_one(id) & self.mask;
         loop {
             let buf = self.read(slot)?;
-            let total = u32::from_be_bytes(buf[20..24].try_into().expect("4 bytes"));
-            if total == EMPTY || &buf[..16] == id {
+            if total_of(&buf) == EMPTY || &buf[..16] == id {
                 return Ok((slot, buf));
             }
             slot = (slot + 1) & self.mask;
@@ -71,8 +138,8 @@ impl Locator {
 
     /// Notes that a queue references `id`.
     pub fn reference(&mut self, id: &[u8; 16]) -> io::Result<()> {
-        let (slot, buf) = self.find(id)?;
-        if u32::from_be_bytes(buf[20..24].try_into().expect("4 bytes")) != EMPTY {
+        let (mut slot, buf) = self.find(id)?;
+        if total_of(&buf) != EMPTY {
             return Ok(());
         }
         if self.used >= self.capacity {
@@ -80,10 +147,14 @@ impl Locator {
                 "more message ids than the queue indexes can hold",
             ));
         }
+        if matches!(self.slots, Slots::Memory(_)) && (self.used + 1) * 2 > self.mask + 1 {
+            self.resize((self.mask + 1) * 2)?;
+            slot = self.find(id)?.0;
+        }
         let mut new = [0u8; SLOT as usize];
         new[..16].copy_from_slice(id);
         new[20..24].copy_from_slice(&REFERENCED.to_be_bytes());
-        self.file.write_all_at(&new, slot * SLOT)?;
+        self.write(slot, &new)?;
         self.used += 1;
         Ok(())
     }
@@ -92,7 +163,7 @@ impl Locator {
     /// returns whether it was.
     pub fn place(&mut self, id: &[u8; 16], at: Location) -> io::Result<bool> {
         let (slot, buf) = self.find(id)?;
-        if u32::from_be_bytes(buf[20..24].try_into().expect("4 bytes")) != REFERENCED {
+        if total_of(&buf) != REFERENCED {
             return Ok(false);
         }
         let mut new = [0u8; SLOT as usize];
@@ -100,14 +171,14 @@ impl Locator {
         new[16..20].copy_from_slice(&at.file.to_be_bytes());
         new[20..24].copy_from_slice(&at.total.to_be_bytes());
         new[24..32].copy_from_slice(&at.offset.to_be_bytes());
-        self.file.write_all_at(&new, slot * SLOT)?;
+        self.write(slot, &new)?;
         Ok(true)
     }
 
     /// Where `id` was found, if it was.
     pub fn get(&self, id: &[u8; 16]) -> io::Result<Option<Location>> {
         let (_, buf) = self.find(id)?;
-        let total = u32::from_be_bytes(buf[20..24].try_into().expect("4 bytes"));
+        let total = total_of(&buf);
         if total <= REFERENCED {
             return Ok(None);
         }
@@ -130,8 +201,17 @@ mod tests {
 
     #[test]
     fn only_referenced_ids_are_placed_and_only_once() {
+        // In memory; moved from memory into a file on the way; a file from
+        // the start.
+        for limit in [MEMORY_LIMIT, 16 << 10, 0] {
+            placed_once(limit);
+        }
+    }
+
+    fn placed_once(limit: u64) {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = Locator::new(dir.path(), 1000).unwrap();
+        let mut l = Locator::new(dir.path(), 1000, limit).unwrap();
+        assert_eq!(matches!(l.slots, Slots::File(_)), limit == 0);
         let ids: Vec<[u8; 16]> = (0..1000u32)
             .map(|i| {
                 let mut id = [0u8; 16];
@@ -144,6 +224,7 @@ mod tests {
             l.reference(id).unwrap();
         }
         assert_eq!(l.referenced(), 500);
+        assert_eq!(matches!(l.slots, Slots::File(_)), limit < MEMORY_LIMIT);
         let at = |i: u64| Location {
             file: 3,
             offset: i,
@@ -160,10 +241,12 @@ mod tests {
 
     #[test]
     fn more_ids_than_declared_is_an_error_not_a_hang() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = Locator::new(dir.path(), 2).unwrap();
-        l.reference(&[1; 16]).unwrap();
-        l.reference(&[2; 16]).unwrap();
-        assert!(l.reference(&[3; 16]).is_err());
+        for limit in [MEMORY_LIMIT, 16 << 10, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut l = Locator::new(dir.path(), 2, limit).unwrap();
+            l.reference(&[1; 16]).unwrap();
+            l.reference(&[2; 16]).unwrap();
+            assert!(l.reference(&[3; 16]).is_err());
+        }
     }
 }

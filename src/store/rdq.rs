@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::content;
 use super::layout::{QueueDirs, QueueLevel, VhostDir};
-use super::locator::{Location, Locator};
+use super::locator::{Location, Locator, MEMORY_LIMIT};
 use super::queue::{Body, LevelEntries, QueueMessages, index_files};
 use super::{MAX_MESSAGE, StoreError, index_v2};
 use crate::message::Message;
@@ -60,7 +60,7 @@ impl VhostReader {
             bound += index_files(root, &level.dir)?.bytes;
         }
         // Every referencing entry takes at least 32 bytes of an index file.
-        let locator = Locator::new(work, bound / 32 + 1).map_err(|e| {
+        let locator = Locator::new(work, bound / 32 + 1, MEMORY_LIMIT).map_err(|e| {
             StoreError::whole(
                 &work.display().to_string(),
                 format!("cannot create the location table: {e}"),
