@@ -6,6 +6,7 @@ pub mod datadir;
 pub mod definitions;
 pub mod http;
 pub mod queue_type;
+pub mod recovery;
 pub mod upgrade;
 pub mod version;
 

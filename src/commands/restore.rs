@@ -11,7 +11,7 @@ use crate::hooks;
 use crate::output::{Output, bytes};
 use crate::rabbit::Broker;
 use crate::rabbit::definitions::Definitions;
-use crate::rabbit::upgrade;
+use crate::rabbit::{recovery, upgrade};
 use crate::repo::Repository;
 use crate::restore::fetch::{fetch_all, fetch_definitions};
 use crate::restore::machine::{ExcludeSpec, Machine, Method, ReplaySpec, sweep};
@@ -137,7 +137,20 @@ pub async fn run(
     let definitions = if args.definitions_only {
         fetch_definitions(source, &manifest).await?
     } else {
-        fetch_all(source, &manifest, &staging.path().join("new")).await?
+        let (from, to) = (
+            manifest.node.rabbitmq_version.as_str(),
+            broker.identity.rabbitmq_version.as_str(),
+        );
+        fetch_all(source, &manifest, &staging.path().join("new"), |staged| {
+            for terms in recovery::prepare(staged, from, to)? {
+                tracing::info!(
+                    "removed {} (RabbitMQ {from}'s queue index, read by {to}, is recovered as after a crash)",
+                    terms.display()
+                );
+            }
+            Ok(())
+        })
+        .await?
     };
     let definitions = Definitions::parse(definitions)?;
     // What the target would reject is adapted now, so the import cannot

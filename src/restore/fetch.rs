@@ -19,12 +19,14 @@ pub fn check_free_space(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     crate::staging::check_free_space(dir, needed, "the snapshot")
 }
 
-/// Downloads, verifies and unpacks every chunk into `dest`; returns the
+/// Downloads, verifies and unpacks every chunk into `dest`, then lets
+/// `prepare` adjust the unpacked files for the target; returns the
 /// definitions. The staged data is synced to disk before this returns.
 pub async fn fetch_all(
     source: DownloadSource,
     manifest: &Manifest,
     dest: &Path,
+    prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<u8>> {
     tracing::info!(
         "downloading and verifying {} chunks ({}) into {}",
@@ -47,6 +49,7 @@ pub async fn fetch_all(
         )
     })?;
     progress.finish();
+    prepare(dest)?;
     // On disk before it replaces the node's data: one syncfs, outside the pause.
     let dir = dest.to_path_buf();
     tokio::task::spawn_blocking(move || crate::staging::sync_filesystem(&dir)).await??;
