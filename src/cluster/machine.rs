@@ -15,7 +15,8 @@ use crate::rabbit::Broker;
 use crate::replay::{self, Options, Progress, Sources};
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch;
-use crate::restore::report::{QueueOutcome, QueueState};
+use crate::restore::replay::judge_count;
+use crate::restore::report::QueueOutcome;
 use crate::settings::Settings;
 use crate::transfer::DownloadSource;
 
@@ -205,7 +206,7 @@ async fn part(
             p.node
         );
         hit("cluster-restore:fetch")?;
-        // Replayed, never swapped in: the files stay as archived.
+        // Replayed by the store reader, which needs no recovery terms: the files stay as archived.
         fetch::fetch_all(source, &manifest, &root, |_| Ok(())).await?;
         times.fetch_ms = started.elapsed().as_millis() as u64;
         area.set_part(i, PartState::Fetched)?;
@@ -316,27 +317,7 @@ fn judge(area: &Area, now: &[u64]) -> (Vec<QueueOutcome>, Vec<String>) {
             .parts
             .iter()
             .any(|p| p.interrupted.iter().any(|(v, n)| v == vhost && n == name));
-        let status = if actual == expected {
-            QueueState::Ok
-        } else if actual > expected {
-            warnings.push(if interrupted {
-                format!(
-                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: the replay was interrupted and resumed, and messages in flight then are published twice",
-                    actual - expected
-                )
-            } else {
-                format!(
-                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: something else published into it",
-                    actual - expected
-                )
-            });
-            QueueState::More
-        } else {
-            warnings.push(format!(
-                "queue {name:?} in vhost {vhost:?} has {actual} messages but {expected} were replayed into it: a consumer, a TTL or a length limit took some"
-            ));
-            QueueState::Fewer
-        };
+        let status = judge_count(vhost, name, expected, actual, interrupted, &mut warnings);
         queues.push(QueueOutcome {
             vhost: vhost.clone(),
             name: name.clone(),

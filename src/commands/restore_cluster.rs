@@ -29,7 +29,7 @@ use crate::rabbit::upgrade;
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch::{check_free_space, fetch_definitions};
 use crate::restore::plan;
-use crate::restore::report::{QueueOutcome, QueueState};
+use crate::restore::report::{QueueOutcome, QueueState, holding_messages};
 use crate::settings::{RestoreSettings, Settings};
 use crate::staging::{NodeLock, Staging};
 use crate::transfer::{self, DownloadSource};
@@ -536,22 +536,7 @@ async fn queue_checks(
             "{why}; the restore refuses unless --before stops them"
         ));
     }
-    let holding: Vec<QueueOutcome> = on_target
-        .iter()
-        .filter(|q| q.messages > 0)
-        .map(|q| QueueOutcome {
-            vhost: q.vhost.clone(),
-            name: q.name.clone(),
-            queue_type: q.queue_type.clone(),
-            expected: 0,
-            actual: Some(q.messages),
-            status: if args.append {
-                QueueState::AppendedTo
-            } else {
-                QueueState::Replaced
-            },
-        })
-        .collect();
+    let holding = holding_messages(&on_target, args.append);
     let streams: Vec<String> = holding
         .iter()
         .filter(|q| q.queue_type == QueueType::Stream)

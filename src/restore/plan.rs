@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::report::{QueueOutcome, QueueState, replaced};
+use super::report::{QueueOutcome, holding_messages, replaced};
 use super::{fetch, swap};
 use crate::archive::manifest::{Capture, IndexVersion, Manifest, QueueEntry};
 use crate::cli::MethodArg;
@@ -271,22 +271,7 @@ fn holding_refused(
     args: &RestoreSettings,
     on_node: &[QueueStatus],
 ) -> anyhow::Result<Vec<QueueOutcome>> {
-    let replaced: Vec<QueueOutcome> = on_node
-        .iter()
-        .filter(|q| q.messages > 0)
-        .map(|q| QueueOutcome {
-            vhost: q.vhost.clone(),
-            name: q.name.clone(),
-            queue_type: q.queue_type.clone(),
-            expected: 0,
-            actual: Some(q.messages),
-            status: if args.append {
-                QueueState::AppendedTo
-            } else {
-                QueueState::Replaced
-            },
-        })
-        .collect();
+    let replaced = holding_messages(on_node, args.append);
     if !replaced.is_empty() && !args.replace_messages && !args.append {
         return Err(refused(format!(
             "the replay would publish into queues that already hold messages: {} on {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",

@@ -121,27 +121,14 @@ fn judge(
                 e.messages
             ));
         }
-        let status = if actual == expected {
-            QueueState::Ok
-        } else if actual > expected {
-            warnings.push(if p.interrupted > 0 {
-                format!(
-                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: the replay was interrupted and resumed, and messages in flight then are published twice",
-                    actual - expected
-                )
-            } else {
-                format!(
-                    "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: something else published into it",
-                    actual - expected
-                )
-            });
-            QueueState::More
-        } else {
-            warnings.push(format!(
-                "queue {name:?} in vhost {vhost:?} has {actual} messages but {expected} were replayed into it: a consumer, a TTL or a length limit took some"
-            ));
-            QueueState::Fewer
-        };
+        let status = judge_count(
+            vhost,
+            name,
+            expected,
+            actual,
+            p.interrupted > 0,
+            &mut warnings,
+        );
         queues.push(QueueOutcome {
             vhost: vhost.clone(),
             name: name.clone(),
@@ -152,4 +139,39 @@ fn judge(
         });
     }
     (queues, warnings)
+}
+
+/// One queue's count after a replay against what was published into it:
+/// a surplus is explained (a resumed replay publishes its unconfirmed
+/// window twice), a shortfall is a warning (a consumer, a TTL or a length
+/// limit). Shared by the single-node and the cluster replay.
+pub fn judge_count(
+    vhost: &str,
+    name: &str,
+    expected: u64,
+    actual: u64,
+    interrupted: bool,
+    warnings: &mut Vec<String>,
+) -> QueueState {
+    if actual == expected {
+        QueueState::Ok
+    } else if actual > expected {
+        warnings.push(if interrupted {
+            format!(
+                "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: the replay was interrupted and resumed, and messages in flight then are published twice",
+                actual - expected
+            )
+        } else {
+            format!(
+                "queue {name:?} in vhost {vhost:?} has {actual} messages, {} more than replayed: something else published into it",
+                actual - expected
+            )
+        });
+        QueueState::More
+    } else {
+        warnings.push(format!(
+            "queue {name:?} in vhost {vhost:?} has {actual} messages but {expected} were replayed into it: a consumer, a TTL or a length limit took some"
+        ));
+        QueueState::Fewer
+    }
 }

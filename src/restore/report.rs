@@ -189,6 +189,27 @@ pub fn replaced(target: &[QueueStatus], vhosts: &[String]) -> Vec<QueueOutcome> 
         .collect()
 }
 
+/// The queues of a replay's target that already hold messages: emptied
+/// first (`--replace-messages`) or appended to (`--append`).
+pub fn holding_messages(target: &[QueueStatus], append: bool) -> Vec<QueueOutcome> {
+    target
+        .iter()
+        .filter(|q| q.messages > 0)
+        .map(|q| QueueOutcome {
+            vhost: q.vhost.clone(),
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone(),
+            expected: 0,
+            actual: Some(q.messages),
+            status: if append {
+                QueueState::AppendedTo
+            } else {
+                QueueState::Replaced
+            },
+        })
+        .collect()
+}
+
 /// The human summary.
 pub fn describe(r: &RestoreReport) -> String {
     let mut s = String::new();

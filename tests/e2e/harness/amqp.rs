@@ -106,6 +106,21 @@ fn without_delivery_count(properties: BasicProperties) -> BasicProperties {
     properties.with_headers(kept)
 }
 
+/// A queue's exact message count, from the queue itself (a passive
+/// declare): `rabbitmqctl list_queues` reports a quorum queue's count from
+/// statistics that lag by seconds.
+pub fn exact_count(node: &RabbitNode, vhost: &str, queue: &str) -> u64 {
+    rt().block_on(async {
+        let conn = connect(node, vhost).await;
+        let channel = conn.create_channel().await.unwrap();
+        let n = rabbitmq_backup::replay::message_count(&channel, vhost, queue)
+            .await
+            .unwrap();
+        conn.close(200, "bye".into()).await.unwrap();
+        n
+    })
+}
+
 /// Takes every message out of a queue, in order.
 pub fn drain(node: &RabbitNode, vhost: &str, queue: &str) -> Vec<Msg> {
     rt().block_on(async {

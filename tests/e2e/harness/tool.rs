@@ -146,16 +146,18 @@ impl Tool {
             )
             .command(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Kept in the marker's directory: why a run ended early.
+            .stderr(std::fs::File::create(marker.path().join("stderr")).unwrap())
             .spawn()
             .unwrap();
         let reached = marker.path().join(format!("{point}.reached"));
         let deadline = Instant::now() + within;
         while !reached.exists() {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the tool ended before {point}"
-            );
+            if let Some(status) = child.try_wait().unwrap() {
+                let stderr =
+                    std::fs::read_to_string(marker.path().join("stderr")).unwrap_or_default();
+                panic!("the tool ended ({status}) before {point}; its stderr:\n{stderr}");
+            }
             assert!(Instant::now() < deadline, "{point} was not reached");
             std::thread::sleep(Duration::from_millis(20));
         }
