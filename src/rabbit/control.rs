@@ -23,6 +23,12 @@ use crate::settings::Secret;
 const SLOW: Duration = Duration::from_secs(600);
 /// Patience for queries.
 const QUERY: Duration = Duration::from_secs(180);
+/// How long the node waits for a start or stop of the broker under way
+/// (and for its own start) before it answers: inside [`SLOW`], so the
+/// node explains rather than the call timing out.
+const SETTLE: Duration = Duration::from_secs(540);
+/// The same wait for the probe, inside [`QUERY`].
+const PROBE_SETTLE: Duration = Duration::from_secs(120);
 
 /// The way the tool talks to the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -151,6 +157,9 @@ struct Stopped {
 #[derive(Deserialize)]
 struct Started {
     watchdog: WatchdogOutcome,
+    /// The boot state when the patience ran out.
+    timeout: Option<String>,
+    start_failed: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -304,7 +313,9 @@ impl Control {
     /// a pause watchdog waits: one question, which works while the broker
     /// is stopped.
     pub async fn probe(&self) -> anyhow::Result<Probe> {
-        self.eval(&exprs::PROBE, &[], QUERY, true).await
+        let patience = ms(PROBE_SETTLE);
+        self.eval(&exprs::PROBE, &[("Patience", patience)], QUERY, true)
+            .await
     }
 
     /// The node's data directory.
@@ -429,7 +440,7 @@ impl Control {
     /// connection closes (a backup's pause). Without (a restore), any
     /// earlier watchdog is stood down and none is left.
     pub async fn stop_app(&self, watchdog: Option<Duration>) -> anyhow::Result<()> {
-        let ms = watchdog.map(|d| d.as_millis().max(1) as i64).unwrap_or(0);
+        let watchdog_ms = watchdog.map(|d| d.as_millis().max(1) as i64).unwrap_or(0);
         let tool = match (&self.dist, self.transport()) {
             (Some(dist), Transport::Distribution) => Arg::Atom(dist.local_node().to_string()),
             _ => Arg::Atom("undefined".into()),
@@ -439,9 +450,10 @@ impl Control {
             .eval(
                 &exprs::STOP_APP,
                 &[
-                    ("Watchdog", Arg::Int(ms)),
+                    ("Watchdog", Arg::Int(watchdog_ms)),
                     ("Tool", tool),
                     ("Fail", Arg::Atom(fail.to_string())),
+                    ("Patience", ms(SETTLE)),
                 ],
                 SLOW,
                 false,
@@ -461,7 +473,30 @@ impl Control {
     /// Stands the watchdog down and starts the application; returns once it
     /// has booted, with what the watchdog had done.
     pub async fn start_app(&self) -> anyhow::Result<WatchdogOutcome> {
-        let started: Started = self.eval(&exprs::START_APP, &[], SLOW, true).await?;
+        self.start_app_within(SETTLE).await
+    }
+
+    /// [`Control::start_app`], waiting on the node at most `patience` for
+    /// a start under way and for the broker to run.
+    pub async fn start_app_within(&self, patience: Duration) -> anyhow::Result<WatchdogOutcome> {
+        let started: Started = self
+            .eval(
+                &exprs::START_APP,
+                &[("Patience", ms(patience))],
+                patience + (SLOW - SETTLE),
+                true,
+            )
+            .await?;
+        if let Some(state) = started.timeout {
+            anyhow::bail!(
+                "the broker did not come up within {} s of the start (boot state {state}): it may still be booting; see the node's log, and `rabbitmqctl await_startup`",
+                patience.as_secs()
+            );
+        }
+        if let Some(reason) = started.start_failed {
+            let reason: String = reason.chars().take(400).collect();
+            anyhow::bail!("starting the broker failed: {reason}; see the node's log");
+        }
         Ok(started.watchdog)
     }
 
@@ -476,6 +511,11 @@ impl Control {
         let _: bool = self.eval(&exprs::PET, &[], QUERY, true).await?;
         Ok(())
     }
+}
+
+/// A duration in ms, as the node's `Patience`.
+fn ms(d: Duration) -> Arg {
+    Arg::Int(d.as_millis() as i64)
 }
 
 fn bin(text: &str) -> Arg {

@@ -17,15 +17,39 @@ pub struct Expr {
     pub text: &'static str,
 }
 
+/// Defines `Settle()`: waits until no start or stop of the broker is under
+/// way, then returns the boot state (`ready`, `stopped`), or `timeout`
+/// once `Patience` ms have passed. A start holds the `rabbit_boot`
+/// marker from before the boot state says `booting` until after it says
+/// `ready` (it polls every 200 ms): `rabbit:start()` called meanwhile
+/// returns `ok` at once without starting anything, and `rabbit:stop()`
+/// races the start's own end. Defines `Left()`: the ms left.
+/// (`rabbit:await_startup/1` does not do: it ignores the marker, and on
+/// 3.8 waits its whole timeout for a start that is past `booting`.)
+macro_rules! settle {
+    () => {
+        "SettleBy = erlang:monotonic_time(millisecond) + Patience, \
+        Left = fun() -> max(0, SettleBy - erlang:monotonic_time(millisecond)) end, \
+        Settle = fun Wait() -> \
+            State = rabbit_boot_state:get(), \
+            case is_pid(whereis(rabbit_boot)) orelse \
+                lists:member(State, [booting, core_started, stopping]) of \
+            false -> State; \
+            true -> case Left() of 0 -> timeout; _ -> timer:sleep(20), Wait() end end end, "
+    };
+}
+
 /// `{"node", "rabbitmq", "erlang", "running", "data_dir", "watchdog"}`:
 /// works while the broker is stopped (the VM answers). `watchdog` says
-/// whether a backup's pause watchdog waits on the node. A broker still
-/// booting is waited for (up to 2 min): it is not stopped, only not ready.
+/// whether a backup's pause watchdog waits on the node. A start or stop
+/// under way (a broker still booting is not stopped, only not ready) is
+/// waited for, up to `Patience` ms.
 pub const PROBE: Expr = Expr {
     name: "probe",
-    inputs: &[],
-    text: "_ = case catch rabbit:is_booting() of \
-            true -> catch rabbit:await_startup(120000); _ -> ok end, \
+    inputs: &["Patience"],
+    text: concat!(
+        settle!(),
+        "_ = Settle(), \
         rabbit_json:encode(#{\
         node => atom_to_binary(node(), utf8), \
         rabbitmq => case application:get_key(rabbit, vsn) of \
@@ -34,7 +58,8 @@ pub const PROBE: Expr = Expr {
         running => rabbit:is_running(), \
         data_dir => unicode:characters_to_binary(\
             try rabbit:data_dir() catch error:undef -> rabbit_mnesia:dir() end), \
-        watchdog => is_pid(whereis(rabbitmq_backup_watchdog))})",
+        watchdog => is_pid(whereis(rabbitmq_backup_watchdog))})"
+    ),
 };
 
 /// The data directory: `rabbit:data_dir()` (3.12+; it outlives Mnesia),
@@ -192,17 +217,30 @@ pub const WATCHDOG: &str = "rabbitmq_backup_watchdog";
 /// connection closes: a backup killed during its pause never leaves the
 /// broker stopped. It answers `{done, From}` with whether it fired.
 /// Restores pass 0: their state machine decides when the broker starts.
+///
+/// A start or stop under way (the node's own boot until it has seen
+/// itself ready, a fired watchdog's start) is waited for first, up to
+/// `Patience` ms (then `{"stop_failed": …}`, nothing done): stopping in
+/// the middle of a start leaves that start to end in a stopped broker
+/// while still holding the boot marker.
 pub const STOP_APP: Expr = Expr {
     name: "stop_app",
-    inputs: &["Watchdog", "Tool", "Fail"],
-    text: "case whereis(rabbitmq_backup_watchdog) of undefined -> ok; \
+    inputs: &["Watchdog", "Tool", "Fail", "Patience"],
+    text: concat!(
+        settle!(),
+        "case whereis(rabbitmq_backup_watchdog) of undefined -> ok; \
             Old -> OldRef = monitor(process, Old), exit(Old, kill), \
             receive {'DOWN', OldRef, _, _, _} -> ok end end, \
+        case Settle() of timeout -> \
+            rabbit_json:encode(#{stop_failed => unicode:characters_to_binary(io_lib:format(\
+                \"a start or stop of the broker already under way did not end within ~b s (boot state ~p)\", \
+                [Patience div 1000, rabbit_boot_state:get()]))}); \
+        _ -> \
         HadHandler = (catch lists:member(rabbit_mgmt_db_handler, \
             gen_event:which_handlers(rabbit_event))) =:= true, \
         _ = (catch gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])), \
         case (catch case Fail of true -> erlang:error(rabbitmq_backup_failpoint); \
-                _ -> rabbit:stop() end) of \
+                _ -> ok = rabbit:stop(), stopped = rabbit_boot_state:get(), ok end) of \
         ok -> \
             case Watchdog of 0 -> ok; _ -> \
                 W = spawn(fun() -> \
@@ -226,24 +264,50 @@ pub const STOP_APP: Expr = Expr {
                 true -> (catch rabbit_mgmt_db_handler:add_handler()); false -> ok end, \
             rabbit_json:encode(#{stop_failed => \
                 unicode:characters_to_binary(io_lib:format(\"~tp\", [StopFailed]))}) \
-        end",
+        end end"
+    ),
 };
 
 /// Stands the pause watchdog down (if any), then starts the application
-/// and returns once it has booted: `{"watchdog": "none" | "stood_down" |
+/// and returns once it runs: `{"watchdog": "none" | "stood_down" |
 /// "fired"}`. "fired" means the broker ran again before this call, during
 /// the pause: what was copied meanwhile may be inconsistent.
+///
+/// `rabbit:start()` (what `rabbitmqctl start_app` calls) returns `ok` at
+/// once, starting nothing, while another start holds the boot marker, even
+/// one about to end in a stopped broker (the node's own boot stopped under
+/// it, see [`STOP_APP`]). So a start under way is waited for, the state
+/// looked at, and the broker started (again) until it runs. Bounded by
+/// `Patience` ms: then the answer also has `"timeout": "<boot state>"`;
+/// a start that fails has `"start_failed": "<reason>"`.
 pub const START_APP: Expr = Expr {
     name: "start_app",
-    inputs: &[],
-    text: "Watchdog = case whereis(rabbitmq_backup_watchdog) of \
+    inputs: &["Patience"],
+    text: concat!(
+        settle!(),
+        "Watchdog = case whereis(rabbitmq_backup_watchdog) of \
             undefined -> <<\"none\">>; \
             W -> Ref = monitor(process, W), W ! {done, self()}, \
                 receive {rabbitmq_backup_watchdog, W, Outcome} -> \
                     demonitor(Ref, [flush]), atom_to_binary(Outcome, utf8); \
-                {'DOWN', Ref, _, _, _} -> <<\"none\">> end end, \
-        ok = rabbit:start(), \
-        rabbit_json:encode(#{watchdog => Watchdog})",
+                {'DOWN', Ref, _, _, _} -> <<\"none\">> \
+                after Left() -> demonitor(Ref, [flush]), <<\"fired\">> end end, \
+        Start = fun Go() -> case Settle() of \
+            ready -> ok; \
+            timeout -> {timeout, rabbit_boot_state:get()}; \
+            _ -> Self = self(), Tag = make_ref(), \
+                {Starter, Mon} = spawn_monitor(fun() -> Self ! {Tag, catch rabbit:start()} end), \
+                receive {Tag, ok} -> demonitor(Mon, [flush]), Go(); \
+                    {Tag, Failed} -> demonitor(Mon, [flush]), {failed, Failed}; \
+                    {'DOWN', Mon, process, Starter, Died} -> {failed, Died} \
+                after Left() -> demonitor(Mon, [flush]), {timeout, rabbit_boot_state:get()} end \
+            end end, \
+        Text = fun(T) -> unicode:characters_to_binary(io_lib:format(\"~tp\", [T])) end, \
+        rabbit_json:encode(case Start() of \
+            ok -> #{watchdog => Watchdog}; \
+            {timeout, Still} -> #{watchdog => Watchdog, timeout => Text(Still)}; \
+            {failed, Why} -> #{watchdog => Watchdog, start_failed => Text(Why)} end)"
+    ),
 };
 
 /// Tells the pause watchdog the tool is alive (over rabbitmqctl; over

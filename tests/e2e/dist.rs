@@ -79,12 +79,8 @@ async fn client(node: &RabbitNode) {
 /// AMQP listener, exact counts of classic and quorum queues, stop and start
 /// with and without a watchdog.
 async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    // The management API answers slightly before the boot is complete.
-    while !control.app_running().await.unwrap() {
-        assert!(std::time::Instant::now() < deadline, "never running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The management API answers slightly before the boot is complete: the
+    // probe waits for the boot.
     let probe = control.probe().await.unwrap();
     assert_eq!(probe.node, node.name);
     assert_eq!(probe.rabbitmq, version.number());
@@ -179,6 +175,66 @@ async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
     // A restore's: no watchdog.
     control.stop_app(None).await.unwrap();
     assert_eq!(control.start_app().await.unwrap(), WatchdogOutcome::None);
+
+    // A start under way elsewhere (the node's own boot holds the marker
+    // until it has seen itself ready): the stop waits for it to end.
+    let marker = BootMarker::connect(node).await;
+    marker.hold(Duration::from_millis(800)).await;
+    control.stop_app(None).await.unwrap();
+    assert!(!marker.held().await, "{version}: stopped during a start");
+    assert!(!control.app_running().await.unwrap());
+    // `rabbit:start()` returns at once while the marker is held, starting
+    // nothing: the start waits it out and starts the broker itself...
+    marker.hold(Duration::from_millis(800)).await;
+    assert_eq!(control.start_app().await.unwrap(), WatchdogOutcome::None);
+    assert!(control.app_running().await.unwrap(), "{version}");
+    // ...within its patience, or says why not.
+    control.stop_app(None).await.unwrap();
+    marker.hold(Duration::from_secs(4)).await;
+    let err = control
+        .start_app_within(Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("did not come up within 1 s of the start (boot state stopped)"),
+        "{version}: {err:#}"
+    );
+    control.start_app().await.unwrap();
+    assert!(control.app_running().await.unwrap(), "{version}");
+}
+
+/// Holds RabbitMQ's boot marker (the registered name `rabbit_boot`) on the
+/// node for a while, as a start under way does.
+struct BootMarker(Distribution);
+
+impl BootMarker {
+    async fn connect(node: &RabbitNode) -> BootMarker {
+        let cookie = cookie::find(None, Some(&node.home())).unwrap();
+        BootMarker(Distribution::connect(&node.name, &cookie).await.unwrap())
+    }
+
+    /// Registered before this returns, for `hold`.
+    async fn hold(&self, hold: Duration) {
+        let ms = FixInteger::from(hold.as_millis() as i32);
+        self.0
+            .eval(
+                "P = spawn(fun() -> receive go -> timer:sleep(Ms) end end), \
+                 true = register(rabbit_boot, P), P ! go, ok.",
+                vec![("Ms", ms.into())],
+                PATIENCE,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn held(&self) -> bool {
+        let held = self
+            .0
+            .eval("is_pid(whereis(rabbit_boot)).", vec![], PATIENCE)
+            .await
+            .unwrap();
+        held == Term::from(erl_dist::term::Atom::from("true"))
+    }
 }
 
 fn both_transports(version: Version) {
