@@ -88,21 +88,6 @@ impl Ctl {
         Ok(out.into_bytes())
     }
 
-    /// Evaluates Erlang expressions whose value is a binary and returns its
-    /// bytes (printed hex-encoded, so no terminal encoding can alter them).
-    pub async fn eval_binary(&self, expr: &str) -> anyhow::Result<Vec<u8>> {
-        let text = format!(
-            "R__ = begin {expr} end, lists:flatten([io_lib:format(\"~2.16.0B\", [X__]) || <<X__>> <= R__])."
-        );
-        let out = self.run(&["eval", &text], QUERY).await?;
-        let trimmed = out.trim();
-        let digits: String = trimmed.chars().filter(char::is_ascii_hexdigit).collect();
-        match hex::decode(&digits) {
-            Ok(bytes) if trimmed.starts_with('"') && trimmed.ends_with('"') => Ok(bytes),
-            _ => anyhow::bail!("unexpected answer from the node: {trimmed:?}"),
-        }
-    }
-
     /// Imports definitions from a JSON file (merging, like the HTTP API).
     pub async fn import_definitions(&self, file: &Path) -> anyhow::Result<()> {
         let path = file.to_string_lossy();
