@@ -77,7 +77,7 @@ async fn client(node: &RabbitNode) {
 
 /// Every expression through `control`: the probe, data directory, cluster,
 /// AMQP listener, exact counts of classic and quorum queues, stop and start
-/// with and without a watchdog.
+/// with and without a watchdog, and around a start under way elsewhere.
 async fn expressions(node: &RabbitNode, control: &Control, version: Version) {
     // The management API answers slightly before the boot is complete: the
     // probe waits for the boot.
