@@ -24,7 +24,6 @@ use crate::output::{Output, count, table};
 use crate::rabbit::Broker;
 use crate::rabbit::ctl::{QueueStatus, with_consumers};
 use crate::rabbit::definitions::Definitions;
-use crate::rabbit::queue_type::QueueType;
 use crate::rabbit::upgrade;
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch::{check_free_space, fetch_definitions};
@@ -537,34 +536,12 @@ async fn queue_checks(
         ));
     }
     let holding = holding_messages(&on_target, args.append);
-    let streams: Vec<String> = holding
-        .iter()
-        .filter(|q| q.queue_type == QueueType::Stream)
-        .map(|q| format!("{:?} in vhost {:?}", q.name, q.vhost))
-        .collect();
-    if args.replace_messages && !streams.is_empty() {
-        return Err(refused(format!(
-            "the stream {} holds messages and RabbitMQ cannot empty a stream, so --replace-messages cannot replace them. Nothing was changed. Delete the stream (the restore declares it again from the definitions), restore without it (--queue), or pass --append",
-            streams.join(", ")
-        )));
-    }
-    if !holding.is_empty() && !args.replace_messages && !args.append {
-        let names: Vec<String> = holding
-            .iter()
-            .map(|q| {
-                format!(
-                    "{:?} in vhost {:?} ({} messages)",
-                    q.name,
-                    q.vhost,
-                    q.actual.unwrap_or(0)
-                )
-            })
-            .collect();
-        return Err(refused(format!(
-            "the replay would publish into queues of the target cluster that already hold messages: {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
-            names.join(", ")
-        )));
-    }
+    crate::restore::plan::refuse_holding(
+        &holding,
+        args.replace_messages,
+        args.append,
+        "the target cluster",
+    )?;
     Ok((holding, notes))
 }
 
