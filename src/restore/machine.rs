@@ -283,7 +283,32 @@ impl Machine {
         exclude: Option<ExcludeSpec>,
         replay: Option<ReplaySpec>,
     ) -> anyhow::Result<Machine> {
-        let area = staging.path().to_path_buf();
+        let machine = Machine::begin_in(
+            staging.path(),
+            manifest,
+            target_node,
+            data_dir,
+            keep_old,
+            exclude,
+            replay,
+        )?;
+        staging.keep();
+        Ok(machine)
+    }
+
+    /// As [`Machine::begin`], in a directory beside the data directory that
+    /// the caller keeps: a cluster restore's part swapped onto the member
+    /// it runs on (`crate::cluster::machine`), resumed by that restore.
+    pub fn begin_in(
+        area: &Path,
+        manifest: &Manifest,
+        target_node: &str,
+        data_dir: &Path,
+        keep_old: bool,
+        exclude: Option<ExcludeSpec>,
+        replay: Option<ReplaySpec>,
+    ) -> anyhow::Result<Machine> {
+        let area = area.to_path_buf();
         hit("restore:manifest")?;
         replace_durably(
             &area.join(MANIFEST),
@@ -316,8 +341,16 @@ impl Machine {
             stopped: false,
         };
         machine.save("staged")?;
-        staging.keep();
         Ok(machine)
+    }
+
+    /// The definitions were imported by the caller (a cluster restore
+    /// imports them once for every part): `Staged` becomes `Imported`.
+    pub fn imported_elsewhere(&mut self) -> anyhow::Result<()> {
+        if self.journal.phase == Phase::Staged {
+            self.enter(Phase::Imported)?;
+        }
+        Ok(())
     }
 
     /// As [`Machine::begin`], for a replay of `spec`.

@@ -1,0 +1,168 @@
+//! The swapped part of a cluster restore ([`super::super::swap`] chose it):
+//! the single-node restore machine ([`crate::restore::machine`]) run in the
+//! part's directory with its own journal, on the member the tool runs on
+//! only, its definitions already imported by the cluster restore. The
+//! cluster journal says `Swapping` before that machine's first step, so
+//! `--resume` loads the machine's journal and finishes or undoes the swap.
+
+use super::{Area, PartTimes, Target, Undone, remove};
+use crate::cluster::journal::PartState;
+use crate::rabbit::recovery;
+use crate::repo::SnapshotRef;
+use crate::restore::fetch;
+use crate::restore::machine::{self, ExcludeSpec, Machine, ReplaySpec};
+use crate::restore::node::BrokerNode;
+use crate::transfer::DownloadSource;
+
+/// Takes part `i` (a swap) from where its journal entry says to `Swapped`;
+/// returns its times and the operator's warnings. A failure that left the
+/// node's stores as they were (rolled back, or no store moved) carries
+/// [`Undone`]: no other part has been touched then.
+pub(super) async fn run(
+    area: &mut Area,
+    i: usize,
+    target: &Target<'_>,
+) -> anyhow::Result<(PartTimes, Vec<String>)> {
+    let mut times = PartTimes::default();
+    let dir = area.part_dir(i);
+    let p = area.journal.parts[i].clone();
+    let snapshot = SnapshotRef {
+        node: p.node.clone(),
+        id: p.snapshot.clone(),
+    };
+    let manifest = target.repo.manifest(&snapshot).await?;
+    let begun = p.state == PartState::Swapping && dir.join(machine::JOURNAL).exists();
+    let mut m = if begun {
+        Machine::load(&dir).map_err(|e| {
+            e.context(format!(
+                "the journal of the swap of {}'s part in {} cannot be read; its old/ directory may hold the member's previous message stores: inspect it",
+                p.node,
+                dir.display()
+            ))
+        })?
+    } else {
+        // No store of this part moved yet: a download cut short (or a
+        // machine that gave up before its swap) starts again.
+        if p.state != PartState::Fetched || !dir.join("new").exists() {
+            let started = std::time::Instant::now();
+            remove(&dir);
+            std::fs::create_dir_all(&dir)?;
+            fetch::check_free_space(area.path(), &manifest)?;
+            let source = DownloadSource::for_snapshot(
+                target.repo,
+                &snapshot,
+                &manifest,
+                target.settings.identity.as_ref(),
+                target.download_concurrency,
+            )?;
+            tracing::info!(
+                "part {} of {}: snapshot {} of {}, to be swapped in",
+                i + 1,
+                area.journal.parts.len(),
+                p.snapshot,
+                p.node
+            );
+            crate::failpoint::hit("cluster-restore:fetch")?;
+            let (from, to) = (
+                manifest.node.rabbitmq_version.clone(),
+                target.broker.identity.rabbitmq_version.clone(),
+            );
+            fetch::fetch_all(source, &manifest, &dir.join("new"), |staged| {
+                for terms in recovery::prepare(staged, &from, &to)? {
+                    tracing::info!(
+                        "removed {} (RabbitMQ {from}'s queue index, read by {to}, is recovered as after a crash)",
+                        terms.display()
+                    );
+                }
+                Ok(())
+            })
+            .await?;
+            times.fetch_ms = started.elapsed().as_millis() as u64;
+            area.set_part(i, PartState::Fetched)?;
+        }
+        area.set_part(i, PartState::Swapping)?;
+        let j = &area.journal;
+        let logical: Vec<(String, String)> = p
+            .queues
+            .iter()
+            .filter(|q| !q.queue_type.is_classic())
+            .map(|q| q.key())
+            .collect();
+        Machine::begin_in(
+            &dir,
+            &manifest,
+            &j.target_node,
+            target.data_dir,
+            target.keep_old,
+            j.exclude.as_ref().map(|e| ExcludeSpec {
+                globs: e.globs.clone(),
+                drop: e.drop,
+            }),
+            (!logical.is_empty()).then(|| ReplaySpec {
+                queues: logical,
+                purge: j.purge,
+                append: false,
+            }),
+        )?
+    };
+    m.imported_elsewhere()?;
+    tracing::info!(
+        "swapping the part of {} onto {} (only this member's broker pauses): {}",
+        p.node,
+        area.journal.target_node,
+        m.next_action()
+    );
+    let started = std::time::Instant::now();
+    let node = BrokerNode {
+        broker: target.broker,
+        settings: target.settings,
+    };
+    let outcome = match m.resume(&node).await {
+        Ok(outcome) => outcome,
+        // The machine ended (rolled back, or gave up before moving a
+        // store) and removed its area: the node holds its previous stores.
+        Err(e) if !dir.join(machine::JOURNAL).exists() => {
+            return Err(e.context(Undone(format!(
+                "the swap of {}'s part onto {} was undone or never began, and no other part was touched: the target cluster holds its previous messages (the definitions stay imported). Fix the cause and restore again, or restore with --method replay",
+                p.node, area.journal.target_node
+            ))));
+        }
+        Err(e) => return Err(e),
+    };
+    times.replay_ms = started.elapsed().as_millis() as u64;
+    times.pause_ms = Some(outcome.pause_ms);
+    let entry = &mut area.journal.parts[i];
+    // The counts the machine checked stand for what was put back.
+    entry.published = p
+        .queues
+        .iter()
+        .map(|q| {
+            let counted = outcome
+                .queues
+                .iter()
+                .find(|o| o.vhost == q.vhost && o.name == q.name)
+                .and_then(|o| o.actual)
+                .unwrap_or(0);
+            // The exclusion ran after the classic counts were checked.
+            let excluded: u64 = outcome
+                .excluded
+                .iter()
+                .filter(|e| e.vhost == q.vhost && e.queue == q.name)
+                .map(|e| e.excluded)
+                .sum();
+            counted.saturating_sub(excluded)
+        })
+        .collect();
+    entry.excluded = outcome.excluded.iter().map(|e| e.excluded).sum();
+    area.set_part(i, PartState::Swapped)?;
+    remove(&dir);
+    let mut warnings = outcome.warnings;
+    if let Some(kept) = outcome.previous_store {
+        warnings.push(format!(
+            "the previous message stores of {} are kept in {} (--keep-old)",
+            area.journal.target_node,
+            kept.display()
+        ));
+    }
+    Ok((times, warnings))
+}
