@@ -49,8 +49,9 @@ pub struct Part {
     pub method: &'static str,
     /// Why that method.
     pub method_reason: String,
-    /// A swapped part: how long that member's broker was stopped, in ms.
-    pub pause_ms: Option<u64>,
+    /// How long the broker of the node restored through was stopped for
+    /// this part, in ms (0 unless it was swapped by this run).
+    pub pause_ms: u64,
     /// Queues whose messages it holds and the restore puts back.
     pub queues: u64,
     /// Messages it holds of them.
@@ -660,7 +661,7 @@ fn part_report(p: &PartJournal, times: Option<&machine::PartTimes>) -> Part {
             m => m.label(),
         },
         method_reason: p.reason.clone(),
-        pause_ms: times.and_then(|t| t.pause_ms),
+        pause_ms: times.and_then(|t| t.pause_ms).unwrap_or(0),
         queues: p.queues.len() as u64,
         messages: p.queues.iter().map(|q| q.messages).sum(),
         published: replayed.then(|| p.published_total()),
@@ -768,8 +769,8 @@ fn describe(r: &ClusterRestoreReport) -> String {
                 "{} of {}: {}\n",
                 p.method, p.from_node, p.method_reason
             ));
-            if let Some(ms) = p.pause_ms {
-                s.push_str(&format!("  {}'s broker paused {ms} ms\n", r.node));
+            if p.pause_ms > 0 {
+                s.push_str(&format!("  {}'s broker paused {} ms\n", r.node, p.pause_ms));
             }
         }
         if !r.queues.is_empty() {

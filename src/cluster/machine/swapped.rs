@@ -98,7 +98,7 @@ pub(super) async fn run(
                 globs: e.globs.clone(),
                 drop: e.drop,
             }),
-            (!logical.is_empty()).then(|| ReplaySpec {
+            (!logical.is_empty()).then_some(ReplaySpec {
                 queues: logical,
                 purge: j.purge,
                 append: false,
