@@ -342,7 +342,12 @@ async fn resume(
     let swapping = pending.iter().any(|a| a.journal.swapping().is_some());
     let (broker, target_members) = match state {
         AppState::Stopped { .. } if swapping => {
-            let members = broker.ctl.cluster_members().await?;
+            // Asked of a stopped broker: the report's list, best effort.
+            let members = broker
+                .ctl
+                .cluster_members()
+                .await
+                .unwrap_or_else(|_| vec![node.clone()]);
             (broker, members)
         }
         state => {

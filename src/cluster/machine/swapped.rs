@@ -106,12 +106,20 @@ pub(super) async fn run(
         )?
     };
     m.imported_elsewhere()?;
-    tracing::info!(
-        "swapping the part of {} onto {} (only this member's broker pauses): {}",
-        p.node,
-        area.journal.target_node,
-        m.next_action()
-    );
+    if begun {
+        tracing::info!(
+            "resuming the swap of {}'s part onto {}: {}",
+            p.node,
+            area.journal.target_node,
+            m.next_action()
+        );
+    } else {
+        tracing::info!(
+            "swapping the part of {} onto {} (only this member's broker pauses)",
+            p.node,
+            area.journal.target_node
+        );
+    }
     let started = std::time::Instant::now();
     let node = BrokerNode {
         broker: target.broker,
