@@ -141,12 +141,15 @@ pub async fn run(
         ));
     }
 
-    let broker = Broker::connect(settings).await?;
-    let node = broker.identity.name.clone();
-    let target_members = all_running(&broker).await?;
+    // Reached even when stopped: an interrupted swap of this member's part
+    // may have left its broker stopped, which the refusal below explains.
+    let (broker, state) = Broker::reach(settings).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
     refuse_interrupted(&data_dir, args.dry_run, &round.cluster)?;
+    let broker = broker.running(state, settings, !args.dry_run).await?;
+    let node = broker.identity.name.clone();
+    let target_members = all_running(&broker).await?;
 
     // Every member snapshot must be readable (an encrypted one needs its
     // identity, which must open its first chunk) before anything changes.

@@ -895,15 +895,16 @@ fn swapped_onto_its_own_member(
         );
     }
     let started = Instant::now();
-    for (k, point) in points.iter().enumerate() {
+    for point in &points {
         reset();
         crash.kill_at(
             point,
             &args(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
             Duration::from_secs(120),
         );
-        if k == points.len() / 2 {
-            // A backup would copy half-restored messages: refused.
+        if point.starts_with("restore:in:") {
+            // The member's broker stopped, a store half moved: a backup
+            // would copy half-restored messages, refused.
             let backup = Tool::new()
                 .with(node.env())
                 .run(&["backup", "--repo", repo]);
@@ -914,6 +915,14 @@ fn swapped_onto_its_own_member(
                     .contains(&format!("restore --cluster {cluster} --resume")),
                 "{point}: {}",
                 backup.stderr
+            );
+            // So would a second cluster restore on that node.
+            let again = run(&tool, &[]);
+            again.expect_code(4);
+            assert!(
+                again.stderr.contains("--resume"),
+                "{point}: {}",
+                again.stderr
             );
         }
         Tool::new()
