@@ -482,6 +482,36 @@ mod tests {
     }
 
     #[test]
+    fn a_swapped_part_is_journalled_and_a_version_1_journal_still_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("rabbit@t");
+        std::fs::create_dir(&data_dir).unwrap();
+        let mut j = journal();
+        j.parts[1].method = PartMethod::Swap;
+        let mut area = Area::create(&data_dir, j).unwrap();
+        area.enter(Phase::Imported).unwrap();
+        area.set_part(1, PartState::Swapping).unwrap();
+        let back = Area::load(area.path()).unwrap();
+        assert_eq!(back.journal.swapping().unwrap().node, "rabbit@b");
+        let e = back.attention(anyhow::anyhow!("killed"));
+        assert!(format!("{e:#}").contains("finish or undo the swap"), "{e:#}");
+        area.set_part(1, PartState::Swapped).unwrap();
+        assert!(Area::load(area.path()).unwrap().journal.parts[1].state.done());
+        assert!(area.journal.swapping().is_none());
+        // Written by the version before swapped parts: no method, no keep_old.
+        let mut v1 = serde_json::to_value(&journal()).unwrap();
+        v1["version"] = 1.into();
+        v1.as_object_mut().unwrap().remove("keep_old");
+        for p in v1["parts"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("method");
+            p.as_object_mut().unwrap().remove("reason");
+        }
+        std::fs::write(area.path().join(JOURNAL), v1.to_string()).unwrap();
+        let old = Area::load(area.path()).unwrap();
+        assert!(old.journal.parts.iter().all(|p| p.method == PartMethod::Replay));
+    }
+
+    #[test]
     fn sweep_keeps_interrupted_restores_and_removes_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("rabbit@t");

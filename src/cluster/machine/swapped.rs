@@ -7,6 +7,7 @@
 
 use super::{Area, PartTimes, Target, Undone, remove};
 use crate::cluster::journal::PartState;
+use crate::exclude::mover::AmqpConfig;
 use crate::rabbit::recovery;
 use crate::repo::SnapshotRef;
 use crate::restore::fetch;
@@ -139,28 +140,16 @@ pub(super) async fn run(
     };
     times.replay_ms = started.elapsed().as_millis() as u64;
     times.pause_ms = Some(outcome.pause_ms);
+    // What the swap and its replay put back, counted now: the machine
+    // checked it (a resumed machine that had already ended reports nothing).
+    let amqp = AmqpConfig::new(
+        target.broker.amqp_url(target.settings).await?,
+        target.settings,
+    );
+    let keys: Vec<(String, String)> = p.queues.iter().map(|q| q.key()).collect();
+    let counted = crate::replay::counts(&amqp, &keys, false).await?;
     let entry = &mut area.journal.parts[i];
-    // The counts the machine checked stand for what was put back.
-    entry.published = p
-        .queues
-        .iter()
-        .map(|q| {
-            let counted = outcome
-                .queues
-                .iter()
-                .find(|o| o.vhost == q.vhost && o.name == q.name)
-                .and_then(|o| o.actual)
-                .unwrap_or(0);
-            // The exclusion ran after the classic counts were checked.
-            let excluded: u64 = outcome
-                .excluded
-                .iter()
-                .filter(|e| e.vhost == q.vhost && e.queue == q.name)
-                .map(|e| e.excluded)
-                .sum();
-            counted.saturating_sub(excluded)
-        })
-        .collect();
+    entry.published = counted;
     entry.excluded = outcome.excluded.iter().map(|e| e.excluded).sum();
     area.set_part(i, PartState::Swapped)?;
     remove(&dir);
