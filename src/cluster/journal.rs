@@ -494,9 +494,16 @@ mod tests {
         let back = Area::load(area.path()).unwrap();
         assert_eq!(back.journal.swapping().unwrap().node, "rabbit@b");
         let e = back.attention(anyhow::anyhow!("killed"));
-        assert!(format!("{e:#}").contains("finish or undo the swap"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("finish or undo the swap"),
+            "{e:#}"
+        );
         area.set_part(1, PartState::Swapped).unwrap();
-        assert!(Area::load(area.path()).unwrap().journal.parts[1].state.done());
+        assert!(
+            Area::load(area.path()).unwrap().journal.parts[1]
+                .state
+                .done()
+        );
         assert!(area.journal.swapping().is_none());
         // Written by the version before swapped parts: no method, no keep_old.
         let mut v1 = serde_json::to_value(&journal()).unwrap();
@@ -508,7 +515,12 @@ mod tests {
         }
         std::fs::write(area.path().join(JOURNAL), v1.to_string()).unwrap();
         let old = Area::load(area.path()).unwrap();
-        assert!(old.journal.parts.iter().all(|p| p.method == PartMethod::Replay));
+        assert!(
+            old.journal
+                .parts
+                .iter()
+                .all(|p| p.method == PartMethod::Replay)
+        );
     }
 
     #[test]

@@ -199,6 +199,11 @@ pub struct Journal {
     /// Replay: what is replayed.
     #[serde(default)]
     pub replay: Option<ReplaySpec>,
+    /// The work area belongs to a cluster restore (its swapped part): kept
+    /// at the end with the final journal, which tells that restore whether
+    /// the swap held or was undone; the cluster restore removes it.
+    #[serde(default)]
+    pub nested: bool,
 }
 
 /// What the node must do for the machine (the real one talks to RabbitMQ;
@@ -283,7 +288,7 @@ impl Machine {
         exclude: Option<ExcludeSpec>,
         replay: Option<ReplaySpec>,
     ) -> anyhow::Result<Machine> {
-        let machine = Machine::begin_in(
+        let mut machine = Machine::begin_in(
             staging.path(),
             manifest,
             target_node,
@@ -292,6 +297,8 @@ impl Machine {
             exclude,
             replay,
         )?;
+        machine.journal.nested = false;
+        machine.save("staged")?;
         staging.keep();
         Ok(machine)
     }
@@ -333,6 +340,7 @@ impl Machine {
                 kept: None,
                 displaced_to: None,
                 replay,
+                nested: true,
             },
             area,
             manifest: manifest.clone(),
@@ -863,12 +871,14 @@ impl Machine {
                 "the restore ended but its old/ directory still holds stores"
             )));
         }
-        hit("restore:remove-area")?;
-        if let Err(e) = std::fs::remove_dir_all(&self.area) {
-            self.outcome.warnings.push(format!(
-                "could not remove the work area {}: {e}",
-                self.area.display()
-            ));
+        if !self.journal.nested {
+            hit("restore:remove-area")?;
+            if let Err(e) = std::fs::remove_dir_all(&self.area) {
+                self.outcome.warnings.push(format!(
+                    "could not remove the work area {}: {e}",
+                    self.area.display()
+                ));
+            }
         }
         let node = &self.journal.target_node;
         let cause = self.journal.cause.clone().unwrap_or_default();

@@ -11,7 +11,7 @@ use crate::exclude::mover::AmqpConfig;
 use crate::rabbit::recovery;
 use crate::repo::SnapshotRef;
 use crate::restore::fetch;
-use crate::restore::machine::{self, ExcludeSpec, Machine, ReplaySpec};
+use crate::restore::machine::{self, ExcludeSpec, Machine, Phase, ReplaySpec};
 use crate::restore::node::BrokerNode;
 use crate::transfer::DownloadSource;
 
@@ -32,6 +32,8 @@ pub(super) async fn run(
         id: p.snapshot.clone(),
     };
     let manifest = target.repo.manifest(&snapshot).await?;
+    // The machine keeps its area and final journal (`nested`) until the
+    // part is journalled `Swapped`: a resume knows whether it held.
     let begun = p.state == PartState::Swapping && dir.join(machine::JOURNAL).exists();
     let mut m = if begun {
         Machine::load(&dir).map_err(|e| {
@@ -128,15 +130,21 @@ pub(super) async fn run(
     };
     let outcome = match m.resume(&node).await {
         Ok(outcome) => outcome,
-        // The machine ended (rolled back, or gave up before moving a
-        // store) and removed its area: the node holds its previous stores.
-        Err(e) if !dir.join(machine::JOURNAL).exists() => {
-            return Err(e.context(Undone(format!(
-                "the swap of {}'s part onto {} was undone or never began, and no other part was touched: the target cluster holds its previous messages (the definitions stay imported). Fix the cause and restore again, or restore with --method replay",
-                p.node, area.journal.target_node
-            ))));
+        Err(e) => {
+            // Rolled back, given up before moving a store (its journal
+            // says so), or gone before its first swap step.
+            let undone = match Machine::load(&dir) {
+                Ok(m) => matches!(m.journal.phase, Phase::RolledBack | Phase::Abandoned),
+                Err(_) => !dir.join(machine::JOURNAL).exists(),
+            };
+            if undone {
+                return Err(e.context(Undone(format!(
+                    "the swap of {}'s part onto {} was undone or never began, and no other part was touched: the target cluster holds its previous messages (the definitions stay imported). Fix the cause and restore again, or restore with --method replay",
+                    p.node, area.journal.target_node
+                ))));
+            }
+            return Err(e);
         }
-        Err(e) => return Err(e),
     };
     times.replay_ms = started.elapsed().as_millis() as u64;
     times.pause_ms = Some(outcome.pause_ms);
