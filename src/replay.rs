@@ -550,9 +550,6 @@ pub async fn counts(
         let l = open_link(target, &mut link, vhost).await?;
         if purge {
             crate::failpoint::hit("replay:purge")?;
-        }
-        // An empty queue needs no purge, and a stream refuses one even empty.
-        if purge && message_count(&l.channel, vhost, queue).await? > 0 {
             l.channel
                 .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
                 .await

@@ -16,6 +16,7 @@ use crate::exclude::Matcher;
 use crate::exclude::mover::AmqpConfig;
 use crate::failpoint::hit;
 use crate::rabbit::Broker;
+use crate::rabbit::queue_type::QueueType;
 use crate::replay::{self, Options, Progress, Sources};
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch;
@@ -158,13 +159,17 @@ async fn forward(
         target.settings,
     );
     // The swapped part's queues were put back (and its logical records
-    // emptied first) by the swap.
+    // emptied first) by the swap. Streams cannot be emptied: one holding
+    // messages was refused up front, and one declared by the import is empty
+    // (its message count may still show a deleted namesake's).
     let queues: Vec<(String, String)> = area
         .journal
         .parts
         .iter()
         .filter(|p| p.method == PartMethod::Replay)
-        .flat_map(|p| p.queues.iter().map(|q| q.key()))
+        .flat_map(|p| p.queues.iter())
+        .filter(|q| q.queue_type != QueueType::Stream)
+        .map(|q| q.key())
         .collect();
     let all_queues = area.journal.queue_keys();
     if area.journal.phase == Phase::Imported {
