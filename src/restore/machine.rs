@@ -288,17 +288,14 @@ impl Machine {
         exclude: Option<ExcludeSpec>,
         replay: Option<ReplaySpec>,
     ) -> anyhow::Result<Machine> {
-        let mut machine = Machine::begin_in(
+        let machine = Machine::start(
             staging.path(),
             manifest,
             target_node,
             data_dir,
-            keep_old,
-            exclude,
-            replay,
+            (keep_old, exclude, replay),
+            false,
         )?;
-        machine.journal.nested = false;
-        machine.save("staged")?;
         staging.keep();
         Ok(machine)
     }
@@ -314,6 +311,25 @@ impl Machine {
         keep_old: bool,
         exclude: Option<ExcludeSpec>,
         replay: Option<ReplaySpec>,
+    ) -> anyhow::Result<Machine> {
+        Machine::start(
+            area,
+            manifest,
+            target_node,
+            data_dir,
+            (keep_old, exclude, replay),
+            true,
+        )
+    }
+
+    /// Writes the manifest and the first journal into `area`.
+    fn start(
+        area: &Path,
+        manifest: &Manifest,
+        target_node: &str,
+        data_dir: &Path,
+        (keep_old, exclude, replay): (bool, Option<ExcludeSpec>, Option<ReplaySpec>),
+        nested: bool,
     ) -> anyhow::Result<Machine> {
         let area = area.to_path_buf();
         hit("restore:manifest")?;
@@ -340,7 +356,7 @@ impl Machine {
                 kept: None,
                 displaced_to: None,
                 replay,
-                nested: true,
+                nested,
             },
             area,
             manifest: manifest.clone(),
