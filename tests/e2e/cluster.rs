@@ -947,7 +947,11 @@ fn swapped_onto_its_own_member(
         );
         for (q, msgs) in expected.iter().filter(|(q, _)| q != own) {
             let found = if *q == "sq" {
-                read_stream(node, "/", q, msgs.len())
+                // Read where it has a replica: its leader (a stream declared
+                // while a member pauses may have none there).
+                let led_by = leader(node, "sq");
+                let reader = source.iter().find(|n| n.name == led_by).unwrap();
+                read_stream(reader, "/", q, msgs.len())
             } else {
                 drain(node, "/", q)
             };
