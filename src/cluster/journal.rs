@@ -506,7 +506,7 @@ mod tests {
         );
         assert!(area.journal.swapping().is_none());
         // Written by the version before swapped parts: no method, no keep_old.
-        let mut v1 = serde_json::to_value(&journal()).unwrap();
+        let mut v1 = serde_json::to_value(journal()).unwrap();
         v1["version"] = 1.into();
         v1.as_object_mut().unwrap().remove("keep_old");
         for p in v1["parts"].as_array_mut().unwrap() {

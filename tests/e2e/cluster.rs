@@ -869,17 +869,33 @@ fn swapped_onto_its_own_member(
         expected,
         "swapped onto its own member",
     );
-    // Every step of the cluster journal (the swapped part's among them)
-    // and of the swap's own journal, the broker stopped and a store half
-    // moved, and a confirm of the replay after the swap.
+    // Every step of the cluster journal up to the replayed parts (whose
+    // steps the loop on another cluster below enumerates), the swapped
+    // part's among them, and of the swap's own journal, the broker stopped
+    // and a store half moved, and a confirm of the replay after the swap.
+    let s = report["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["from_node"] == node.name.as_str())
+        .unwrap();
     let confirm = points
         .iter()
         .find(|p| p.starts_with("replay:progress"))
         .cloned();
+    let cluster_step = |p: &str| {
+        let Some(step) = p.strip_prefix("cluster-restore:journal:") else {
+            return false;
+        };
+        ["staged@", "imported@", "replaying@"]
+            .iter()
+            .any(|t| step.starts_with(t))
+            || step.split('@').next().unwrap().ends_with(&format!(":{s}"))
+    };
     let points: Vec<&String> = points
         .iter()
         .filter(|p| {
-            p.starts_with("cluster-restore:journal:")
+            cluster_step(p)
                 || p.starts_with("restore:journal:")
                 || p.starts_with("restore:stop-app")
                 || p.starts_with("restore:in:")
