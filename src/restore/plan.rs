@@ -440,7 +440,7 @@ fn index_version(manifest: &Manifest, q: &QueueEntry) -> Option<IndexVersion> {
 
 /// Refuses, before anything changes, a swap that would bring queues back
 /// empty: RabbitMQ 4.3+ cannot read a version-1 queue index (DESIGN §2).
-fn check_index_readable(manifest: &Manifest, target: &str, node: &str) -> anyhow::Result<()> {
+pub fn check_index_readable(manifest: &Manifest, target: &str, node: &str) -> anyhow::Result<()> {
     if older(target, NO_INDEX_V1_FROM) {
         return Ok(());
     }
