@@ -8,6 +8,7 @@
 
 pub mod journal;
 pub mod machine;
+pub mod swap;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The one TLS stack: rustls 0.23 with the `ring` crypto provider, for S3
-//! (aws-smithy-http-client), the management API (reqwest) and `amqps://`
+//! (aws-smithy-http-client), the management API (hyper-rustls) and `amqps://`
 //! (lapin) alike. `scripts/check-deps` fails the build on a second stack.
 //!
 //! Why ring rather than aws-lc-rs: it compiles from Rust and a little
@@ -18,7 +18,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Makes [`provider`] the process default, for the clients that look it up
-/// (reqwest, lapin). Safe to call more than once.
+/// (lapin). Safe to call more than once.
 pub fn install_default_provider() {
     // Err means a provider is installed already: ours, as nothing else installs one.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -4,10 +4,20 @@
 //! wherever that queue now lives.
 //!
 //! ```text
-//!  Staged ──import──▶ Imported ──purge (--replace-messages) or count
-//!  (--append)──▶ Replaying: per part  Todo ──download+verify──▶ Fetched
-//!  ──replay──▶ Replayed ;  all parts Replayed ──counts──▶ Done
+//!  Staged ──import──▶ Imported ──[the swapped part]──purge (--replace-messages)
+//!  or count (--append)──▶ Replaying: per part  Todo ──download+verify──▶ Fetched
+//!  ──replay──▶ Replayed ;  all parts done ──counts──▶ Done
+//!  swapped part (in Imported, before any other message is touched):
+//!  Todo ──download+verify──▶ Fetched ──▶ Swapping ──single-node machine──▶ Swapped
 //! ```
+//!
+//! The part of the member whose name is the node's own may be swapped
+//! (`PartMethod::Swap`, [`super::swap`]): the single-node restore machine
+//! ([`crate::restore::machine`]) runs in `part-<i>` with its own journal
+//! (`part-<i>/journal.json`), stopping only this member, and is resumed
+//! from there; its failure before or during the swap rolls it back, and
+//! since no other part has been touched then, the cluster restore ends
+//! with the target's previous messages (definitions stay imported).
 //!
 //! The journal (`cluster-journal.json` in a work area beside the data
 //! directory of the node the tool runs on) is written and synced BEFORE
@@ -33,7 +43,9 @@ pub const JOURNAL: &str = "cluster-journal.json";
 /// The work area's purpose (`<MARK>-cluster-restore-<dir>-<id>`).
 pub const PURPOSE: &str = "cluster-restore";
 /// The journal format this version writes and reads.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Journals this version resumes (version 1 had no swapped part).
+const READS: [u32; 2] = [1, 2];
 
 /// How far a cluster restore got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +62,28 @@ pub enum Phase {
     Done,
 }
 
+/// How a part's messages are put back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartMethod {
+    /// Decoded and published into the running cluster.
+    #[default]
+    Replay,
+    /// The member's classic stores swapped onto the node of the same name
+    /// (the one the tool runs on), its logical records replayed after.
+    Swap,
+}
+
+impl PartMethod {
+    /// The name in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            PartMethod::Replay => "replay",
+            PartMethod::Swap => "swap",
+        }
+    }
+}
+
 /// Where one part stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -60,6 +94,18 @@ pub enum PartState {
     Fetched,
     /// Every message of its queues confirmed; its files removed.
     Replayed,
+    /// Swap: the single-node machine in `part-<i>` (its own journal) is
+    /// moving this member's stores; `--resume` resumes it.
+    Swapping,
+    /// Swap: stores swapped in and counted, logical records replayed.
+    Swapped,
+}
+
+impl PartState {
+    /// Its messages are restored.
+    pub fn done(self) -> bool {
+        matches!(self, PartState::Replayed | PartState::Swapped)
+    }
 }
 
 /// A queue a part replays.
@@ -95,6 +141,12 @@ pub struct PartJournal {
     pub queues: Vec<PlannedQueue>,
     /// Where it stands.
     pub state: PartState,
+    /// How its messages are put back.
+    #[serde(default)]
+    pub method: PartMethod,
+    /// Why that method.
+    #[serde(default)]
+    pub reason: String,
     /// Once replayed: messages published into each of `queues`.
     #[serde(default)]
     pub published: Vec<u64>,
@@ -144,6 +196,9 @@ pub struct Journal {
     pub purge: bool,
     /// Add to what the target queues hold (`--append`).
     pub append: bool,
+    /// A swapped part keeps the member's previous stores (`--keep-old`).
+    #[serde(default)]
+    pub keep_old: bool,
     /// With `--append`: each queue's count before the replay, in
     /// [`Journal::queues`] order.
     #[serde(default)]
@@ -171,6 +226,7 @@ impl Journal {
             parts,
             purge: false,
             append: false,
+            keep_old: false,
             before: Vec::new(),
             exclude: None,
         }
@@ -186,6 +242,11 @@ impl Journal {
             }
         }
         out
+    }
+
+    /// The swapped part whose swap is under way, if any.
+    pub fn swapping(&self) -> Option<&PartJournal> {
+        self.parts.iter().find(|p| p.state == PartState::Swapping)
     }
 
     /// `(vhost, name)` of every replayed queue, in [`Journal::queues`] order.
@@ -233,9 +294,9 @@ impl Area {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
         let journal: Journal = serde_json::from_slice(&bytes)
             .map_err(|e| anyhow::anyhow!("the journal {} is damaged: {e}", file.display()))?;
-        if journal.version != VERSION {
+        if !READS.contains(&journal.version) {
             anyhow::bail!(
-                "the journal {} has format {}, this rabbitmq-backup reads {VERSION}",
+                "the journal {} has format {}, this rabbitmq-backup reads {READS:?}",
                 file.display(),
                 journal.version
             );
@@ -285,6 +346,8 @@ impl Area {
             PartState::Todo => "todo",
             PartState::Fetched => "fetched",
             PartState::Replayed => "replayed",
+            PartState::Swapping => "swapping",
+            PartState::Swapped => "swapped",
         };
         self.save(&format!("{label}:{i}"))
     }
@@ -299,6 +362,20 @@ impl Area {
     /// The error that leaves the area for `--resume` (exit 8).
     pub fn attention(&self, e: anyhow::Error) -> anyhow::Error {
         let j = &self.journal;
+        if let Some(p) = j.swapping() {
+            return e.context(class(
+                Kind::NeedsAttention,
+                format!(
+                    "the restore of cluster snapshot {} of {:?} stopped while swapping the part of {} onto {}; that member's broker may be stopped, the other members keep running. The work area {} holds the journals and the member's previous message stores: run `rabbitmq-backup restore --cluster {} --resume` to finish or undo the swap, then replay the other parts",
+                    j.cluster_snapshot,
+                    j.cluster,
+                    p.node,
+                    j.target_node,
+                    self.path.display(),
+                    j.cluster
+                ),
+            ));
+        }
         e.context(class(
             Kind::NeedsAttention,
             format!(
@@ -367,6 +444,8 @@ mod tests {
                 })
                 .collect(),
             state: PartState::Todo,
+            method: PartMethod::Replay,
+            reason: String::new(),
             published: Vec::new(),
             excluded: 0,
             interrupted: Vec::new(),
@@ -400,6 +479,48 @@ mod tests {
         );
         assert_eq!(back.journal.published("/", "q"), (4, 5));
         assert_eq!(back.journal.parts[0].published_total(), 7);
+    }
+
+    #[test]
+    fn a_swapped_part_is_journalled_and_a_version_1_journal_still_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("rabbit@t");
+        std::fs::create_dir(&data_dir).unwrap();
+        let mut j = journal();
+        j.parts[1].method = PartMethod::Swap;
+        let mut area = Area::create(&data_dir, j).unwrap();
+        area.enter(Phase::Imported).unwrap();
+        area.set_part(1, PartState::Swapping).unwrap();
+        let back = Area::load(area.path()).unwrap();
+        assert_eq!(back.journal.swapping().unwrap().node, "rabbit@b");
+        let e = back.attention(anyhow::anyhow!("killed"));
+        assert!(
+            format!("{e:#}").contains("finish or undo the swap"),
+            "{e:#}"
+        );
+        area.set_part(1, PartState::Swapped).unwrap();
+        assert!(
+            Area::load(area.path()).unwrap().journal.parts[1]
+                .state
+                .done()
+        );
+        assert!(area.journal.swapping().is_none());
+        // Written by the version before swapped parts: no method, no keep_old.
+        let mut v1 = serde_json::to_value(journal()).unwrap();
+        v1["version"] = 1.into();
+        v1.as_object_mut().unwrap().remove("keep_old");
+        for p in v1["parts"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("method");
+            p.as_object_mut().unwrap().remove("reason");
+        }
+        std::fs::write(area.path().join(JOURNAL), v1.to_string()).unwrap();
+        let old = Area::load(area.path()).unwrap();
+        assert!(
+            old.journal
+                .parts
+                .iter()
+                .all(|p| p.method == PartMethod::Replay)
+        );
     }
 
     #[test]

@@ -2,16 +2,21 @@
 //! taken against the running target (one member's management API and
 //! AMQP listener; the cluster routes each message to its queue's home or
 //! leader), each journalled before the next. A run and a `--resume` take
-//! the same loop from wherever the journal says.
+//! the same loop from wherever the journal says. A part swapped onto the
+//! member the tool runs on ([`super::swap`]) goes first, before any other
+//! message is touched ([`swapped`]).
+
+mod swapped;
 
 use std::path::Path;
 use std::time::Instant;
 
-use super::journal::{Area, PartState, Phase};
+use super::journal::{Area, PartMethod, PartState, Phase};
 use crate::exclude::Matcher;
 use crate::exclude::mover::AmqpConfig;
 use crate::failpoint::hit;
 use crate::rabbit::Broker;
+use crate::rabbit::queue_type::QueueType;
 use crate::replay::{self, Options, Progress, Sources};
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch;
@@ -30,6 +35,22 @@ pub struct Target<'a> {
     pub repo: &'a Repository,
     /// Chunks downloaded at once.
     pub download_concurrency: usize,
+    /// The member's data directory (a swapped part goes in there).
+    pub data_dir: &'a Path,
+    /// `--keep-old`: a swapped part keeps the member's previous stores.
+    pub keep_old: bool,
+}
+
+/// A swapped part's failure that left the target as it was: the swap was
+/// rolled back or no store moved, and no other part was touched. The
+/// cluster restore then ends and removes its work area.
+#[derive(Debug)]
+pub struct Undone(pub String);
+
+impl std::fmt::Display for Undone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Timings of one part, for the report.
@@ -37,8 +58,11 @@ pub struct Target<'a> {
 pub struct PartTimes {
     /// Downloading and verifying its snapshot, in ms (0 if done earlier).
     pub fetch_ms: u64,
-    /// Replaying its queues, in ms (0 if done earlier).
+    /// Replaying its queues (a swapped part: swapping and replaying), in
+    /// ms (0 if done earlier).
     pub replay_ms: u64,
+    /// A swapped part: how long the member's broker was stopped, in ms.
+    pub pause_ms: Option<u64>,
 }
 
 /// What a run did.
@@ -75,6 +99,12 @@ pub async fn run(
     let mut outcome = Outcome::default();
     match forward(&mut area, target, &mut outcome).await {
         Ok(()) => {}
+        Err(e) if e.downcast_ref::<Undone>().is_some() => {
+            if let Err(rm) = std::fs::remove_dir_all(area.path()) {
+                tracing::warn!("could not remove {}: {rm}", area.path().display());
+            }
+            return Err(e);
+        }
         Err(e) => return Err(area.attention(e)),
     }
     if let Err(e) = area.remove() {
@@ -108,13 +138,41 @@ async fn forward(
     target: &Target<'_>,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
+    outcome.times = vec![PartTimes::default(); area.journal.parts.len()];
+    if area.journal.phase == Phase::Imported {
+        crate::signals::check()?;
+        // First, before any other message is touched: a swap that fails
+        // rolls back and leaves the target as it was.
+        if let Some(i) = area
+            .journal
+            .parts
+            .iter()
+            .position(|p| p.method == PartMethod::Swap && !p.state.done())
+        {
+            let (times, warnings) = swapped::run(area, i, target).await?;
+            outcome.times[i] = times;
+            outcome.warnings.extend(warnings);
+        }
+    }
     let amqp = AmqpConfig::new(
         target.broker.amqp_url(target.settings).await?,
         target.settings,
     );
-    let queues = area.journal.queue_keys();
+    // The swapped part's queues were put back (and its logical records
+    // emptied first) by the swap. Streams cannot be emptied: one holding
+    // messages was refused up front, and one declared by the import is empty
+    // (its message count may still show a deleted namesake's).
+    let queues: Vec<(String, String)> = area
+        .journal
+        .parts
+        .iter()
+        .filter(|p| p.method == PartMethod::Replay)
+        .flat_map(|p| p.queues.iter())
+        .filter(|q| q.queue_type != QueueType::Stream)
+        .map(|q| q.key())
+        .collect();
+    let all_queues = area.journal.queue_keys();
     if area.journal.phase == Phase::Imported {
-        crate::signals::check()?;
         // Nothing is published yet: a crash here makes --resume purge or
         // count again, with the same result.
         if area.journal.purge {
@@ -125,7 +183,8 @@ async fn forward(
             replay::counts(&amqp, &queues, true).await?;
         }
         if area.journal.append {
-            area.journal.before = replay::counts(&amqp, &queues, false).await?;
+            // In `Journal::queues` order (an appending restore swaps nothing).
+            area.journal.before = replay::counts(&amqp, &all_queues, false).await?;
         }
         area.enter(Phase::Replaying)?;
     }
@@ -138,13 +197,15 @@ async fn forward(
         window: crate::failpoint::value("replay:window").map_or(replay::WINDOW, |w| w as usize),
     };
     for i in 0..area.journal.parts.len() {
+        if area.journal.parts[i].method == PartMethod::Swap {
+            continue;
+        }
         crate::signals::check()?;
-        let times = part(area, i, target, &amqp, &options).await?;
-        outcome.times.push(times);
+        outcome.times[i] = part(area, i, target, &amqp, &options).await?;
     }
     if area.journal.phase == Phase::Replaying {
         hit("cluster-restore:check-counts")?;
-        let now = settled_counts(area, &amqp, &queues).await?;
+        let now = settled_counts(area, &amqp, &all_queues).await?;
         let (checked, warnings) = judge(area, &now);
         outcome.queues = checked;
         outcome.warnings.extend(warnings);
@@ -165,7 +226,7 @@ async fn part(
     let mut times = PartTimes::default();
     let dir = area.part_dir(i);
     let p = area.journal.parts[i].clone();
-    if p.state == PartState::Replayed {
+    if p.state.done() {
         remove(&dir);
         return Ok(times);
     }
@@ -258,7 +319,7 @@ async fn part(
     Ok(times)
 }
 
-fn remove(dir: &Path) {
+pub(super) fn remove(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {

@@ -83,6 +83,16 @@ pub async fn run(
             area.display()
         )));
     }
+    // Its parts may be half-replayed, or a member's stores half-swapped.
+    if let Some(area) = crate::cluster::journal::sweep(&data_dir, true)?.first() {
+        return Err(refused(format!(
+            "an interrupted restore of cluster snapshot {} of {:?} was found in {}: the node may hold half-restored messages. Finish it first with `rabbitmq-backup restore --cluster {} --resume`",
+            area.journal.cluster_snapshot,
+            area.journal.cluster,
+            area.path().display(),
+            area.journal.cluster
+        )));
+    }
     let broker = broker.running(state, settings, true).await?;
     for stale in crate::staging::remove_stale(&data_dir, "backup", |_| Ok(false))? {
         tracing::warn!("removed {}, left by an interrupted backup", stale.display());

@@ -4,10 +4,12 @@
 //! `--allow-partial`), a queue held twice or by nobody, a target member
 //! that is down, consumers on or messages in the queues to restore (unless
 //! `--replace-messages` / `--append`), an interrupted restore. Then the
-//! definitions once, from the newest member snapshot; then every member's
-//! part by replay ([`crate::cluster::machine`]), so each message lands in
-//! its queue wherever that queue now lives. `--resume` finishes an
-//! interrupted one from its journal.
+//! definitions once, from the newest member snapshot; then the part of the
+//! member whose name is the node's own by swap where it can be
+//! ([`crate::cluster::swap`]), and every other part by replay
+//! ([`crate::cluster::machine`]), so each message lands in its queue
+//! wherever that queue now lives. `--resume` finishes an interrupted one
+//! from its journal.
 
 use std::time::Instant;
 
@@ -15,17 +17,17 @@ use serde::Serialize;
 
 use crate::archive::manifest::Manifest;
 use crate::cluster::journal::{
-    self, Area, Exclusion, Journal, PartJournal, PartState, PlannedQueue,
+    self, Area, Exclusion, Journal, PartJournal, PartMethod, PartState, PlannedQueue,
 };
 use crate::cluster::machine::{self, Target};
+use crate::cluster::swap;
 use crate::cluster::{ClusterSnapshot, Selection};
 use crate::error::{Kind, classified, refused, usage};
 use crate::output::{Output, count, table};
-use crate::rabbit::Broker;
 use crate::rabbit::ctl::{QueueStatus, with_consumers};
 use crate::rabbit::definitions::Definitions;
-use crate::rabbit::queue_type::QueueType;
 use crate::rabbit::upgrade;
+use crate::rabbit::{AppState, Broker};
 use crate::repo::{Repository, SnapshotRef};
 use crate::restore::fetch::{check_free_space, fetch_definitions};
 use crate::restore::plan;
@@ -41,11 +43,21 @@ pub struct Part {
     pub from_node: String,
     /// Its snapshot id.
     pub snapshot: String,
-    /// Queues whose messages it holds and the restore replays.
+    /// How its messages are put back: `swap` (classic stores swapped onto
+    /// the member of the same name, the node restored through), `swap+replay`
+    /// (and its quorum queues and streams replayed after), or `replay`.
+    pub method: &'static str,
+    /// Why that method.
+    pub method_reason: String,
+    /// How long the broker of the node restored through was stopped for
+    /// this part, in ms (0 unless it was swapped by this run).
+    pub pause_ms: u64,
+    /// Queues whose messages it holds and the restore puts back.
     pub queues: u64,
     /// Messages it holds of them.
     pub messages: u64,
-    /// Messages published from it (absent for a dry run).
+    /// Messages published from it (a swapped part: counted after the swap;
+    /// absent for a dry run).
     pub published: Option<u64>,
     /// Messages it held that `--exclude-routing-key` kept out of their queue.
     pub excluded: u64,
@@ -66,7 +78,8 @@ pub struct ClusterRestoreReport {
     pub node: String,
     /// Every member of the target cluster (the node alone when it is not clustered).
     pub target_members: Vec<String>,
-    /// How messages are put back: `replay`.
+    /// How messages are put back: `replay`, or `swap+replay` when a part
+    /// is swapped onto the node restored through (see each part's).
     pub method: &'static str,
     /// Nothing was changed.
     pub dry_run: bool,
@@ -128,12 +141,15 @@ pub async fn run(
         ));
     }
 
-    let broker = Broker::connect(settings).await?;
-    let node = broker.identity.name.clone();
-    let target_members = all_running(&broker).await?;
+    // Reached even when stopped: an interrupted swap of this member's part
+    // may have left its broker stopped, which the refusal below explains.
+    let (broker, state) = Broker::reach(settings).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
     refuse_interrupted(&data_dir, args.dry_run, &round.cluster)?;
+    let broker = broker.running(state, settings, !args.dry_run).await?;
+    let node = broker.identity.name.clone();
+    let target_members = all_running(&broker).await?;
 
     // Every member snapshot must be readable (an encrypted one needs its
     // identity, which must open its first chunk) before anything changes.
@@ -165,7 +181,14 @@ pub async fn run(
     if args.is_subset() {
         crate::selection::check_queues(newest, &args.vhosts, &args.queues)?;
     }
-    let parts = plan_parts(&round, args);
+    let mut parts = plan_parts(&round, args);
+    let mut facts = swap::gather(&broker, &round.snapshots, args, &data_dir)
+        .await
+        .map_err(|e| predicted(e, args.dry_run))?;
+    if !args.definitions_only {
+        swap::decide(&mut parts, &round.snapshots, &facts)
+            .map_err(|e| predicted(e, args.dry_run))?;
+    }
     let planned: Vec<(String, String)> = parts
         .iter()
         .flat_map(|p| p.queues.iter().map(PlannedQueue::key))
@@ -197,7 +220,7 @@ pub async fn run(
         cluster_snapshot: round.id.clone(),
         node: node.clone(),
         target_members,
-        method: "replay",
+        method: overall(&parts),
         dry_run: args.dry_run,
         definitions_only: args.definitions_only,
         resumed: false,
@@ -229,6 +252,16 @@ pub async fn run(
     let definitions = Definitions::parse(fetch_definitions(newest_source, newest).await?)?;
     let adapted = upgrade::adapt(&definitions.bytes, &broker.identity.rabbitmq_version)?;
     report.warnings.extend(adapted.changes);
+    // Mirroring policies the import brings (RabbitMQ 3.x) forbid a swap too.
+    let imported = Definitions::parse(adapted.bytes.clone())?;
+    if !args.definitions_only && !imported.mirrored_vhosts.is_empty() {
+        facts
+            .mirrored
+            .extend(imported.mirrored_vhosts.iter().cloned());
+        swap::decide(&mut parts, &round.snapshots, &facts)?;
+        report.method = overall(&parts);
+        report.parts = parts.iter().map(|p| part_report(p, None)).collect();
+    }
     let work = async {
         if args.definitions_only {
             let staging = Staging::create(&data_dir, "restore", &round.id)?;
@@ -243,6 +276,7 @@ pub async fn run(
             // --before stopped the consumers (or did not: refused now).
             report.replaced_queues = queue_checks(&broker, &planned, args, true).await?.0;
         }
+        let journal_parts = parts.clone();
         let mut journal = Journal::new(
             &round.cluster,
             &round.id,
@@ -251,6 +285,7 @@ pub async fn run(
             parts,
         );
         journal.purge = args.replace_messages;
+        journal.keep_old = args.keep_old;
         journal.append = args.append;
         journal.exclude = args.exclude.as_ref().map(|m| Exclusion {
             globs: m.patterns().to_vec(),
@@ -258,9 +293,10 @@ pub async fn run(
         });
         let area = Area::create(&data_dir, journal)?;
         tracing::info!(
-            "restoring cluster snapshot {} of {:?} onto {node} by replay, part by part (journal in {})",
+            "restoring cluster snapshot {} of {:?} onto {node} by {}, part by part (journal in {})",
             round.id,
             round.cluster,
+            overall(&journal_parts),
             area.path().display()
         );
         let target = Target {
@@ -268,6 +304,8 @@ pub async fn run(
             settings,
             repo: &repo,
             download_concurrency: args.download_concurrency,
+            data_dir: &data_dir,
+            keep_old: args.keep_old,
         };
         let outcome = machine::run(area, &target, Some(&adapted.bytes)).await?;
         report.definitions_imported = true;
@@ -297,12 +335,29 @@ async fn resume(
     out: Output,
     started: Instant,
 ) -> anyhow::Result<ClusterRestoreReport> {
-    let broker = Broker::connect(settings).await?;
+    // A swap of this member's part may have been interrupted with its
+    // broker stopped: the machine stops and starts it as its journal says.
+    let (broker, state) = Broker::reach(settings).await?;
     let node = broker.identity.name.clone();
-    let target_members = all_running(&broker).await?;
     let data_dir = broker.data_dir(settings.data_dir.as_deref()).await?;
     let _lock = NodeLock::acquire(&data_dir, "restore")?;
     let mut pending = journal::sweep(&data_dir, args.dry_run)?;
+    let swapping = pending.iter().any(|a| a.journal.swapping().is_some());
+    let (broker, target_members) = match state {
+        AppState::Stopped { .. } if swapping => {
+            // Asked of a stopped broker: the report's list, best effort.
+            let members = broker
+                .cluster_members()
+                .await
+                .unwrap_or_else(|_| vec![node.clone()]);
+            (broker, members)
+        }
+        state => {
+            let broker = broker.running(state, settings, !args.dry_run).await?;
+            let members = all_running(&broker).await?;
+            (broker, members)
+        }
+    };
     if pending.len() > 1 {
         let areas: Vec<String> = pending
             .iter()
@@ -366,7 +421,7 @@ async fn resume(
         cluster_snapshot: j.cluster_snapshot.clone(),
         node: node.clone(),
         target_members,
-        method: "replay",
+        method: overall(&j.parts),
         dry_run: args.dry_run,
         definitions_only: false,
         resumed: true,
@@ -379,16 +434,27 @@ async fn resume(
         warnings: Vec::new(),
         duration_ms: 0,
     };
-    let done = j
-        .parts
-        .iter()
-        .filter(|p| p.state == PartState::Replayed)
-        .count();
-    let next = format!(
+    let done = j.parts.iter().filter(|p| p.state.done()).count();
+    let mut next = format!(
         "replay the {} parts not yet replayed (of {}), continuing after the last confirmed message, then check the counts",
         j.parts.len() - done,
         j.parts.len()
     );
+    if let Some(p) = j
+        .parts
+        .iter()
+        .find(|p| p.method == PartMethod::Swap && !p.state.done())
+    {
+        next = format!(
+            "first finish or undo the swap of {}'s part onto {node} ({}), then {next}",
+            p.node,
+            if p.state == PartState::Swapping {
+                "its own journal says how far it got"
+            } else {
+                "not begun: no store moved"
+            }
+        );
+    }
     if args.dry_run {
         report.warnings.push(format!(
             "the cluster restore was interrupted at phase {:?}; --resume would {next}",
@@ -407,6 +473,8 @@ async fn resume(
             settings,
             repo,
             download_concurrency: args.download_concurrency,
+            data_dir: &data_dir,
+            keep_old: j.keep_old,
         };
         let outcome = machine::run(area, &target, None).await?;
         apply(&mut report, outcome);
@@ -502,6 +570,8 @@ fn plan_parts(round: &ClusterSnapshot, args: &RestoreSettings) -> Vec<PartJourna
                 })
                 .collect(),
             state: PartState::Todo,
+            method: PartMethod::Replay,
+            reason: String::new(),
             published: Vec::new(),
             excluded: 0,
             interrupted: Vec::new(),
@@ -537,34 +607,12 @@ async fn queue_checks(
         ));
     }
     let holding = holding_messages(&on_target, args.append);
-    let streams: Vec<String> = holding
-        .iter()
-        .filter(|q| q.queue_type == QueueType::Stream)
-        .map(|q| format!("{:?} in vhost {:?}", q.name, q.vhost))
-        .collect();
-    if args.replace_messages && !streams.is_empty() {
-        return Err(refused(format!(
-            "the stream {} holds messages and RabbitMQ cannot empty a stream, so --replace-messages cannot replace them. Nothing was changed. Delete the stream (the restore declares it again from the definitions), restore without it (--queue), or pass --append",
-            streams.join(", ")
-        )));
-    }
-    if !holding.is_empty() && !args.replace_messages && !args.append {
-        let names: Vec<String> = holding
-            .iter()
-            .map(|q| {
-                format!(
-                    "{:?} in vhost {:?} ({} messages)",
-                    q.name,
-                    q.vhost,
-                    q.actual.unwrap_or(0)
-                )
-            })
-            .collect();
-        return Err(refused(format!(
-            "the replay would publish into queues of the target cluster that already hold messages: {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
-            names.join(", ")
-        )));
-    }
+    crate::restore::plan::refuse_holding(
+        &holding,
+        args.replace_messages,
+        args.append,
+        "the target cluster",
+    )?;
     Ok((holding, notes))
 }
 
@@ -604,10 +652,17 @@ fn predicted(e: anyhow::Error, dry_run: bool) -> anyhow::Error {
 }
 
 fn part_report(p: &PartJournal, times: Option<&machine::PartTimes>) -> Part {
-    let replayed = p.state == PartState::Replayed;
+    let replayed = p.state.done();
+    let logical = p.queues.iter().any(|q| !q.queue_type.is_classic());
     Part {
         from_node: p.node.clone(),
         snapshot: p.snapshot.clone(),
+        method: match p.method {
+            PartMethod::Swap if logical => "swap+replay",
+            m => m.label(),
+        },
+        method_reason: p.reason.clone(),
+        pause_ms: times.and_then(|t| t.pause_ms).unwrap_or(0),
         queues: p.queues.len() as u64,
         messages: p.queues.iter().map(|q| q.messages).sum(),
         published: replayed.then(|| p.published_total()),
@@ -626,6 +681,15 @@ fn apply(report: &mut ClusterRestoreReport, outcome: machine::Outcome) {
         .collect();
     report.queues = outcome.queues;
     report.warnings.extend(outcome.warnings);
+}
+
+/// The restore's method in reports: `swap+replay` when a part is swapped.
+fn overall(parts: &[PartJournal]) -> &'static str {
+    if parts.iter().any(|p| p.method == PartMethod::Swap) {
+        "swap+replay"
+    } else {
+        "replay"
+    }
 }
 
 /// The newest member snapshot: its definitions are the cluster's latest.
@@ -683,6 +747,7 @@ fn describe(r: &ClusterRestoreReport) -> String {
                 vec![
                     p.from_node.clone(),
                     p.snapshot.clone(),
+                    p.method.to_string(),
                     p.queues.to_string(),
                     p.messages.to_string(),
                     p.published.map_or_else(|| "-".into(), |n| n.to_string()),
@@ -690,9 +755,25 @@ fn describe(r: &ClusterRestoreReport) -> String {
             })
             .collect();
         s.push_str(&table(
-            &["FROM", "SNAPSHOT", "QUEUES", "MESSAGES", "PUBLISHED"],
+            &[
+                "FROM",
+                "SNAPSHOT",
+                "METHOD",
+                "QUEUES",
+                "MESSAGES",
+                "PUBLISHED",
+            ],
             &rows,
         ));
+        for p in &r.parts {
+            s.push_str(&format!(
+                "{} of {}: {}\n",
+                p.method, p.from_node, p.method_reason
+            ));
+            if p.pause_ms > 0 {
+                s.push_str(&format!("  {}'s broker paused {} ms\n", r.node, p.pause_ms));
+            }
+        }
         if !r.queues.is_empty() {
             let rows: Vec<Vec<String>> = r
                 .queues

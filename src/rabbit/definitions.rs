@@ -21,6 +21,8 @@ pub struct Definitions {
     pub non_classic: bool,
     /// Policies (vhost, name) that set a message TTL.
     pub ttl_policies: BTreeSet<(String, String)>,
+    /// Vhosts with a classic queue mirroring policy (`ha-mode`, 3.x).
+    pub mirrored_vhosts: BTreeSet<String>,
 }
 
 impl Definitions {
@@ -65,12 +67,24 @@ impl Definitions {
                     .collect()
             })
             .unwrap_or_default();
+        let mirrored_vhosts = value
+            .get("policies")
+            .and_then(Value::as_array)
+            .map(|policies| {
+                policies
+                    .iter()
+                    .filter(|p| p["definition"].get("ha-mode").is_some())
+                    .filter_map(|p| Some(p["vhost"].as_str()?.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Definitions {
             bytes,
             info,
             vhosts,
             non_classic,
             ttl_policies,
+            mirrored_vhosts,
         })
     }
 }

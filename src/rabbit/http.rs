@@ -1,11 +1,24 @@
-//! The management plugin's HTTP API: the four calls the tool makes, on
-//! reqwest (the same hyper/rustls stack as the S3 client).
+//! The management plugin's HTTP API: the few calls the tool makes, on
+//! hyper with hyper-rustls (the stack the S3 client already links).
 
 use std::fmt;
 use std::time::Duration;
 
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
+
+/// How long connecting may take before the endpoint counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call may take: exporting or importing a large broker's
+/// definitions takes a while.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a management API call failed, as far as callers need to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +61,7 @@ pub struct NodeIdentity {
 
 /// A management API endpoint with credentials.
 pub struct Management {
-    client: reqwest::Client,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     password: crate::settings::Secret,
     base: String,
     username: String,
@@ -87,15 +100,28 @@ impl Management {
             .trim_end_matches('/')
             .trim_end_matches("/api")
             .to_string();
-        reqwest::Url::parse(&base)
+        let uri: http::Uri = base
+            .parse()
             .map_err(|e| crate::error::usage(format!("invalid --management-url {url:?}: {e}")))?;
-        crate::tls::install_default_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // Exporting or importing a large broker's definitions takes a while.
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| crate::error::usage(format!("cannot build an HTTP client: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(crate::error::usage(format!(
+                "invalid --management-url {url:?}: give http://host:port or https://host:port"
+            )));
+        }
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(crate::tls::provider())
+            .map_err(|e| {
+                crate::error::usage(format!(
+                    "cannot load the system's TLS root certificates: {e}"
+                ))
+            })?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(Management {
             client,
             password: crate::settings::Secret::new(password),
@@ -109,30 +135,77 @@ impl Management {
         &self.base
     }
 
-    /// Sends a request to `/api/<path>`; any answer but a success is a
-    /// classified [`HttpFailure`].
+    /// Sends `method` to `/api/<path>` with an optional JSON body; any
+    /// answer but a success is a classified [`HttpFailure`]. Returns the body.
     async fn call(
         &self,
-        request: reqwest::RequestBuilder,
+        method: Method,
+        path: &str,
+        json: Option<Vec<u8>>,
         what: &str,
-    ) -> anyhow::Result<reqwest::Response> {
-        let response = request
-            .basic_auth(&self.username, Some(self.password.expose()))
-            .send()
-            .await
+    ) -> anyhow::Result<Bytes> {
+        let credentials = format!("{}:{}", self.username, self.password.expose());
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}/api/{path}", self.base))
+            .header(
+                header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                ),
+            );
+        if json.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(json.unwrap_or_default())))
             .map_err(|e| {
                 self.failure(
-                    HttpFailureKind::Unreachable,
+                    HttpFailureKind::Other,
+                    format!("cannot build a request to {}: {e}", self.base),
+                )
+            })?;
+        let unreachable = |reason: String| {
+            self.failure(
+                HttpFailureKind::Unreachable,
+                format!("cannot reach the management API at {}: {reason}", self.base),
+            )
+        };
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| unreachable(error_chain(&e)))?;
+            let status = response.status();
+            let body = response.into_body().collect().await.map_err(|e| {
+                self.failure(
+                    HttpFailureKind::Other,
                     format!(
-                        "cannot reach the management API at {}: {}",
+                        "the answer of {} to {what} was cut off: {}",
                         self.base,
-                        error_chain(&e.without_url())
+                        error_chain(&e)
                     ),
                 )
             })?;
-        let status = response.status();
+            Ok::<_, anyhow::Error>((status, body.to_bytes()))
+        };
+        let (status, body) = tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "no answer to {what} within {} s",
+                    CALL_TIMEOUT.as_secs()
+                ))
+            })??;
+        self.judge(status, body, what)
+    }
+
+    /// A success's body, or the failure the status stands for.
+    fn judge(&self, status: StatusCode, body: Bytes, what: &str) -> anyhow::Result<Bytes> {
         if status.is_success() {
-            return Ok(response);
+            return Ok(body);
         }
         let (kind, message) = match status.as_u16() {
             401 => (
@@ -156,8 +229,7 @@ impl Management {
                 format!("{} does not serve the management API (404)", self.base),
             ),
             _ => {
-                let body = response.text().await.unwrap_or_default();
-                let reason = serde_json::from_str::<serde_json::Value>(&body)
+                let reason = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_string))
                     .unwrap_or_default();
@@ -179,17 +251,11 @@ impl Management {
         anyhow::Error::new(HttpFailure { kind, message })
     }
 
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/{path}", self.base)
-    }
-
     /// Node name and versions (`GET /api/overview`).
     pub async fn identity(&self) -> anyhow::Result<NodeIdentity> {
         let what = "read the overview";
-        let response = self
-            .call(self.client.get(self.api("overview")), what)
-            .await?;
-        let o: Overview = response.json().await.map_err(|e| {
+        let body = self.call(Method::GET, "overview", None, what).await?;
+        let o: Overview = serde_json::from_slice(&body).map_err(|e| {
             self.failure(
                 HttpFailureKind::Other,
                 format!(
@@ -208,11 +274,8 @@ impl Management {
     /// `GET /api/<path>` as JSON, for fields read opportunistically; `None`
     /// on any failure (callers have another way).
     async fn get_json(&self, path: &str, what: &str) -> Option<serde_json::Value> {
-        let response = self
-            .call(self.client.get(self.api(path)), what)
-            .await
-            .ok()?;
-        response.json().await.ok()
+        let body = self.call(Method::GET, path, None, what).await.ok()?;
+        serde_json::from_slice(&body).ok()
     }
 
     /// The node's data directory (`db_dir` of `GET /api/nodes/<node>`), if
@@ -268,30 +331,20 @@ impl Management {
     /// All definitions as the node exports them (`GET /api/definitions`).
     pub async fn export_definitions(&self) -> anyhow::Result<Vec<u8>> {
         let what = "export definitions";
-        let response = self
-            .call(self.client.get(self.api("definitions")), what)
-            .await?;
-        let body = response.bytes().await.map_err(|e| {
-            self.failure(
-                HttpFailureKind::Other,
-                format!(
-                    "the definitions from {} were cut off: {}",
-                    self.base,
-                    error_chain(&e.without_url())
-                ),
-            )
-        })?;
+        let body = self.call(Method::GET, "definitions", None, what).await?;
         Ok(body.to_vec())
     }
 
     /// Imports (merges) definitions (`POST /api/definitions`).
     pub async fn import_definitions(&self, definitions: &[u8]) -> anyhow::Result<()> {
-        let request = self
-            .client
-            .post(self.api("definitions"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(definitions.to_vec());
-        self.call(request, "import definitions").await.map(drop)
+        self.call(
+            Method::POST,
+            "definitions",
+            Some(definitions.to_vec()),
+            "import definitions",
+        )
+        .await
+        .map(drop)
     }
 }
 

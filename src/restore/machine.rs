@@ -199,6 +199,11 @@ pub struct Journal {
     /// Replay: what is replayed.
     #[serde(default)]
     pub replay: Option<ReplaySpec>,
+    /// The work area belongs to a cluster restore (its swapped part): kept
+    /// at the end with the final journal, which tells that restore whether
+    /// the swap held or was undone; the cluster restore removes it.
+    #[serde(default)]
+    pub nested: bool,
 }
 
 /// What the node must do for the machine (the real one talks to RabbitMQ;
@@ -283,7 +288,50 @@ impl Machine {
         exclude: Option<ExcludeSpec>,
         replay: Option<ReplaySpec>,
     ) -> anyhow::Result<Machine> {
-        let area = staging.path().to_path_buf();
+        let machine = Machine::start(
+            staging.path(),
+            manifest,
+            target_node,
+            data_dir,
+            (keep_old, exclude, replay),
+            false,
+        )?;
+        staging.keep();
+        Ok(machine)
+    }
+
+    /// As [`Machine::begin`], in a directory beside the data directory that
+    /// the caller keeps: a cluster restore's part swapped onto the member
+    /// it runs on (`crate::cluster::machine`), resumed by that restore.
+    pub fn begin_in(
+        area: &Path,
+        manifest: &Manifest,
+        target_node: &str,
+        data_dir: &Path,
+        keep_old: bool,
+        exclude: Option<ExcludeSpec>,
+        replay: Option<ReplaySpec>,
+    ) -> anyhow::Result<Machine> {
+        Machine::start(
+            area,
+            manifest,
+            target_node,
+            data_dir,
+            (keep_old, exclude, replay),
+            true,
+        )
+    }
+
+    /// Writes the manifest and the first journal into `area`.
+    fn start(
+        area: &Path,
+        manifest: &Manifest,
+        target_node: &str,
+        data_dir: &Path,
+        (keep_old, exclude, replay): (bool, Option<ExcludeSpec>, Option<ReplaySpec>),
+        nested: bool,
+    ) -> anyhow::Result<Machine> {
+        let area = area.to_path_buf();
         hit("restore:manifest")?;
         replace_durably(
             &area.join(MANIFEST),
@@ -308,6 +356,7 @@ impl Machine {
                 kept: None,
                 displaced_to: None,
                 replay,
+                nested,
             },
             area,
             manifest: manifest.clone(),
@@ -316,8 +365,16 @@ impl Machine {
             stopped: false,
         };
         machine.save("staged")?;
-        staging.keep();
         Ok(machine)
+    }
+
+    /// The definitions were imported by the caller (a cluster restore
+    /// imports them once for every part): `Staged` becomes `Imported`.
+    pub fn imported_elsewhere(&mut self) -> anyhow::Result<()> {
+        if self.journal.phase == Phase::Staged {
+            self.enter(Phase::Imported)?;
+        }
+        Ok(())
     }
 
     /// As [`Machine::begin`], for a replay of `spec`.
@@ -830,12 +887,14 @@ impl Machine {
                 "the restore ended but its old/ directory still holds stores"
             )));
         }
-        hit("restore:remove-area")?;
-        if let Err(e) = std::fs::remove_dir_all(&self.area) {
-            self.outcome.warnings.push(format!(
-                "could not remove the work area {}: {e}",
-                self.area.display()
-            ));
+        if !self.journal.nested {
+            hit("restore:remove-area")?;
+            if let Err(e) = std::fs::remove_dir_all(&self.area) {
+                self.outcome.warnings.push(format!(
+                    "could not remove the work area {}: {e}",
+                    self.area.display()
+                ));
+            }
         }
         let node = &self.journal.target_node;
         let cause = self.journal.cause.clone().unwrap_or_default();

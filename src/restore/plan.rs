@@ -15,6 +15,7 @@ use crate::rabbit::Broker;
 use crate::rabbit::ctl::{QueueStatus, with_consumers};
 use crate::rabbit::datadir::VhostDir;
 use crate::rabbit::definitions::Definitions;
+use crate::rabbit::queue_type::QueueType;
 use crate::rabbit::version::older;
 use crate::restore::machine::Method;
 use crate::settings::RestoreSettings;
@@ -272,14 +273,43 @@ fn holding_refused(
     on_node: &[QueueStatus],
 ) -> anyhow::Result<Vec<QueueOutcome>> {
     let replaced = holding_messages(on_node, args.append);
-    if !replaced.is_empty() && !args.replace_messages && !args.append {
+    refuse_holding(
+        &replaced,
+        args.replace_messages,
+        args.append,
+        &broker.identity.name,
+    )?;
+    Ok(replaced)
+}
+
+/// Refuses, before anything changes, a replay into queues of `target` (a
+/// node or a cluster) that hold messages, unless `--replace-messages` or
+/// `--append`; and `--replace-messages` over a stream that holds messages,
+/// as RabbitMQ cannot empty a stream.
+pub fn refuse_holding(
+    holding: &[QueueOutcome],
+    replace_messages: bool,
+    append: bool,
+    target: &str,
+) -> anyhow::Result<()> {
+    let streams: Vec<&QueueOutcome> = holding
+        .iter()
+        .filter(|q| q.queue_type == QueueType::Stream)
+        .collect();
+    if replace_messages && !streams.is_empty() {
+        let streams: Vec<QueueOutcome> = streams.into_iter().cloned().collect();
         return Err(refused(format!(
-            "the replay would publish into queues that already hold messages: {} on {}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
-            holding(&replaced),
-            broker.identity.name
+            "the stream {} on {target} holds messages and RabbitMQ cannot empty a stream, so --replace-messages cannot replace them. Nothing was changed. Delete the stream (the restore declares it again from the definitions), restore without it (--queue), or pass --append",
+            self::holding(&streams)
         )));
     }
-    Ok(replaced)
+    if !holding.is_empty() && !replace_messages && !append {
+        return Err(refused(format!(
+            "the replay would publish into queues that already hold messages: {} on {target}. Nothing was changed. Pass --replace-messages to empty them first, or --append to add the snapshot's messages after theirs",
+            self::holding(holding)
+        )));
+    }
+    Ok(())
 }
 
 /// The queue checks again, after `--before` ran: consumers are refused now.
@@ -410,7 +440,7 @@ fn index_version(manifest: &Manifest, q: &QueueEntry) -> Option<IndexVersion> {
 
 /// Refuses, before anything changes, a swap that would bring queues back
 /// empty: RabbitMQ 4.3+ cannot read a version-1 queue index (DESIGN §2).
-fn check_index_readable(manifest: &Manifest, target: &str, node: &str) -> anyhow::Result<()> {
+pub fn check_index_readable(manifest: &Manifest, target: &str, node: &str) -> anyhow::Result<()> {
     if older(target, NO_INDEX_V1_FROM) {
         return Ok(());
     }
@@ -456,6 +486,40 @@ async fn cluster(broker: &Broker, manifest: &Manifest) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::error::Kind;
+    use crate::restore::report::QueueState;
+
+    fn holding(name: &str, queue_type: QueueType) -> QueueOutcome {
+        QueueOutcome {
+            vhost: "/".into(),
+            name: name.into(),
+            queue_type,
+            expected: 0,
+            actual: Some(7),
+            status: QueueState::Replaced,
+        }
+    }
+
+    #[test]
+    fn queues_holding_messages_are_refused_unless_replaced_or_appended_to() {
+        let classic = [holding("jobs", QueueType::Classic)];
+        let err = refuse_holding(&classic, false, false, "rabbit@a").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::Refused, "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"jobs\" in vhost \"/\" (7 messages) on rabbit@a"),
+            "{err}"
+        );
+        refuse_holding(&classic, true, false, "rabbit@a").unwrap();
+        refuse_holding(&classic, false, true, "rabbit@a").unwrap();
+        refuse_holding(&[], false, false, "rabbit@a").unwrap();
+        // A stream cannot be emptied: --replace-messages is refused, --append is not.
+        let stream = [holding("events", QueueType::Stream), classic[0].clone()];
+        let err = refuse_holding(&stream, true, false, "the target cluster").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::Refused, "{err}");
+        assert!(err.to_string().contains("the stream \"events\""), "{err}");
+        assert!(err.to_string().contains("cannot empty a stream"), "{err}");
+        refuse_holding(&stream, false, true, "the target cluster").unwrap();
+    }
 
     fn manifest(source: &str, index: Option<IndexVersion>, messages: u64) -> Manifest {
         let mut m = crate::archive::manifest::tests::sample();

@@ -12,6 +12,7 @@ use crate::archive::manifest::Manifest;
 use crate::exclude::Matcher;
 use crate::exclude::mover::AmqpConfig;
 use crate::rabbit::Broker;
+use crate::rabbit::queue_type::QueueType;
 use crate::replay::{self, Options, Origin, Progress, QueueSource, Sources};
 use crate::settings::Settings;
 
@@ -52,11 +53,24 @@ pub async fn run(
     let queues = select(&found, &spec);
     let mut progress = Progress::open(area)?;
     if spec.purge && !progress.purged {
+        // A stream cannot be emptied (RabbitMQ refuses a purge, even of an
+        // empty one): one holding messages is refused before the restore.
+        let emptied: Vec<(String, String)> = spec
+            .queues
+            .iter()
+            .filter(|(v, n)| {
+                !manifest
+                    .queues
+                    .iter()
+                    .any(|q| &q.vhost == v && &q.name == n && q.queue_type == QueueType::Stream)
+            })
+            .cloned()
+            .collect();
         tracing::info!(
             "emptying {} queues first (--replace-messages)",
-            spec.queues.len()
+            emptied.len()
         );
-        replay::counts(&target, &spec.queues, true).await?;
+        replay::counts(&target, &emptied, true).await?;
         progress.purged = true;
         progress.save()?;
     }

@@ -102,7 +102,8 @@ pub struct RestoreReport {
     pub definitions_only: bool,
     /// Definitions were imported (merged).
     pub definitions_imported: bool,
-    /// Vhosts whose message stores were replaced.
+    /// Vhosts restored: their message stores swapped in, or their
+    /// messages replayed (see `method`).
     pub vhosts_restored: Vec<String>,
     /// How long the broker was stopped, in milliseconds.
     pub pause_ms: u64,
@@ -236,7 +237,15 @@ pub fn describe(r: &RestoreReport) -> String {
     } else if r.definitions_imported {
         s.push_str("  definitions imported (merged)\n");
     }
-    if !r.vhosts_restored.is_empty() {
+    let replayed_only =
+        r.method == super::plan::method_label(super::machine::Method::Replay, false);
+    if !r.vhosts_restored.is_empty() && replayed_only {
+        s.push_str(&format!(
+            "  messages {} into vhosts: {} (the broker kept running)\n",
+            if r.dry_run { "to replay" } else { "replayed" },
+            r.vhosts_restored.join(", ")
+        ));
+    } else if !r.vhosts_restored.is_empty() {
         s.push_str(&format!(
             "  message stores {} for vhosts: {}\n",
             if r.dry_run {
@@ -315,6 +324,33 @@ pub fn describe(r: &RestoreReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_says_it_replayed_and_a_swap_that_it_paused_the_broker() {
+        let report = |method| RestoreReport {
+            method,
+            vhosts_restored: vec!["/".into()],
+            pause_ms: 640,
+            ..RestoreReport::default()
+        };
+        let replay = describe(&report("replay"));
+        assert!(
+            replay.contains("messages replayed into vhosts: /"),
+            "{replay}"
+        );
+        assert!(
+            !replay.contains("swapped") && !replay.contains("paused"),
+            "{replay}"
+        );
+        for method in ["swap", "swap+replay"] {
+            let swap = describe(&report(method));
+            assert!(
+                swap.contains("message stores swapped in for vhosts: /"),
+                "{swap}"
+            );
+            assert!(swap.contains("broker paused 640 ms"), "{swap}");
+        }
+    }
 
     #[test]
     fn a_swap_names_logical_records_as_not_restored_and_a_replay_plans_them() {

@@ -497,6 +497,18 @@ fn twenty_five_backups_change_nothing(version: Version) {
         "replay",
     ];
     Tool::new().with(target.env()).run(&restore).ok();
+    // Replacing the messages of a stream that holds some is refused before
+    // anything changes: RabbitMQ cannot empty a stream.
+    let mut again = restore.to_vec();
+    again.push("--replace-messages");
+    let run = Tool::new().with(target.env()).run(&again);
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("cannot empty a stream") && run.stderr.contains(STREAM),
+        "{version}: {}",
+        run.stderr
+    );
+    // (What follows reads both queues back: the refusal changed neither.)
     let back = consume(&target, QUORUM);
     let snapshot = of(QUORUM);
     assert_eq!(back.len(), 40, "{version}: restored quorum messages");

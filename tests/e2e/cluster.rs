@@ -487,14 +487,18 @@ fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
 /// order, read by a real client from a member other than the one the tool
 /// talked to. Between the two, the refusals of non-empty queues (nothing
 /// changed), then a kill at every step of the cluster restore's loop (and
-/// at a replay confirm) finished by `--resume`. Nodes are shared:
-/// the source cluster is stopped before the target one starts.
+/// at a replay confirm) finished by `--resume`. First, the source cluster
+/// restored onto itself, one member's part swapped
+/// ([`swapped_onto_its_own_member`]). Nodes are shared: the source cluster
+/// is stopped before the target one starts.
 #[test]
 fn a_cluster_is_restored_by_replay_onto_another_cluster_and_onto_a_lone_node() {
     let cluster = "dr-src";
-    let (dir, source_names, expected) = backed_up_cluster(Version::HOST, cluster);
+    let (dir, source_names, expected, source) = backed_up_cluster(Version::HOST, cluster);
     let repo = dir.path().to_str().unwrap().to_string();
     let total: usize = expected.iter().map(|(_, m)| m.len()).sum();
+    swapped_onto_its_own_member(&source, cluster, &repo, &expected);
+    drop(source);
 
     let tool = Tool::new();
     let listed = tool
@@ -674,16 +678,20 @@ fn a_cluster_is_restored_by_replay_onto_another_cluster_and_onto_a_lone_node() {
 #[test]
 fn a_3_10_cluster_is_restored_by_replay_onto_a_4_3_cluster() {
     let cluster = "dr-3.10";
-    let (dir, _, expected) = backed_up_cluster(Version::V3_10, cluster);
+    let (dir, _, expected, source) = backed_up_cluster(Version::V3_10, cluster);
+    drop(source);
     let repo = dir.path().to_str().unwrap().to_string();
     let target = RabbitNode::cluster_of(Version::V4_3, 3);
     restored_onto(&target, cluster, &repo, &expected, "3.10 cluster onto 4.3");
 }
 
 /// A 3-node cluster of `version` named `cluster`, loaded ([`load`]) and
-/// backed up on every member into a new local repository, then stopped:
-/// the repository, the members' names and the messages.
-fn backed_up_cluster(version: Version, cluster: &str) -> (tempfile::TempDir, Vec<String>, Loaded) {
+/// backed up on every member into a new local repository: the repository,
+/// the members' names, the messages and the cluster.
+fn backed_up_cluster(
+    version: Version,
+    cluster: &str,
+) -> (tempfile::TempDir, Vec<String>, Loaded, Vec<RabbitNode>) {
     let source = RabbitNode::cluster_of(version, 3);
     source[0].ctl(&["set_cluster_name", cluster]);
     let expected = load(&source);
@@ -708,7 +716,272 @@ fn backed_up_cluster(version: Version, cluster: &str) -> (tempfile::TempDir, Vec
         );
     }
     let names = source.iter().map(|n| n.name.clone()).collect();
-    (dir, names, expected)
+    (dir, names, expected, source)
+}
+
+/// The part of `report` taken on `node`.
+fn part_of(report: &serde_json::Value, node: &str) -> serde_json::Value {
+    report["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["from_node"] == node)
+        .unwrap_or_else(|| panic!("no part of {node}: {report}"))
+        .clone()
+}
+
+/// `restore --cluster` of the backed-up `source` cluster onto itself,
+/// through the member leading the quorum queue: that member's part is
+/// swapped in (its classic queue's store, only its broker paused; its
+/// quorum queue replayed after), the others replayed. Checked: the plan
+/// and its reasons (a queue the snapshot would drop makes it a replay,
+/// `--method swap` refuses then, `--method replay` replays all), a failed
+/// count check rolling the swap back with nothing else touched, then a
+/// kill at every step of the cluster journal and of the swap's own
+/// journal, each finished by `--resume`: the swapped queue exactly the
+/// snapshot's, the replayed ones at most a window twice.
+fn swapped_onto_its_own_member(
+    source: &[RabbitNode],
+    cluster: &str,
+    repo: &str,
+    expected: &Loaded,
+) {
+    let through = source
+        .iter()
+        .position(|n| n.name == leader(&source[0], "qq"))
+        .unwrap();
+    let node = &source[through];
+    let (own, own_msgs) = (&expected[through].0, &expected[through].1);
+    let tool = Tool::new().with(node.env());
+    let args = |extra: &[&str]| -> Vec<String> {
+        [
+            "restore",
+            "latest",
+            "--cluster",
+            cluster,
+            "--repo",
+            repo,
+            "--replace-messages",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run = |tool: &Tool, extra: &[&str]| {
+        let a = args(extra);
+        tool.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Emptied, the stream deleted (RabbitMQ cannot empty one; the import
+    // declares it again), the swapped queue holding 2 messages.
+    let reset = || {
+        for (q, _) in &expected[..4] {
+            drain(node, "/", q);
+        }
+        if node.counts("/").contains_key("sq") {
+            node.ctl(&["delete_queue", "-p", "/", "sq"]);
+        }
+        publish(node, "/", "", &own_msgs[..2]);
+    };
+    reset();
+
+    // A queue on that member the snapshot does not name, holding a
+    // message: a swap of the vhost's store would drop it.
+    node.import_definitions(&queue("extra"));
+    publish(node, "/", "", &classic_messages("extra", 1));
+    let planned = run(&tool, &["--dry-run", "--json"]).ok().json();
+    assert_eq!(planned["method"], "replay", "{planned}");
+    let reason = part_of(&planned, &node.name)["method_reason"].to_string();
+    assert!(reason.contains("\\\"extra\\\""), "{reason}");
+    let refused = run(&tool, &["--dry-run", "--method", "swap"]);
+    refused.expect_code(4);
+    assert!(refused.stderr.contains("\"extra\""), "{}", refused.stderr);
+    node.ctl(&["delete_queue", "-p", "/", "extra"]);
+
+    let planned = run(&tool, &["--dry-run", "--json"]).ok().json();
+    assert_eq!(planned["method"], "swap+replay", "{planned}");
+    for n in source {
+        let p = part_of(&planned, &n.name);
+        if n.name == node.name {
+            assert_eq!(p["method"], "swap+replay", "{planned}");
+        } else {
+            assert_eq!(p["method"], "replay", "{planned}");
+            assert!(
+                p["method_reason"].as_str().unwrap().contains(&n.name),
+                "{p}"
+            );
+        }
+    }
+    let human = run(&tool, &["--dry-run"]);
+    assert!(
+        human
+            .ok()
+            .stdout
+            .contains(&format!("swap+replay of {}", node.name)),
+        "{}",
+        human.stdout
+    );
+    let replayed = run(&tool, &["--dry-run", "--method", "replay", "--json"])
+        .ok()
+        .json();
+    for p in replayed["parts"].as_array().unwrap() {
+        assert_eq!(p["method"], "replay", "{replayed}");
+        assert_eq!(p["method_reason"], "--method replay", "{replayed}");
+    }
+    assert!(node.work_areas().is_empty(), "dry runs change nothing");
+
+    // The swap's count check fails: rolled back, nothing else touched.
+    let failing = Tool::new()
+        .with(node.env())
+        .var("RABBITMQ_BACKUP_FAILPOINT", "restore:check-counts=fail");
+    let failed = run(&failing, &[]);
+    failed.expect_code(7);
+    assert!(failed.stderr.contains("undone"), "{}", failed.stderr);
+    assert!(node.work_areas().is_empty());
+    assert_same_messages(&drain(node, "/", own), &own_msgs[..2], "rolled back");
+    for (q, _) in expected[..4].iter().filter(|(q, _)| q != own) {
+        assert_eq!(exact_count(node, "/", q), 0, "{q} untouched");
+    }
+    publish(node, "/", "", &own_msgs[..2]);
+
+    let window = 4;
+    let crash = Tool::new().with(node.env()).var(
+        "RABBITMQ_BACKUP_FAILPOINT",
+        &format!("replay:window={window}"),
+    );
+    let started = Instant::now();
+    let (recorded, points) = crash.record(
+        &args(&["--json"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let report = recorded.ok().json();
+    eprintln!(
+        "timing: restore --cluster onto its own cluster, one part swapped: {} ms",
+        started.elapsed().as_millis()
+    );
+    let swapped = part_of(&report, &node.name);
+    assert_eq!(swapped["method"], "swap+replay", "{report}");
+    assert!(swapped["pause_ms"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["method"], "swap+replay");
+    assert_eq!(statuses(&report), all_ok(), "{report}");
+    assert!(node.work_areas().is_empty());
+    assert_restored(
+        &source[(through + 1) % 3],
+        expected,
+        "swapped onto its own member",
+    );
+    // Every step of the cluster journal up to the replayed parts (whose
+    // steps the loop on another cluster below enumerates), the swapped
+    // part's among them, and of the swap's own journal, the broker stopped
+    // and a store half moved, and a confirm of the replay after the swap.
+    let s = report["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["from_node"] == node.name.as_str())
+        .unwrap();
+    let confirm = points
+        .iter()
+        .find(|p| p.starts_with("replay:progress"))
+        .cloned();
+    let cluster_step = |p: &str| {
+        let Some(step) = p.strip_prefix("cluster-restore:journal:") else {
+            return false;
+        };
+        ["staged@", "imported@", "replaying@"]
+            .iter()
+            .any(|t| step.starts_with(t))
+            || step.split('@').next().unwrap().ends_with(&format!(":{s}"))
+    };
+    let points: Vec<&String> = points
+        .iter()
+        .filter(|p| {
+            cluster_step(p)
+                || p.starts_with("restore:journal:")
+                || p.starts_with("restore:stop-app")
+                || p.starts_with("restore:in:")
+        })
+        .chain(confirm.as_ref())
+        .collect();
+    for step in ["swapping", "swapped"] {
+        assert!(
+            points
+                .iter()
+                .any(|p| p.starts_with(&format!("cluster-restore:journal:{step}:"))),
+            "{step}: {points:?}"
+        );
+    }
+    let started = Instant::now();
+    for point in &points {
+        reset();
+        crash.kill_at(
+            point,
+            &args(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+            Duration::from_secs(120),
+        );
+        if point.starts_with("restore:in:") {
+            // The member's broker stopped, a store half moved: a backup
+            // would copy half-restored messages, refused.
+            let backup = Tool::new()
+                .with(node.env())
+                .run(&["backup", "--repo", repo]);
+            backup.expect_code(4);
+            assert!(
+                backup
+                    .stderr
+                    .contains(&format!("restore --cluster {cluster} --resume")),
+                "{point}: {}",
+                backup.stderr
+            );
+            // So would a second cluster restore on that node.
+            let again = run(&tool, &[]);
+            again.expect_code(4);
+            assert!(
+                again.stderr.contains("--resume"),
+                "{point}: {}",
+                again.stderr
+            );
+        }
+        Tool::new()
+            .with(node.env())
+            .run(&["restore", "--cluster", cluster, "--resume", "--repo", repo])
+            .ok();
+        assert!(node.work_areas().is_empty(), "{point}");
+        let untouched = [
+            "cluster-restore:journal:staged@",
+            "cluster-restore:journal:imported@",
+        ]
+        .iter()
+        .any(|p| point.starts_with(p));
+        if untouched {
+            assert_same_messages(&drain(node, "/", own), &own_msgs[..2], point);
+            continue;
+        }
+        assert_same_messages(
+            &drain(node, "/", own),
+            own_msgs,
+            &format!("killed at {point}: {own}"),
+        );
+        for (q, msgs) in expected.iter().filter(|(q, _)| q != own) {
+            let found = if *q == "sq" {
+                // Read where it has a replica: its leader (a stream declared
+                // while a member pauses may have none there).
+                let led_by = leader(node, "sq");
+                let reader = source.iter().find(|n| n.name == led_by).unwrap();
+                read_stream(reader, "/", q, msgs.len())
+            } else {
+                drain(node, "/", q)
+            };
+            at_most_window_duplicated(&found, msgs, window, &format!("killed at {point}: {q}"));
+        }
+    }
+    eprintln!(
+        "timing: {} kills and resumes of a swapping cluster restore: {} ms",
+        points.len(),
+        started.elapsed().as_millis()
+    );
 }
 
 /// `restore --cluster` onto `target` through its first member: every
