@@ -109,8 +109,13 @@ pub const AMQP_LISTENERS: Expr = Expr {
 
 /// Every queue of the vhosts in `Vhosts` (binaries) with exact counts:
 /// classic queues are asked themselves (`info_all`, as `list_queues`);
-/// quorum queues and streams through `rabbit_amqqueue:stat/1`, because
-/// their `messages` info lags by seconds. `[{vhost, name, type, durable,
+/// quorum queues through `rabbit_amqqueue:stat/1`, because their
+/// `messages` info lags by seconds; a stream led by this node from its
+/// writer's counters (committed minus first offset; `counters/2`, or
+/// `overview/1` before osiris had it), because both its
+/// `stat` and its `messages` come from metrics that lag by seconds (on
+/// 3.10 a stream holding messages reads 0 for several seconds); a stream
+/// led elsewhere through `stat`. `[{vhost, name, type, durable,
 /// messages, messages_persistent, consumers, policy, message_ttl, home}]`;
 /// a count the queue does not give is null; `home` is the node holding the
 /// messages (classic: the queue's process; quorum and stream: the leader),
@@ -128,9 +133,21 @@ pub const QUEUES: Expr = Expr {
             {_, Nd} when is_atom(Nd) -> atom_to_binary(Nd, utf8); \
             P when is_pid(P) -> atom_to_binary(node(P), utf8); _ -> null end end, \
         Homes = maps:from_list([{amqqueue:get_name(Q), Home(Q)} || Q <- Qs]), \
+        Stat = fun(Q) -> case catch rabbit_amqqueue:stat(Q) of {ok, M, _} -> M; _ -> none end end, \
+        Count = fun(Q) -> case amqqueue:get_type(Q) of \
+            rabbit_stream_queue -> \
+                W = {osiris_writer, amqqueue:get_name(Q)}, \
+                Ctrs = case catch osiris_counters:counters(W, [committed_offset, first_offset]) of \
+                    #{} = C2 -> C2; _ -> catch osiris_counters:overview(W) end, \
+                case Ctrs of \
+                    #{committed_offset := C, first_offset := F} \
+                        when is_integer(C), is_integer(F), C >= F -> C - F + 1; \
+                    #{committed_offset := C} when is_integer(C), C < 0 -> 0; \
+                    _ -> Stat(Q) end; \
+            _ -> Stat(Q) end end, \
         Exact = maps:from_list([{amqqueue:get_name(Q), M} || Q <- Qs, \
             not lists:member(amqqueue:get_type(Q), [classic, rabbit_classic_queue]), \
-            {ok, M, _} <- [catch rabbit_amqqueue:stat(Q)]]), \
+            M <- [Count(Q)], is_integer(M)]), \
         rabbit_json:encode(lists:append([[begin \
             {resource, QV, queue, QN} = Name = proplists:get_value(name, I), \
             Args = proplists:get_value(arguments, I), \

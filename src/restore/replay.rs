@@ -75,7 +75,7 @@ pub async fn run(
         progress.save()?;
     }
     if spec.append && progress.before.is_empty() {
-        progress.before = replay::counts(&target, &spec.queues, false).await?;
+        progress.before = counts(broker, &target, manifest, &spec.queues).await?;
         progress.save()?;
     }
     let options = Options {
@@ -93,8 +93,42 @@ pub async fn run(
     };
     replay::run(&target, &sources, &options, &mut progress).await?;
     let _ = std::fs::remove_dir_all(&work);
-    let now = replay::counts(&target, &spec.queues, false).await?;
+    let now = counts(broker, &target, manifest, &spec.queues).await?;
     Ok(judge(manifest, &spec, &progress, &now))
+}
+
+/// Each queue's message count, asked over AMQP, except a stream's: its
+/// declare-ok always says 0, so the node's exact count stands in.
+async fn counts(
+    broker: &Broker,
+    target: &AmqpConfig,
+    manifest: &Manifest,
+    queues: &[(String, String)],
+) -> anyhow::Result<Vec<u64>> {
+    let mut counts = replay::counts(target, queues, false).await?;
+    let is_stream = |(v, n): &(String, String)| {
+        manifest
+            .queues
+            .iter()
+            .any(|q| &q.vhost == v && &q.name == n && q.queue_type == QueueType::Stream)
+    };
+    if !queues.iter().any(is_stream) {
+        return Ok(counts);
+    }
+    let mut vhosts: Vec<String> = queues.iter().map(|(v, _)| v.clone()).collect();
+    vhosts.sort();
+    vhosts.dedup();
+    let listed = broker.control.queues(&vhosts).await?;
+    for (count, queue) in counts.iter_mut().zip(queues) {
+        if is_stream(queue)
+            && let Some((q, _)) = listed
+                .iter()
+                .find(|(q, _)| q.vhost == queue.0 && q.name == queue.1)
+        {
+            *count = q.messages;
+        }
+    }
+    Ok(counts)
 }
 
 /// The snapshot's queues the spec names, in its order; a named queue the
