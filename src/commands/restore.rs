@@ -9,8 +9,8 @@ use anyhow::Context;
 use crate::error::{Kind, classified, refused, usage};
 use crate::hooks;
 use crate::output::{Output, bytes};
-use crate::rabbit::Broker;
 use crate::rabbit::definitions::Definitions;
+use crate::rabbit::{Broker, Imported};
 use crate::rabbit::{recovery, upgrade};
 use crate::repo::Repository;
 use crate::restore::fetch::{fetch_all, fetch_definitions};
@@ -192,10 +192,11 @@ pub async fn run(
         );
         if args.definitions_only {
             crate::signals::check()?;
-            broker
+            let imported = broker
                 .import_definitions(&definitions.bytes, staging.path())
                 .await?;
             report.definitions_imported = true;
+            report.definitions_already_held = imported == Imported::AlreadyHeld;
             return anyhow::Ok(());
         }
         let exclude = args.exclude.as_ref().map(|m| ExcludeSpec {
@@ -236,6 +237,7 @@ pub async fn run(
         let outcome = machine.run(&node, &definitions.bytes).await;
         report.definitions_imported = true;
         let outcome = outcome?;
+        report.definitions_already_held = outcome.definitions_already_held;
         report.pause_ms = outcome.pause_ms;
         report.queues = outcome.queues;
         report.excluded = outcome.excluded;

@@ -89,6 +89,40 @@ impl Definitions {
     }
 }
 
+/// Top-level keys that describe the exporting node, not objects to import.
+const ABOUT_THE_EXPORT: [&str; 4] = [
+    "rabbit_version",
+    "rabbitmq_version",
+    "product_name",
+    "product_version",
+];
+
+/// Whether importing `wanted` into a node that exports `held` would change
+/// nothing: every object of every list in `wanted` (users, vhosts,
+/// permissions, parameters, policies, queues, exchanges, bindings…) is in
+/// `held` exactly as it is (the import merges, so `held`'s other objects do
+/// not matter). Anything unexpected — a top-level value that is not a
+/// list, JSON that does not parse — answers false: the import then runs.
+pub fn already_held(wanted: &[u8], held: &[u8]) -> bool {
+    let (Ok(Value::Object(wanted)), Ok(Value::Object(held))) = (
+        serde_json::from_slice::<Value>(wanted),
+        serde_json::from_slice::<Value>(held),
+    ) else {
+        return false;
+    };
+    wanted.iter().all(|(key, objects)| {
+        if ABOUT_THE_EXPORT.contains(&key.as_str()) {
+            return true;
+        }
+        let (Some(objects), Some(present)) =
+            (objects.as_array(), held.get(key).and_then(Value::as_array))
+        else {
+            return objects.as_array().is_some_and(Vec::is_empty);
+        };
+        objects.iter().all(|o| present.contains(o))
+    })
+}
+
 fn has_non_classic(defs: &Value) -> bool {
     let classic = |t: Option<&str>| matches!(t, None | Some("classic"));
     let explicit = defs
@@ -151,5 +185,29 @@ mod tests {
             d.ttl_policies.into_iter().collect::<Vec<_>>(),
             vec![("v".to_string(), "ttl".to_string())]
         );
+    }
+    #[test]
+    fn definitions_already_held_only_when_every_object_is_there_unchanged() {
+        let held = br#"{"rabbit_version":"3.10.8","users":[{"name":"guest","password_hash":"h","tags":["administrator"]}],
+            "vhosts":[{"name":"/"}],"queues":[{"name":"a","vhost":"/","durable":true,"arguments":{"x-max-priority":4,"x-queue-type":"classic"}},
+            {"name":"extra","vhost":"/","durable":true,"arguments":{}}],"bindings":[],"parameters":[]}"#;
+        // The same objects, fields in another order, another exporter version, an empty list the node lacks.
+        let same = br#"{"rabbitmq_version":"3.8.9","queues":[{"arguments":{"x-queue-type":"classic","x-max-priority":4},"durable":true,"vhost":"/","name":"a"}],
+            "users":[{"tags":["administrator"],"password_hash":"h","name":"guest"}],"vhosts":[{"name":"/"}],"topic_permissions":[]}"#;
+        assert!(already_held(same, held));
+        assert!(already_held(held, held));
+        // One field differs, an object is missing, a list the node does not have, not a list, not JSON.
+        let changed = br#"{"queues":[{"name":"a","vhost":"/","durable":true,"arguments":{"x-max-priority":5,"x-queue-type":"classic"}}]}"#;
+        assert!(!already_held(changed, held));
+        let missing = br#"{"vhosts":[{"name":"/"},{"name":"shop"}]}"#;
+        assert!(!already_held(missing, held));
+        let new_list = br#"{"policies":[{"vhost":"/","name":"p","pattern":".*","definition":{}}]}"#;
+        assert!(!already_held(new_list, held));
+        assert!(!already_held(
+            br#"{"global_parameters":{"name":"x"}}"#,
+            held
+        ));
+        assert!(!already_held(b"not json", held));
+        assert!(!already_held(same, b"[]"));
     }
 }

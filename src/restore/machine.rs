@@ -58,6 +58,7 @@ use super::swap::{self, Anomaly, Status, Step, Stores};
 use crate::archive::manifest::Manifest;
 use crate::error::{Kind, class, classified};
 use crate::failpoint::hit;
+use crate::rabbit::Imported;
 use crate::rabbit::datadir::VhostDir;
 use crate::staging::{MARK, Staging, replace_durably};
 
@@ -211,7 +212,7 @@ pub struct Journal {
 #[allow(async_fn_in_trait)]
 pub trait Node {
     /// Imports (merges) definitions.
-    async fn import(&self, definitions: &[u8], scratch: &Path) -> anyhow::Result<()>;
+    async fn import(&self, definitions: &[u8], scratch: &Path) -> anyhow::Result<Imported>;
     /// Stops the broker (a no-op if it is stopped), standing down any
     /// pause watchdog first so nothing starts it behind the restore's back.
     async fn stop(&self) -> anyhow::Result<()>;
@@ -244,6 +245,8 @@ pub trait Node {
 pub struct Outcome {
     /// How long the broker was stopped, in ms.
     pub pause_ms: u64,
+    /// The node already held the snapshot's definitions: none were sent.
+    pub definitions_already_held: bool,
     /// Per-queue counts after the restore.
     pub queues: Vec<QueueOutcome>,
     /// Exclusion results.
@@ -599,9 +602,10 @@ impl Machine {
                 let definitions = definitions
                     .ok_or_else(|| anyhow::anyhow!("the definitions to import are not at hand"))?;
                 hit("restore:import")?;
-                node.import(definitions, &self.area).await.map_err(|e| {
+                let imported = node.import(definitions, &self.area).await.map_err(|e| {
                     e.context("cannot import the snapshot's definitions; the node's messages are untouched")
                 })?;
+                self.outcome.definitions_already_held = imported == Imported::AlreadyHeld;
                 self.enter(Phase::Imported)
             }
             Phase::Imported => {
@@ -623,9 +627,7 @@ impl Machine {
                 self.enter_cleaning()
             }
             Phase::Stopping => {
-                tracing::info!(
-                    "stopping the broker (rabbitmqctl stop_app) to swap the message stores in"
-                );
+                tracing::info!("stopping the broker (stop_app) to swap the message stores in");
                 hit("restore:stop-app")?;
                 node.stop().await?;
                 self.paused = Some(Instant::now());

@@ -62,8 +62,8 @@ impl FakeNode {
 }
 
 impl Node for FakeNode {
-    async fn import(&self, _: &[u8], _: &Path) -> anyhow::Result<()> {
-        Ok(())
+    async fn import(&self, _: &[u8], _: &Path) -> anyhow::Result<Imported> {
+        Ok(Imported::Merged)
     }
 
     async fn stop(&self) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use super::report::{ExclusionOutcome, QueueOutcome};
 use crate::archive::manifest::Manifest;
 use crate::exclude::Matcher;
 use crate::exclude::mover::{self, AmqpConfig, Destination};
-use crate::rabbit::Broker;
+use crate::rabbit::{Broker, Imported};
 use crate::settings::Settings;
 
 /// A RabbitMQ node.
@@ -21,7 +21,7 @@ pub struct BrokerNode<'a> {
 }
 
 impl Node for BrokerNode<'_> {
-    async fn import(&self, definitions: &[u8], scratch: &Path) -> anyhow::Result<()> {
+    async fn import(&self, definitions: &[u8], scratch: &Path) -> anyhow::Result<Imported> {
         self.broker.import_definitions(definitions, scratch).await
     }
 

@@ -102,6 +102,10 @@ pub struct RestoreReport {
     pub definitions_only: bool,
     /// Definitions were imported (merged).
     pub definitions_imported: bool,
+    /// The node already held every definition of the snapshot unchanged,
+    /// so none were sent (`definitions_imported` is still true: the node
+    /// holds them).
+    pub definitions_already_held: bool,
     /// Vhosts restored: their message stores swapped in, or their
     /// messages replayed (see `method`).
     pub vhosts_restored: Vec<String>,
@@ -234,6 +238,8 @@ pub fn describe(r: &RestoreReport) -> String {
     if r.dry_run {
         s.push_str("  every chunk and file was downloaded and verified; nothing was changed\n");
         s.push_str("  would import (merge) the snapshot's definitions\n");
+    } else if r.definitions_already_held {
+        s.push_str("  definitions already on the node, unchanged (nothing imported)\n");
     } else if r.definitions_imported {
         s.push_str("  definitions imported (merged)\n");
     }

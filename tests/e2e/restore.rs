@@ -68,6 +68,9 @@ fn restore_onto_a_new_node_with_another_name_brings_every_message_back() {
     // auto swaps the classic stores in, then replays the quorum queue's
     // logical records (which no swap brings back), and says so.
     assert_eq!(report["method"], "swap+replay", "{report}");
+    // A new node lacks the definitions: they were imported.
+    assert_eq!(report["definitions_imported"], true, "{report}");
+    assert_eq!(report["definitions_already_held"], false, "{report}");
     assert!(
         report["method_reason"]
             .as_str()
@@ -195,6 +198,13 @@ fn restore_onto_the_same_node_after_a_purge_and_refusal_to_overwrite() {
     let run = tool.run(&["restore", "--repo", &repo]);
     run.ok();
     assert!(run.stdout.contains("restored snapshot"), "{}", run.stdout);
+    // The node still held every definition unchanged: nothing was imported.
+    assert!(
+        run.stdout
+            .contains("definitions already on the node, unchanged (nothing imported)"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(node.counts("/")["classic"], 30);
     assert_eq!(node.counts("oro")["oro.default"], 40);
     assert_eq!(exact_count(&node, "/", "quorum"), 5, "{}", run.stdout);
@@ -210,9 +220,19 @@ fn restore_onto_the_same_node_after_a_purge_and_refusal_to_overwrite() {
         run.stderr
     );
     assert_eq!(node.counts("/")["classic"], 31, "nothing changed");
-    // Told to, it replaces them with the snapshot's.
-    tool.run(&["restore", "--repo", &repo, "--replace-messages"])
-        .ok();
+    // Told to, it replaces them with the snapshot's; a policy removed
+    // meanwhile makes the definitions differ, so they are imported again.
+    node.ctl(&["clear_policy", "-p", "oro", "oro-limit"]);
+    let run = tool.run(&["restore", "--repo", &repo, "--replace-messages"]);
+    run.ok();
+    assert!(
+        run.stdout.contains("definitions imported (merged)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        names(&node.export_definitions(), "policies", "name").contains(&"oro-limit".to_string())
+    );
     assert_same_messages(
         &drain(&node, "/", "classic"),
         &classic_messages("classic", 30),
