@@ -189,7 +189,8 @@ impl Series {
         println!(
             "| {} | {} | {ow:.3} s | {tw:.3} s | **{:.2}x** | {oc:.2} s | {tc:.2} s | {:.2}x | {os:.2} / {ts:.2} s | {op:.0} MiB | {tp:.0} MiB | {:.0} / {:.0} MB/s |",
             self.name,
-            self.reference,
+            // A shell pipeline's bars would split the Markdown cell.
+            self.reference.replace('|', "\\|"),
             tw / ow,
             tc / oc,
             data_mb / ow,
