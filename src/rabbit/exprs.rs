@@ -110,12 +110,12 @@ pub const AMQP_LISTENERS: Expr = Expr {
 /// Every queue of the vhosts in `Vhosts` (binaries) with exact counts:
 /// classic queues are asked themselves (`info_all`, as `list_queues`);
 /// quorum queues through `rabbit_amqqueue:stat/1`, because their
-/// `messages` info lags by seconds; a stream led by this node from its
-/// writer's counters (committed minus first offset; `counters/2`, or
-/// `overview/1` before osiris had it), because both its
-/// `stat` and its `messages` come from metrics that lag by seconds (on
-/// 3.10 a stream holding messages reads 0 for several seconds); a stream
-/// led elsewhere through `stat`. `[{vhost, name, type, durable,
+/// `messages` info lags by seconds; a stream from its writer's counters
+/// on its leader's node (committed minus first offset; `counters/2`, or
+/// `overview/1` before osiris had it), because both its `stat` and its
+/// `messages` come from metrics that lag by seconds (on 3.10 a stream
+/// holding messages reads 0 for several seconds); through `stat` when the
+/// leader cannot be asked. `[{vhost, name, type, durable,
 /// messages, messages_persistent, consumers, policy, message_ttl, home}]`;
 /// a count the queue does not give is null; `home` is the node holding the
 /// messages (classic: the queue's process; quorum and stream: the leader),
@@ -137,8 +137,11 @@ pub const QUEUES: Expr = Expr {
         Count = fun(Q) -> case amqqueue:get_type(Q) of \
             rabbit_stream_queue -> \
                 W = {osiris_writer, amqqueue:get_name(Q)}, \
-                Ctrs = case catch osiris_counters:counters(W, [committed_offset, first_offset]) of \
-                    #{} = C2 -> C2; _ -> catch osiris_counters:overview(W) end, \
+                Wn = case amqqueue:get_pid(Q) of P2 when is_pid(P2) -> node(P2); _ -> node() end, \
+                Ctrs = case catch rpc:call(Wn, osiris_counters, counters, \
+                        [W, [committed_offset, first_offset]], 5000) of \
+                    #{} = C2 -> C2; \
+                    _ -> catch rpc:call(Wn, osiris_counters, overview, [W], 5000) end, \
                 case Ctrs of \
                     #{committed_offset := C, first_offset := F} \
                         when is_integer(C), is_integer(F), C >= F -> C - F + 1; \
