@@ -58,12 +58,7 @@ pub async fn run(
         let emptied: Vec<(String, String)> = spec
             .queues
             .iter()
-            .filter(|(v, n)| {
-                !manifest
-                    .queues
-                    .iter()
-                    .any(|q| &q.vhost == v && &q.name == n && q.queue_type == QueueType::Stream)
-            })
+            .filter(|(v, n)| !is_stream(manifest, v, n))
             .cloned()
             .collect();
         tracing::info!(
@@ -106,13 +101,7 @@ async fn counts(
     queues: &[(String, String)],
 ) -> anyhow::Result<Vec<u64>> {
     let mut counts = replay::counts(target, queues, false).await?;
-    let is_stream = |(v, n): &(String, String)| {
-        manifest
-            .queues
-            .iter()
-            .any(|q| &q.vhost == v && &q.name == n && q.queue_type == QueueType::Stream)
-    };
-    if !queues.iter().any(is_stream) {
+    if !queues.iter().any(|(v, n)| is_stream(manifest, v, n)) {
         return Ok(counts);
     }
     let mut vhosts: Vec<String> = queues.iter().map(|(v, _)| v.clone()).collect();
@@ -120,7 +109,7 @@ async fn counts(
     vhosts.dedup();
     let listed = broker.control.queues(&vhosts).await?;
     for (count, queue) in counts.iter_mut().zip(queues) {
-        if is_stream(queue)
+        if is_stream(manifest, &queue.0, &queue.1)
             && let Some((q, _)) = listed
                 .iter()
                 .find(|(q, _)| q.vhost == queue.0 && q.name == queue.1)
@@ -129,6 +118,14 @@ async fn counts(
         }
     }
     Ok(counts)
+}
+
+/// Whether the snapshot records `queue` of `vhost` as a stream.
+fn is_stream(manifest: &Manifest, vhost: &str, queue: &str) -> bool {
+    manifest
+        .queues
+        .iter()
+        .any(|q| q.vhost == vhost && q.name == queue && q.queue_type == QueueType::Stream)
 }
 
 /// The snapshot's queues the spec names, in its order; a named queue the
