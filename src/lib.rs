@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod crypt;
 pub mod error;
+pub mod etf;
 pub mod exclude;
 pub mod failpoint;
 pub mod hooks;

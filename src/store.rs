@@ -17,7 +17,6 @@ mod layout;
 mod locator;
 mod queue;
 mod rdq;
-pub mod term;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use erl_dist::term::{Atom, BigInteger, Binary, FixInteger, List, Term};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -17,6 +16,7 @@ use super::ctl::{Ctl, QueueStatus};
 use super::dist::{CallError, Distribution, cookie};
 use super::exprs::{self, Expr};
 use super::queue_type::QueueType;
+use crate::etf::Term;
 use crate::settings::Secret;
 
 /// Patience for commands that stop or start the broker.
@@ -64,15 +64,13 @@ pub enum Arg {
 }
 
 impl Arg {
-    fn term(&self) -> Term {
+    fn term(&self) -> Term<'_> {
         match self {
-            Arg::Bin(b) => Binary::from(b.as_slice()).into(),
-            Arg::Int(i) => match i32::try_from(*i) {
-                Ok(small) => FixInteger::from(small).into(),
-                Err(_) => BigInteger::from(*i).into(),
-            },
-            Arg::Atom(a) => Atom::from(a.as_str()).into(),
-            Arg::List(items) => List::from(items.iter().map(Arg::term).collect::<Vec<_>>()).into(),
+            Arg::Bin(b) => Term::Binary(b),
+            Arg::Int(i) => Term::Int(i128::from(*i)),
+            Arg::Atom(a) => Term::Atom(a),
+            Arg::List(items) if items.is_empty() => Term::Nil,
+            Arg::List(items) => Term::List(items.iter().map(Arg::term).collect()),
         }
     }
 
@@ -262,21 +260,24 @@ impl Control {
         );
         if let (Some(dist), Transport::Distribution) = (&self.dist, self.transport()) {
             let bindings = args.iter().map(|(n, a)| (*n, a.term())).collect();
-            match dist
+            let answer = dist
                 .eval(&format!("{}.", expr.text), bindings, patience)
-                .await
-            {
-                Ok(Term::Binary(json)) => {
-                    return serde_json::from_slice(&json.bytes).with_context(|| {
+                .await;
+            match answer {
+                Ok(value) => {
+                    let term = value
+                        .term()
+                        .with_context(|| format!("{} failed", expr.name))?;
+                    let Term::Binary(json) = term else {
+                        anyhow::bail!("unexpected answer to the {} query: {term}", expr.name)
+                    };
+                    return serde_json::from_slice(json).with_context(|| {
                         format!(
                             "unexpected answer to the {} query: {}",
                             expr.name,
-                            String::from_utf8_lossy(&json.bytes)
+                            String::from_utf8_lossy(json)
                         )
                     });
-                }
-                Ok(other) => {
-                    anyhow::bail!("unexpected answer to the {} query: {other}", expr.name)
                 }
                 Err(CallError::Connection(e)) if retry_on_loss => {
                     self.lost.store(true, Ordering::Relaxed);
@@ -504,7 +505,7 @@ impl Control {
     pub async fn pet_watchdog(&self) -> anyhow::Result<()> {
         if let (Some(dist), Transport::Distribution) = (&self.dist, self.transport()) {
             return dist
-                .send_to_registered(exprs::WATCHDOG, Atom::from("pet").into())
+                .send_to_registered(exprs::WATCHDOG, &Term::Atom("pet"))
                 .await
                 .map_err(anyhow::Error::new);
         }

@@ -11,21 +11,16 @@
 //! expression, with named values passed as bindings, never spliced into text.
 
 pub mod cookie;
+mod handshake;
 mod wire;
 
 use std::time::Duration;
 
 use anyhow::Context;
-use erl_dist::DistributionFlags;
-use erl_dist::epmd::{DEFAULT_EPMD_PORT, EpmdClient};
-use erl_dist::handshake::{ClientSideHandshake, HandshakeStatus};
-use erl_dist::message::Message;
-use erl_dist::node::{Creation, LocalNode, NodeName};
-use erl_dist::term::{Atom, Binary, FixInteger, List, Mfa, Pid, Reference, Term, Tuple};
 use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot, watch};
-use tokio_util::compat::TokioAsyncReadCompatExt;
 
+use crate::etf::{self, Pid, Ref, Term};
 pub use cookie::{Cookie, CookieSource};
 use wire::Request;
 
@@ -81,10 +76,35 @@ impl std::error::Error for CallError {}
 pub struct Distribution {
     requests: mpsc::Sender<Request>,
     closed: watch::Receiver<Option<String>>,
-    local: Atom,
+    local: String,
     creation: u32,
     peer: String,
-    bootstrap: OnceCell<Term>,
+    /// The bootstrap's parse tree, encoded once per connection.
+    bootstrap: OnceCell<Value>,
+}
+
+/// A term the node answered, kept encoded; [`Value::term`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value(Vec<u8>);
+
+impl Value {
+    fn of(term: &Term<'_>) -> Value {
+        let mut bytes = Vec::new();
+        etf::encode(term, &mut bytes);
+        Value(bytes)
+    }
+
+    /// The term.
+    pub fn term(&self) -> Result<Term<'_>, CallError> {
+        etf::decode(&self.0)
+            .map(|(term, _)| term)
+            .map_err(|e| CallError::Connection(format!("cannot decode the node's answer: {e}")))
+    }
+
+    /// The encoded term without its version byte: sent on as it is.
+    fn raw(&self) -> Term<'_> {
+        Term::Other(self.0.get(1..).unwrap_or_default())
+    }
 }
 
 impl Drop for Distribution {
@@ -112,90 +132,39 @@ impl Distribution {
 
     async fn connect_now(node: &str, cookie: &Cookie) -> anyhow::Result<Distribution> {
         let (alive, host) = split_node(node)?;
-        let epmd = TcpStream::connect((host, DEFAULT_EPMD_PORT))
-            .await
-            .with_context(|| format!("epmd does not answer on {host}:{DEFAULT_EPMD_PORT}"))?;
-        let entry = EpmdClient::new(epmd.compat())
-            .get_node(alive)
-            .await
-            .map_err(|e| anyhow::anyhow!("epmd on {host}: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("epmd on {host} knows no node named {alive:?}"))?;
-        if entry.highest_version < erl_dist::LOWEST_DISTRIBUTION_PROTOCOL_VERSION {
-            anyhow::bail!(
-                "the node speaks only distribution protocol version {} (Erlang/OTP 22 or older)",
-                entry.highest_version
-            );
-        }
-        let stream = TcpStream::connect((host, entry.port))
-            .await
-            .with_context(|| {
-                format!(
-                    "the node's distribution port {host}:{} does not answer",
-                    entry.port
-                )
-            })?;
+        let port = handshake::port_please(host, alive).await?;
+        let mut stream = TcpStream::connect((host, port)).await.with_context(|| {
+            format!("the node's distribution port {host}:{port} does not answer")
+        })?;
         stream.set_nodelay(true)?;
-
-        let name = format!(
-            "rabbitmq-backup-{}-{:04x}",
+        let local = format!(
+            "rabbitmq-backup-{}-{:04x}@{host}",
             std::process::id(),
             rand::random::<u16>()
         );
-        let mut local = LocalNode::new(
-            NodeName::new(&name, host).map_err(|e| anyhow::anyhow!("{e}"))?,
-            Creation::random(),
-        );
-        // Hidden: PUBLISHED stays unset. Calls need spawn requests and monitors.
-        local.flags |= DistributionFlags::SPAWN
-            | DistributionFlags::DIST_MONITOR
-            | DistributionFlags::DIST_MONITOR_NAME;
-        let mut handshake =
-            ClientSideHandshake::new(stream.compat(), local.clone(), cookie.value.expose());
-        let status = handshake
-            .execute_send_name(erl_dist::LOWEST_DISTRIBUTION_PROTOCOL_VERSION)
+        // Any creation but 0 (which means "unknown" to the node).
+        let creation = rand::random::<u32>().max(1);
+        let peer = handshake::shake(&mut stream, &local, creation, cookie)
             .await
-            .map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
-        match status {
-            HandshakeStatus::Ok | HandshakeStatus::OkSimultaneous => {}
-            other => anyhow::bail!("the node refused the connection ({other:?})"),
-        }
-        let (stream, peer) = handshake.execute_rest(true).await.map_err(|e| {
-            use erl_dist::handshake::HandshakeError;
-            match e {
-                HandshakeError::CookieMismatch => anyhow::anyhow!(
-                    "the node's answer does not match the Erlang cookie from {}",
-                    cookie.source
-                ),
-                // A node that rejects our digest just closes the connection.
-                HandshakeError::Io(io) => anyhow::anyhow!(
-                    "the node closed the connection during the handshake ({io}): the Erlang cookie from {} is probably not the node's",
-                    cookie.source
-                ),
-                other => anyhow::anyhow!("handshake: {other}"),
-            }
-        })?;
-        let (reader, writer) = stream.into_inner().into_split();
+            .context("handshake")?;
+        let (reader, writer) = stream.into_split();
         let (requests, rx) = mpsc::channel(64);
         let (closed_tx, closed) = watch::channel(None);
         tokio::spawn(wire::run(reader, writer, rx, closed_tx));
-        tracing::debug!(
-            "connected to {} over Erlang distribution as hidden node {}",
-            peer.name,
-            local.name
-        );
+        tracing::debug!("connected to {peer} over Erlang distribution as hidden node {local}");
         Ok(Distribution {
             requests,
             closed,
-            local: Atom::from(local.name.to_string()),
-            creation: local.creation.get(),
-            peer: peer.name.to_string(),
+            local,
+            creation,
+            peer,
             bootstrap: OnceCell::new(),
         })
     }
 
     /// The tool's own node name on this connection (`name@host`).
     pub fn local_node(&self) -> &str {
-        &self.local.name
+        &self.local
     }
 
     /// Why the connection is closed, if it is.
@@ -203,16 +172,26 @@ impl Distribution {
         self.closed.borrow().clone()
     }
 
-    fn pid(&self) -> Pid {
-        Pid::new(self.local.clone(), 0, 0, self.creation)
-    }
-
-    fn reference(&self) -> Reference {
-        Reference {
-            node: self.local.clone(),
-            id: vec![rand::random(), rand::random(), rand::random()],
+    fn pid(&self) -> Pid<'_> {
+        Pid {
+            node: &self.local,
+            id: 0,
+            serial: 0,
             creation: self.creation,
         }
+    }
+
+    /// A fresh reference: random words, so replies are told apart by them.
+    fn reference(&self) -> Ref<'_> {
+        Ref {
+            node: &self.local,
+            creation: self.creation,
+            id: vec![rand::random(), rand::random(), rand::random()],
+        }
+    }
+
+    fn gone(&self) -> CallError {
+        CallError::Connection(self.closed().unwrap_or_else(|| "closed".into()))
     }
 
     /// Calls `module:function(args…)` on the node and returns its value.
@@ -220,46 +199,33 @@ impl Distribution {
         &self,
         module: &str,
         function: &str,
-        args: Vec<Term>,
+        args: Vec<Term<'_>>,
         patience: Duration,
-    ) -> Result<Term, CallError> {
-        let id = self.reference();
+    ) -> Result<Value, CallError> {
         let tag = self.reference();
-        let message = Message::spawn_request(
-            id.clone(),
-            self.pid(),
-            self.pid(),
-            Mfa {
-                module: Atom::from("erpc"),
-                function: Atom::from("execute_call"),
-                arity: FixInteger::from(4),
-            },
-            List::from(vec![Atom::from("monitor").into()]),
-            List::from(vec![
-                tag.into(),
-                Atom::from(module).into(),
-                Atom::from(function).into(),
-                List::from(args).into(),
-            ]),
+        let (frame, id) = wire::spawn_request(
+            &self.reference(),
+            &self.pid(),
+            ("erpc", "execute_call"),
+            vec![
+                Term::Ref(tag),
+                Term::Atom(module),
+                Term::Atom(function),
+                Term::List(args),
+            ],
         );
         let (reply, answer) = oneshot::channel();
-        let request = Request::Spawn { message, id, reply };
+        let request = Request::Spawn { frame, id, reply };
         if self.requests.send(request).await.is_err() {
-            return Err(CallError::Connection(
-                self.closed().unwrap_or_else(|| "closed".into()),
-            ));
+            return Err(self.gone());
         }
         let exit = match tokio::time::timeout(patience, answer).await {
             Err(_) => return Err(CallError::Timeout(patience)),
-            Ok(Err(_)) => {
-                return Err(CallError::Connection(
-                    self.closed().unwrap_or_else(|| "closed".into()),
-                ));
-            }
+            Ok(Err(_)) => return Err(self.gone()),
             Ok(Ok(Err(e))) => return Err(CallError::Connection(e)),
-            Ok(Ok(Ok(exit))) => exit,
+            Ok(Ok(Ok(exit))) => Value(exit),
         };
-        erpc_result(exit)
+        erpc_result(&exit.term()?)
     }
 
     /// Evaluates Erlang expressions (as `rabbitmqctl eval` takes them) on
@@ -267,33 +233,28 @@ impl Distribution {
     pub async fn eval(
         &self,
         text: &str,
-        bindings: Vec<(&str, Term)>,
+        bindings: Vec<(&str, Term<'_>)>,
         patience: Duration,
-    ) -> Result<Term, CallError> {
+    ) -> Result<Value, CallError> {
         let bootstrap = self
             .bootstrap
             .get_or_try_init(|| self.parse(BOOTSTRAP, patience))
-            .await?
-            .clone();
-        let bindings: Vec<Term> = bindings
+            .await?;
+        let bindings: Vec<Term<'_>> = bindings
             .into_iter()
-            .map(|(name, value)| Tuple::from(vec![Atom::from(name).into(), value]).into())
+            .map(|(name, value)| Term::Tuple(vec![Term::Atom(name), value]))
             .collect();
         // An orddict: sorted by name.
-        let outer = List::from(vec![
-            Tuple::from(vec![Atom::from("B__").into(), List::from(bindings).into()]).into(),
-            Tuple::from(vec![
-                Atom::from("S__").into(),
-                Binary::from(text.as_bytes()).into(),
-            ])
-            .into(),
+        let outer = Term::List(vec![
+            Term::Tuple(vec![Term::Atom("B__"), Term::List(bindings)]),
+            Term::Tuple(vec![Term::Atom("S__"), Term::Binary(text.as_bytes())]),
         ]);
         let value = self
-            .call("erl_eval", "exprs", vec![bootstrap, outer.into()], patience)
+            .call("erl_eval", "exprs", vec![bootstrap.raw(), outer], patience)
             .await?;
         // {value, Value, Bindings}
-        match value {
-            Term::Tuple(mut t) if t.elements.len() == 3 => Ok(t.elements.swap_remove(1)),
+        match value.term()? {
+            Term::Tuple(t) if t.len() == 3 && t[0] == Term::Atom("value") => Ok(Value::of(&t[1])),
             other => Err(CallError::Raised {
                 class: "error".into(),
                 reason: format!("unexpected evaluation result {other}"),
@@ -302,45 +263,42 @@ impl Distribution {
     }
 
     /// Parses expressions on the node (`erl_scan`, `erl_parse`).
-    async fn parse(&self, text: &str, patience: Duration) -> Result<Term, CallError> {
-        let chars: Vec<Term> = text
-            .chars()
-            .map(|c| FixInteger::from(c as i32).into())
-            .collect();
+    async fn parse(&self, text: &str, patience: Duration) -> Result<Value, CallError> {
+        // The text is ASCII: a string of bytes is the same list of characters.
+        debug_assert!(text.is_ascii());
         let scanned = self
             .call(
                 "erl_scan",
                 "string",
-                vec![List::from(chars).into()],
+                vec![Term::Bytes(text.as_bytes())],
                 patience,
             )
             .await?;
-        let tokens = ok_element(scanned, 1, "erl_scan:string")?;
+        let tokens = ok_element(&scanned, 1, "erl_scan:string")?;
         let parsed = self
-            .call("erl_parse", "parse_exprs", vec![tokens], patience)
+            .call("erl_parse", "parse_exprs", vec![tokens.raw()], patience)
             .await?;
-        ok_element(parsed, 1, "erl_parse:parse_exprs")
+        ok_element(&parsed, 1, "erl_parse:parse_exprs")
     }
 
     /// Sends `message` to the process registered as `name` on the node.
-    pub async fn send_to_registered(&self, name: &str, message: Term) -> Result<(), CallError> {
-        let message = Message::reg_send(self.pid(), Atom::from(name), message);
+    pub async fn send_to_registered(
+        &self,
+        name: &str,
+        message: &Term<'_>,
+    ) -> Result<(), CallError> {
+        let frame = wire::reg_send(&self.pid(), name, message);
         self.requests
-            .send(Request::Send(message))
+            .send(Request::Send(frame))
             .await
-            .map_err(|_| CallError::Connection(self.closed().unwrap_or_else(|| "closed".into())))
+            .map_err(|_| self.gone())
     }
 }
 
 /// `{ok, X, …}` → X (element `index`).
-fn ok_element(term: Term, index: usize, what: &str) -> Result<Term, CallError> {
-    match term {
-        Term::Tuple(mut t)
-            if t.elements.len() > index
-                && matches!(&t.elements[0], Term::Atom(a) if a.name == "ok") =>
-        {
-            Ok(t.elements.swap_remove(index))
-        }
+fn ok_element(value: &Value, index: usize, what: &str) -> Result<Value, CallError> {
+    match value.term()? {
+        Term::Tuple(t) if t.len() > index && t[0] == Term::Atom("ok") => Ok(Value::of(&t[index])),
         other => Err(CallError::Raised {
             class: "error".into(),
             reason: format!("{what} returned {other}"),
@@ -351,57 +309,57 @@ fn ok_element(term: Term, index: usize, what: &str) -> Result<Term, CallError> {
 /// Decodes `erpc:execute_call/4`'s exit reason: `{Tag, return, Value}`,
 /// `{Tag, throw|exit, Reason}`, `{Tag, error, Reason[, Stack]}`, or the
 /// reason of a process that died otherwise (`killed`, `noconnection`).
-fn erpc_result(exit: Term) -> Result<Term, CallError> {
-    if let Term::Tuple(mut t) = exit {
-        if t.elements.len() >= 3
-            && let Term::Atom(class) = &t.elements[1]
-        {
-            let class = class.name.clone();
-            if class == "return" && t.elements.len() == 3 {
-                return Ok(t.elements.swap_remove(2));
-            }
-            return Err(CallError::Raised {
-                class,
-                reason: t.elements[2].to_string(),
-            });
-        }
-        return Err(CallError::Raised {
+fn erpc_result(exit: &Term<'_>) -> Result<Value, CallError> {
+    match exit {
+        Term::Tuple(t) if t.len() >= 3 => match &t[1] {
+            Term::Atom("return") if t.len() == 3 => Ok(Value::of(&t[2])),
+            Term::Atom(class) => Err(CallError::Raised {
+                class: class.to_string(),
+                reason: t[2].to_string(),
+            }),
+            _ => Err(CallError::Raised {
+                class: "exit".into(),
+                reason: exit.to_string(),
+            }),
+        },
+        _ => Err(CallError::Raised {
             class: "exit".into(),
-            reason: Term::Tuple(t).to_string(),
-        });
+            reason: exit.to_string(),
+        }),
     }
-    Err(CallError::Raised {
-        class: "exit".into(),
-        reason: exit.to_string(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(elements: Vec<Term>) -> Term {
-        Tuple::from(elements).into()
-    }
-
     #[test]
     fn erpc_results_decode() {
-        let a = |s: &str| -> Term { Atom::from(s).into() };
-        let v = erpc_result(t(vec![a("ref"), a("return"), a("ok")])).unwrap();
-        assert_eq!(v, a("ok"));
-        let e = erpc_result(t(vec![
-            a("ref"),
-            a("error"),
-            a("badarg"),
-            List::nil().into(),
-        ]))
-        .unwrap_err();
+        let t = |items: Vec<Term<'static>>| Term::Tuple(items);
+        let a = Term::Atom;
+        let v = erpc_result(&t(vec![a("ref"), a("return"), a("ok")])).unwrap();
+        assert_eq!(v.term().unwrap(), a("ok"));
+        let e = erpc_result(&t(vec![a("ref"), a("error"), a("badarg"), Term::Nil])).unwrap_err();
         assert!(
             matches!(&e, CallError::Raised { class, reason } if class == "error" && reason.contains("badarg")),
             "{e}"
         );
-        let e = erpc_result(a("killed")).unwrap_err();
+        let e = erpc_result(&a("killed")).unwrap_err();
         assert!(e.to_string().contains("killed"), "{e}");
+    }
+
+    #[test]
+    fn values_are_sent_on_as_they_came() {
+        let tree = Term::List(vec![Term::Tuple(vec![
+            Term::Atom("var"),
+            Term::Int(1),
+            Term::Atom("S__"),
+        ])]);
+        let value = Value::of(&tree);
+        let mut outer = Vec::new();
+        etf::encode(&Term::Tuple(vec![value.raw()]), &mut outer);
+        assert_eq!(etf::decode(&outer).unwrap().0, Term::Tuple(vec![tree]));
+        assert!(ok_element(&value, 1, "x").is_err());
     }
 
     #[test]

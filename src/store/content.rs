@@ -16,7 +16,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::term::{self, Term};
+use crate::etf::{self as term, Term};
 use crate::message::{FieldValue, Message, Properties, Table};
 
 /// What a stored message term holds besides the message.

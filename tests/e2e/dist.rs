@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use erl_dist::term::{Binary, FixInteger, Term};
+use rabbitmq_backup::etf::Term;
 use rabbitmq_backup::rabbit::control::{Control, Transport, WatchdogOutcome};
 use rabbitmq_backup::rabbit::ctl::Ctl;
 use rabbitmq_backup::rabbit::dist::{CallError, Distribution, cookie};
@@ -43,15 +43,15 @@ async fn client(node: &RabbitNode) {
     let json = dist
         .eval(
             "rabbit_json:encode(#{<<\"v\">> => V, <<\"node\">> => node()}).",
-            vec![("V", Binary::from("vhost ü\"'x".as_bytes()).into())],
+            vec![("V", Term::Binary("vhost ü\"'x".as_bytes()))],
             PATIENCE,
         )
         .await
         .unwrap();
-    let Term::Binary(b) = json else {
-        panic!("{json}")
+    let Ok(Term::Binary(b)) = json.term() else {
+        panic!("{json:?}")
     };
-    let v: serde_json::Value = serde_json::from_slice(&b.bytes).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(b).unwrap();
     assert_eq!(v["v"], "vhost ü\"'x");
     assert_eq!(v["node"], node.name.as_str());
     let err = dist.eval("1 = 2.", vec![], PATIENCE).await.unwrap_err();
@@ -60,12 +60,38 @@ async fn client(node: &RabbitNode) {
         "{err}"
     );
     let answers = futures::future::join_all(
-        (0..20).map(|i| dist.eval("N * 2.", vec![("N", FixInteger::from(i).into())], PATIENCE)),
+        (0..20).map(|i| dist.eval("N * 2.", vec![("N", Term::Int(i))], PATIENCE)),
     )
     .await;
     for (i, a) in answers.into_iter().enumerate() {
-        assert_eq!(a.unwrap(), Term::from(FixInteger::from(2 * i as i32)));
+        assert_eq!(a.unwrap().term().unwrap(), Term::Int(2 * i as i128));
     }
+    // Every kind of term the node may answer decodes: pids, references,
+    // funs, big numbers, floats, maps, long binaries, improper lists.
+    let all = dist
+        .eval(
+            "{self(), make_ref(), fun() -> ok end, 1 bsl 100, -2.5, #{a => [1|2]}, \
+             binary:copy(<<\"x\">>, 1000000), 'ü atom', \"str\"}.",
+            vec![],
+            PATIENCE,
+        )
+        .await
+        .unwrap();
+    let all = all.term().unwrap();
+    let items = all.tuple().unwrap();
+    assert!(matches!(&items[0], Term::Pid(p) if p.node == node.name), "{all}");
+    assert!(matches!(&items[1], Term::Ref(r) if r.node == node.name), "{all}");
+    assert!(matches!(&items[2], Term::Other(_)), "{all}");
+    assert_eq!(items[3], Term::Int(1 << 100));
+    assert_eq!(items[4], Term::Float(-2.5));
+    assert_eq!(
+        items[5].to_string(),
+        "#{a => [1|2]}",
+        "maps and improper lists"
+    );
+    assert_eq!(items[6].binary().map(<[u8]>::len), Some(1_000_000));
+    assert_eq!(items[7], Term::Atom("ü atom"));
+    assert_eq!(items[8], Term::Bytes(b"str"));
     // A wrong cookie is named as the likely cause.
     let wrong = cookie::find(Some(&rabbitmq_backup::settings::Secret::new("WRONG")), None).unwrap();
     let err = format!(
@@ -215,12 +241,12 @@ impl BootMarker {
 
     /// Registered before this returns, for `hold`.
     async fn hold(&self, hold: Duration) {
-        let ms = FixInteger::from(hold.as_millis() as i32);
+        let ms = Term::Int(hold.as_millis() as i128);
         self.0
             .eval(
                 "P = spawn(fun() -> receive go -> timer:sleep(Ms) end end), \
                  true = register(rabbit_boot, P), P ! go, ok.",
-                vec![("Ms", ms.into())],
+                vec![("Ms", ms)],
                 PATIENCE,
             )
             .await
@@ -233,7 +259,7 @@ impl BootMarker {
             .eval("is_pid(whereis(rabbit_boot)).", vec![], PATIENCE)
             .await
             .unwrap();
-        held == Term::from(erl_dist::term::Atom::from("true"))
+        held.term().unwrap() == Term::Atom("true")
     }
 }
 

@@ -1,6 +1,7 @@
-//! A bounded decoder of the Erlang external term format, for the subset
-//! RabbitMQ writes into its message stores (`term_to_binary` of
-//! `#basic_message{}`, `#mc{}` and their parts).
+//! The Erlang external term format: a bounded decoder and an encoder,
+//! shared by the store reader (`term_to_binary` of `#basic_message{}`,
+//! `#mc{}` and their parts) and the distribution client (control messages,
+//! call arguments and answers).
 //!
 //! Why not the `eetf` crate: its decoder allocates by the lengths the input
 //! declares (`vec![0; size]`, `Vec::with_capacity(count)`) and recurses
@@ -11,14 +12,27 @@
 
 use std::fmt;
 
-/// Deepest nesting accepted; RabbitMQ's messages nest a handful of levels.
-pub const MAX_DEPTH: usize = 64;
+/// Deepest nesting accepted; RabbitMQ's messages nest a handful of levels,
+/// the parse trees the distribution client sends back a few dozen.
+pub const MAX_DEPTH: usize = 128;
 /// Most terms accepted in one decode (a message has a few dozen; a body
 /// split into frames a few thousand binaries).
 pub const MAX_TERMS: usize = 1 << 20;
 
 const VERSION: u8 = 131;
 const NEW_FLOAT: u8 = 70;
+const NEW_PID: u8 = 88;
+const NEW_PORT: u8 = 89;
+const NEWER_REFERENCE: u8 = 90;
+const FLOAT: u8 = 99;
+const PORT: u8 = 102;
+const PID: u8 = 103;
+const NEW_REFERENCE: u8 = 114;
+const NEW_FUN: u8 = 112;
+const EXPORT: u8 = 113;
+const V4_PORT: u8 = 120;
+/// Longest reference id RabbitMQ's Erlang sends (OTP 24+: up to 5 words).
+const MAX_REF_WORDS: usize = 5;
 const BIT_BINARY: u8 = 77;
 const SMALL_INTEGER: u8 = 97;
 const INTEGER: u8 = 98;
@@ -61,6 +75,37 @@ pub enum Term<'a> {
     Nil,
     /// A map, in encoded order.
     Map(Vec<(Term<'a>, Term<'a>)>),
+    /// A process identifier.
+    Pid(Pid<'a>),
+    /// A reference.
+    Ref(Ref<'a>),
+    /// A term of a kind nothing here looks into (a port, a fun, an old
+    /// float): its encoding, tag first, kept verbatim so it can be sent on.
+    Other(&'a [u8]),
+}
+
+/// A process identifier (`NEW_PID_EXT`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pid<'a> {
+    /// The node it lives on.
+    pub node: &'a str,
+    /// Process number.
+    pub id: u32,
+    /// Serial.
+    pub serial: u32,
+    /// The node's incarnation.
+    pub creation: u32,
+}
+
+/// A reference (`NEWER_REFERENCE_EXT`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ref<'a> {
+    /// The node that made it.
+    pub node: &'a str,
+    /// The node's incarnation.
+    pub creation: u32,
+    /// Its id words (at most five).
+    pub id: Vec<u32>,
 }
 
 impl<'a> Term<'a> {
@@ -298,13 +343,79 @@ impl<'a> Decoder<'a> {
                 }
                 Term::Map(pairs)
             }
+            NEW_PID | PID => {
+                let node = self.node_atom(depth)?;
+                let (id, serial) = (self.u32()?, self.u32()?);
+                let creation = if tag == NEW_PID {
+                    self.u32()?
+                } else {
+                    u32::from(self.u8()?)
+                };
+                Term::Pid(Pid {
+                    node,
+                    id,
+                    serial,
+                    creation,
+                })
+            }
+            NEWER_REFERENCE | NEW_REFERENCE => {
+                let words = usize::from(self.u16()?);
+                if words == 0 || words > MAX_REF_WORDS {
+                    return Err(self.error_at(at, format!("a reference of {words} words")));
+                }
+                let node = self.node_atom(depth)?;
+                let creation = if tag == NEWER_REFERENCE {
+                    self.u32()?
+                } else {
+                    u32::from(self.u8()?)
+                };
+                let mut id = Vec::with_capacity(words);
+                for _ in 0..words {
+                    id.push(self.u32()?);
+                }
+                Term::Ref(Ref { node, creation, id })
+            }
+            PORT | NEW_PORT | V4_PORT => {
+                self.node_atom(depth)?;
+                self.take(match tag {
+                    PORT => 5,
+                    NEW_PORT => 8,
+                    _ => 12,
+                })?;
+                Term::Other(&self.input[at..self.pos])
+            }
+            FLOAT => {
+                self.take(31)?;
+                Term::Other(&self.input[at..self.pos])
+            }
+            NEW_FUN => {
+                // Its size counts itself.
+                let size = self.u32()? as usize;
+                if size < 4 {
+                    return Err(self.error_at(at, format!("a fun of {size} bytes")));
+                }
+                self.take(size - 4)?;
+                Term::Other(&self.input[at..self.pos])
+            }
+            EXPORT => {
+                for _ in 0..3 {
+                    self.term(depth + 1)?;
+                }
+                Term::Other(&self.input[at..self.pos])
+            }
             other => {
-                return Err(self.error_at(
-                    at,
-                    format!("term type {other} is not one RabbitMQ stores in a message"),
-                ));
+                return Err(self.error_at(at, format!("term type {other} is not supported")));
             }
         })
+    }
+
+    /// The node atom of a pid, port or reference.
+    fn node_atom(&mut self, depth: usize) -> Result<&'a str, TermError> {
+        let at = self.pos;
+        match self.term(depth + 1)? {
+            Term::Atom(node) => Ok(node),
+            _ => Err(self.error_at(at, "a node name that is not an atom")),
+        }
     }
 
     fn elements(&mut self, n: usize, depth: usize, at: usize) -> Result<Vec<Term<'a>>, TermError> {
@@ -347,8 +458,7 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// Encodes a term (used by tests and the fixture writer; not a general
-/// encoder: it writes the forms [`decode`] reads).
+/// Encodes a term, version byte first; [`decode`] reads back what it writes.
 pub fn encode(term: &Term<'_>, out: &mut Vec<u8>) {
     out.push(VERSION);
     encode_inner(term, out);
@@ -376,11 +486,7 @@ fn encode_inner(term: &Term<'_>, out: &mut Vec<u8>) {
             out.push(NEW_FLOAT);
             out.extend_from_slice(&f.to_be_bytes());
         }
-        Term::Atom(a) => {
-            out.push(SMALL_ATOM_UTF8);
-            out.push(a.len() as u8);
-            out.extend_from_slice(a.as_bytes());
-        }
+        Term::Atom(a) => encode_atom(a, out),
         Term::Binary(b) => {
             out.push(BINARY);
             out.extend_from_slice(&(b.len() as u32).to_be_bytes());
@@ -425,6 +531,114 @@ fn encode_inner(term: &Term<'_>, out: &mut Vec<u8>) {
                 encode_inner(v, out);
             }
         }
+        Term::Pid(p) => {
+            out.push(NEW_PID);
+            encode_atom(p.node, out);
+            for word in [p.id, p.serial, p.creation] {
+                out.extend_from_slice(&word.to_be_bytes());
+            }
+        }
+        Term::Ref(r) => {
+            out.push(NEWER_REFERENCE);
+            out.extend_from_slice(&(r.id.len() as u16).to_be_bytes());
+            encode_atom(r.node, out);
+            out.extend_from_slice(&r.creation.to_be_bytes());
+            for word in &r.id {
+                out.extend_from_slice(&word.to_be_bytes());
+            }
+        }
+        Term::Other(raw) => out.extend_from_slice(raw),
+    }
+}
+
+fn encode_atom(a: &str, out: &mut Vec<u8>) {
+    match u8::try_from(a.len()) {
+        Ok(n) => {
+            out.push(SMALL_ATOM_UTF8);
+            out.push(n);
+        }
+        Err(_) => {
+            out.push(ATOM_UTF8);
+            out.extend_from_slice(&(a.len() as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(a.as_bytes());
+}
+
+/// Erlang's own notation, near enough for messages: `{error,badarg}`,
+/// `<<"text">>`, `"string"`, `#{k => v}`.
+impl fmt::Display for Term<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn seq(f: &mut fmt::Formatter<'_>, items: &[Term<'_>]) -> fmt::Result {
+            for (i, t) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{t}")?;
+            }
+            Ok(())
+        }
+        let printable = |b: &[u8]| b.iter().all(|&c| c == b'\n' || (b' '..=b'~').contains(&c));
+        match self {
+            Term::Int(i) => write!(f, "{i}"),
+            Term::Float(x) => write!(f, "{x:?}"),
+            Term::Atom(a) => {
+                let bare = a.starts_with(|c: char| c.is_ascii_lowercase())
+                    && a.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@');
+                if bare {
+                    f.write_str(a)
+                } else {
+                    write!(f, "'{}'", a.escape_default())
+                }
+            }
+            Term::Binary(b) if printable(b) => {
+                write!(f, "<<\"{}\">>", String::from_utf8_lossy(b).escape_default())
+            }
+            Term::Binary(b) | Term::BitBinary(b, _) => {
+                let bytes: Vec<String> = b.iter().map(u8::to_string).collect();
+                write!(f, "<<{}>>", bytes.join(","))
+            }
+            Term::Tuple(items) => {
+                f.write_str("{")?;
+                seq(f, items)?;
+                f.write_str("}")
+            }
+            Term::List(items) => {
+                f.write_str("[")?;
+                seq(f, items)?;
+                f.write_str("]")
+            }
+            Term::Improper(items, tail) => {
+                f.write_str("[")?;
+                seq(f, items)?;
+                write!(f, "|{tail}]")
+            }
+            Term::Bytes(b) if printable(b) => {
+                write!(f, "\"{}\"", String::from_utf8_lossy(b).escape_default())
+            }
+            Term::Bytes(b) => {
+                let bytes: Vec<String> = b.iter().map(u8::to_string).collect();
+                write!(f, "[{}]", bytes.join(","))
+            }
+            Term::Nil => f.write_str("[]"),
+            Term::Map(pairs) => {
+                f.write_str("#{")?;
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{k} => {v}")?;
+                }
+                f.write_str("}")
+            }
+            Term::Pid(p) => write!(f, "<{}.{}.{}>", p.node, p.id, p.serial),
+            Term::Ref(r) => {
+                let words: Vec<String> = r.id.iter().rev().map(u32::to_string).collect();
+                write!(f, "#Ref<{}.{}>", r.node, words.join("."))
+            }
+            Term::Other(raw) => write!(f, "#Term<type {}>", raw.first().copied().unwrap_or(0)),
+        }
     }
 }
 
@@ -457,6 +671,71 @@ mod tests {
         assert_eq!(
             fields[7],
             Term::Improper(vec![Term::Int(1)], Box::new(Term::Int(2)))
+        );
+    }
+
+    // term_to_binary({self(), make_ref(), fun erlang:node/0, fun() -> ok end, Port, 1.5})
+    // on a local Erlang/OTP 25 node (nonode@nohost).
+    const DISTRIBUTION: &[u8] = &[
+        131, 104, 6, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111, 104, 111, 115,
+        116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 90, 0, 3, 100, 0, 13, 110, 111, 110, 111, 100,
+        101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 1, 250, 255, 75, 28, 0, 1, 130, 191,
+        55, 71, 113, 100, 0, 6, 101, 114, 108, 97, 110, 103, 100, 0, 4, 110, 111, 100, 101, 97, 0,
+        112, 0, 0, 0, 143, 0, 6, 83, 97, 170, 70, 21, 144, 209, 189, 241, 235, 98, 209, 166, 235,
+        8, 0, 0, 0, 43, 0, 0, 0, 1, 100, 0, 8, 101, 114, 108, 95, 101, 118, 97, 108, 97, 43, 98, 0,
+        50, 155, 13, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111, 104, 111, 115,
+        116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 104, 6, 97, 1, 106, 100, 0, 4, 110, 111, 110, 101,
+        100, 0, 4, 110, 111, 110, 101, 116, 0, 0, 0, 0, 108, 0, 0, 0, 1, 104, 5, 100, 0, 6, 99,
+        108, 97, 117, 115, 101, 97, 1, 106, 106, 108, 0, 0, 0, 1, 104, 3, 100, 0, 4, 97, 116, 111,
+        109, 97, 1, 100, 0, 2, 111, 107, 106, 106, 89, 100, 0, 13, 110, 111, 110, 111, 100, 101,
+        64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 0, 0, 0, 70, 63, 248, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn decodes_pids_references_and_passes_funs_and_ports_through() {
+        let (term, used) = decode(DISTRIBUTION).unwrap();
+        assert_eq!(used, DISTRIBUTION.len());
+        let items = term.tuple().unwrap();
+        assert_eq!(
+            items[0],
+            Term::Pid(Pid {
+                node: "nonode@nohost",
+                id: 9,
+                serial: 0,
+                creation: 0
+            })
+        );
+        let Term::Ref(r) = &items[1] else {
+            panic!("{}", items[1])
+        };
+        assert_eq!((r.node, r.id.len()), ("nonode@nohost", 3));
+        assert!(matches!(items[2], Term::Other([113, ..])), "{}", items[2]);
+        assert!(matches!(items[3], Term::Other([112, ..])), "{}", items[3]);
+        assert!(matches!(items[4], Term::Other([89, ..])), "{}", items[4]);
+        assert_eq!(items[5], Term::Float(1.5));
+        // Sent on unchanged (atoms re-encoded in their short UTF-8 form).
+        let mut again = Vec::new();
+        encode(&term, &mut again);
+        assert_eq!(decode(&again).unwrap(), (term.clone(), again.len()));
+        assert_eq!(
+            term.to_string().split(',').next().unwrap(),
+            "{<nonode@nohost.9.0>"
+        );
+    }
+
+    #[test]
+    fn prints_like_erlang() {
+        let t = Term::Tuple(vec![
+            Term::Atom("error"),
+            Term::Atom("Bad Name"),
+            Term::Binary(b"ok"),
+            Term::Bytes(b"ab"),
+            Term::List(vec![Term::Int(-1), Term::Binary(&[0, 255])]),
+            Term::Map(vec![(Term::Atom("a"), Term::Nil)]),
+        ]);
+        assert_eq!(
+            t.to_string(),
+            r#"{error,'Bad Name',<<"ok">>,"ab",[-1,<<0,255>>],#{a => []}}"#
         );
     }
 
@@ -497,6 +776,22 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..40)
                 .prop_map(|v| Term::Binary(Box::leak(v.into_boxed_slice()))),
             Just(Term::Nil),
+            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+                |(id, serial, creation)| Term::Pid(Pid {
+                    node: "rabbit@host",
+                    id,
+                    serial,
+                    creation
+                })
+            ),
+            (any::<u32>(), proptest::collection::vec(any::<u32>(), 1..=5)).prop_map(
+                |(creation, id)| Term::Ref(Ref {
+                    node: "rabbitmq-backup-1@host",
+                    creation,
+                    id
+                })
+            ),
+            "[a-z]{256,300}".prop_map(|a| Term::Atom(Box::leak(a.into_boxed_str()))),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
