@@ -3,16 +3,19 @@
 
 pub mod mover;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+mod glob;
+
+use regex_lite::Regex;
 
 use crate::error::usage;
 
 /// Routing-key globs: `*` matches any text (dots included), `?` one
-/// character, `[abc]` a class. A key is excluded if any glob matches.
+/// character, `[abc]`, `[a-z]` and `[!abc]` a class, `{a,b}` either, `\`
+/// escapes the next character. A key is excluded if any glob matches.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     patterns: Vec<String>,
-    set: GlobSet,
+    set: Vec<Regex>,
 }
 
 impl Matcher {
@@ -21,28 +24,18 @@ impl Matcher {
         if patterns.is_empty() {
             return Err(usage("give at least one --routing-key glob"));
         }
-        let mut builder = GlobSetBuilder::new();
+        let mut set = Vec::with_capacity(patterns.len());
         for pattern in patterns {
             if pattern.is_empty() {
                 return Err(usage(
                     "an empty routing-key glob matches nothing; remove it",
                 ));
             }
-            let glob = GlobBuilder::new(pattern)
-                .literal_separator(false)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| {
-                    usage(format!(
-                        "invalid routing-key glob {pattern:?}: {}",
-                        e.kind()
-                    ))
-                })?;
-            builder.add(glob);
+            let regex = glob::to_regex(pattern)
+                .and_then(|re| Regex::new(&re).map_err(|e| e.to_string()))
+                .map_err(|e| usage(format!("invalid routing-key glob {pattern:?}: {e}")))?;
+            set.push(regex);
         }
-        let set = builder
-            .build()
-            .map_err(|e| usage(format!("invalid routing-key globs: {e}")))?;
         Ok(Matcher {
             patterns: patterns.to_vec(),
             set,
@@ -51,7 +44,7 @@ impl Matcher {
 
     /// True if the routing key is to be excluded.
     pub fn matches(&self, routing_key: &str) -> bool {
-        self.set.is_match(routing_key)
+        self.set.iter().any(|re| re.is_match(routing_key))
     }
 
     /// The globs as given.
@@ -86,8 +79,29 @@ mod tests {
     }
 
     #[test]
+    fn classes_alternatives_and_escapes() {
+        let matcher = m(&["oro.{email,search}.[a-c]x", "lit\\*eral", "neg.[!0-9]"]);
+        assert!(matcher.matches("oro.email.bx"));
+        assert!(matcher.matches("oro.search.ax"));
+        assert!(!matcher.matches("oro.search.dx"));
+        assert!(!matcher.matches("oro.other.ax"));
+        assert!(matcher.matches("lit*eral"));
+        assert!(!matcher.matches("litXeral"));
+        assert!(matcher.matches("neg.x"));
+        assert!(!matcher.matches("neg.5"));
+    }
+
+    #[test]
     fn invalid_globs_are_usage_errors() {
-        for bad in [&["oro.[email"][..], &[""], &[]] {
+        for bad in [
+            &["oro.[email"][..],
+            &["a{b"],
+            &["a}"],
+            &["a\\"],
+            &["[z-a]"],
+            &[""],
+            &[],
+        ] {
             let globs: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
             let err = Matcher::new(&globs).unwrap_err();
             assert_eq!(kind_of(&err), Kind::Usage, "{err}");

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::journal::{Area, PartMethod, PartState, Phase};
+use crate::archive::manifest::Manifest;
 use crate::exclude::Matcher;
 use crate::exclude::mover::AmqpConfig;
 use crate::failpoint::hit;
@@ -215,6 +216,44 @@ async fn forward(
     Ok(())
 }
 
+/// Downloads part `i`'s snapshot into its directory's `new/` from nothing
+/// (a download a crash cut short starts again) and journals it `Fetched`;
+/// `prepare` sees the files before they count as fetched. `purpose` ends
+/// the log line. Returns the milliseconds it took.
+pub(super) async fn fetch_part(
+    area: &mut Area,
+    i: usize,
+    target: &Target<'_>,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    purpose: &str,
+    prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let dir = area.part_dir(i);
+    remove(&dir);
+    std::fs::create_dir_all(&dir)?;
+    fetch::check_free_space(area.path(), manifest)?;
+    let source = DownloadSource::for_snapshot(
+        target.repo,
+        snapshot,
+        manifest,
+        target.settings.identity.as_ref(),
+        target.download_concurrency,
+    )?;
+    tracing::info!(
+        "part {} of {}: snapshot {} of {}{purpose}",
+        i + 1,
+        area.journal.parts.len(),
+        snapshot.id,
+        snapshot.node
+    );
+    hit("cluster-restore:fetch")?;
+    fetch::fetch_all(source, manifest, &dir.join("new"), prepare).await?;
+    area.set_part(i, PartState::Fetched)?;
+    Ok(started.elapsed().as_millis() as u64)
+}
+
 /// Takes part `i` from where its journal entry says to `Replayed`.
 async fn part(
     area: &mut Area,
@@ -247,30 +286,8 @@ async fn part(
     // Fetched but gone (removed by hand): downloaded again, never taken
     // for a part without messages.
     if p.state == PartState::Todo || !root.exists() {
-        let started = Instant::now();
-        // A download the crash interrupted starts again from nothing.
-        remove(&dir);
-        std::fs::create_dir_all(&dir)?;
-        fetch::check_free_space(area.path(), &manifest)?;
-        let source = DownloadSource::for_snapshot(
-            target.repo,
-            &snapshot,
-            &manifest,
-            target.settings.identity.as_ref(),
-            target.download_concurrency,
-        )?;
-        tracing::info!(
-            "part {} of {}: snapshot {} of {}",
-            i + 1,
-            area.journal.parts.len(),
-            p.snapshot,
-            p.node
-        );
-        hit("cluster-restore:fetch")?;
         // Replayed by the store reader, which needs no recovery terms: the files stay as archived.
-        fetch::fetch_all(source, &manifest, &root, |_| Ok(())).await?;
-        times.fetch_ms = started.elapsed().as_millis() as u64;
-        area.set_part(i, PartState::Fetched)?;
+        times.fetch_ms = fetch_part(area, i, target, &snapshot, &manifest, "", |_| Ok(())).await?;
     }
     let started = Instant::now();
     let work = replay::work_dir(&dir);

@@ -79,8 +79,14 @@ async fn client(node: &RabbitNode) {
         .unwrap();
     let all = all.term().unwrap();
     let items = all.tuple().unwrap();
-    assert!(matches!(&items[0], Term::Pid(p) if p.node == node.name), "{all}");
-    assert!(matches!(&items[1], Term::Ref(r) if r.node == node.name), "{all}");
+    assert!(
+        matches!(&items[0], Term::Pid(p) if p.node == node.name),
+        "{all}"
+    );
+    assert!(
+        matches!(&items[1], Term::Ref(r) if r.node == node.name),
+        "{all}"
+    );
     assert!(matches!(&items[2], Term::Other(_)), "{all}");
     assert_eq!(items[3], Term::Int(1 << 100));
     assert_eq!(items[4], Term::Float(-2.5));

@@ -10,10 +10,8 @@ use crate::cluster::journal::PartState;
 use crate::exclude::mover::AmqpConfig;
 use crate::rabbit::recovery;
 use crate::repo::SnapshotRef;
-use crate::restore::fetch;
 use crate::restore::machine::{self, ExcludeSpec, Machine, Phase, ReplaySpec};
 use crate::restore::node::BrokerNode;
-use crate::transfer::DownloadSource;
 
 /// Takes part `i` (a swap) from where its journal entry says to `Swapped`;
 /// returns its times and the operator's warnings. A failure that left the
@@ -47,30 +45,11 @@ pub(super) async fn run(
         // No store of this part moved yet: a download cut short (or a
         // machine that gave up before its swap) starts again.
         if p.state != PartState::Fetched || !dir.join("new").exists() {
-            let started = std::time::Instant::now();
-            remove(&dir);
-            std::fs::create_dir_all(&dir)?;
-            fetch::check_free_space(area.path(), &manifest)?;
-            let source = DownloadSource::for_snapshot(
-                target.repo,
-                &snapshot,
-                &manifest,
-                target.settings.identity.as_ref(),
-                target.download_concurrency,
-            )?;
-            tracing::info!(
-                "part {} of {}: snapshot {} of {}, to be swapped in",
-                i + 1,
-                area.journal.parts.len(),
-                p.snapshot,
-                p.node
-            );
-            crate::failpoint::hit("cluster-restore:fetch")?;
             let (from, to) = (
                 manifest.node.rabbitmq_version.clone(),
                 target.broker.identity.rabbitmq_version.clone(),
             );
-            fetch::fetch_all(source, &manifest, &dir.join("new"), |staged| {
+            let prepare = |staged: &std::path::Path| {
                 for terms in recovery::prepare(staged, &from, &to)? {
                     tracing::info!(
                         "removed {} (RabbitMQ {from}'s queue index, read by {to}, is recovered as after a crash)",
@@ -78,10 +57,17 @@ pub(super) async fn run(
                     );
                 }
                 Ok(())
-            })
+            };
+            times.fetch_ms = super::fetch_part(
+                area,
+                i,
+                target,
+                &snapshot,
+                &manifest,
+                ", to be swapped in",
+                prepare,
+            )
             .await?;
-            times.fetch_ms = started.elapsed().as_millis() as u64;
-            area.set_part(i, PartState::Fetched)?;
         }
         area.set_part(i, PartState::Swapping)?;
         let j = &area.journal;
