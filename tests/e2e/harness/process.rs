@@ -11,7 +11,14 @@
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static CURSOR: AtomicU32 = AtomicU32::new(0);
-    let (low, high) = listening_range();
+    let Some((low, high)) = listening_range(ephemeral_range()) else {
+        // No room outside the ephemeral range: the kernel's pick, racy as above.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    };
     let span = u32::from(high - low);
     // Start where another test process (cargo runs binaries one by one,
     // but a developer may run two) is unlikely to be.
@@ -31,18 +38,40 @@ pub fn free_port() -> u16 {
     panic!("no free port on 127.0.0.1 between {low} and {high}");
 }
 
-/// Ports the harness hands out: from 10000 to just below the kernel's
-/// ephemeral range (`ip_local_port_range`, 32768 by default).
-fn listening_range() -> (u16, u16) {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    assert!(
-        ephemeral_low > 12000,
-        "the ephemeral port range starts at {ephemeral_low}: the harness needs ports 10000-12000 outside it"
-    );
-    (10000, ephemeral_low)
+/// The kernel's ephemeral ports (`ip_local_port_range`; Linux's default if unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let mut bounds = range
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .filter_map(|n| n.parse::<u16>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(low), Some(high)) if low <= high => (low, high),
+        _ => (32768, 60999),
+    }
+}
+
+/// Ports the harness hands out, `[low, high)`: below the ephemeral range
+/// from 10000, or above it, whichever has room for 2000; `None` if neither.
+fn listening_range((ephemeral_low, ephemeral_high): (u16, u16)) -> Option<(u16, u16)> {
+    if ephemeral_low >= 12000 {
+        Some((10000, ephemeral_low))
+    } else if ephemeral_high <= 63000 {
+        Some((ephemeral_high + 1, 65535))
+    } else {
+        None
+    }
+}
+
+#[test]
+fn listening_ports_stay_out_of_the_ephemeral_range() {
+    assert_eq!(listening_range((32768, 60999)), Some((10000, 32768)));
+    assert_eq!(listening_range((1024, 60999)), Some((61000, 65535)));
+    assert_eq!(listening_range((1024, 65535)), None);
+    let port = free_port();
+    let (low, high) = ephemeral_range();
+    assert!(listening_range((low, high)).is_none() || !(low..=high).contains(&port));
+    assert_ne!(free_port(), free_port(), "a port is handed out once");
 }
 
 /// Where scripts/install-deps puts its virtualenvs
