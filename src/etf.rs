@@ -508,6 +508,8 @@ fn encode_inner(term: &Term<'_>, out: &mut Vec<u8>) {
             }
             items.iter().for_each(|t| encode_inner(t, out));
         }
+        // `[]` is NIL_EXT: a LIST_EXT of no elements is not how Erlang writes it.
+        Term::List(items) if items.is_empty() => out.push(NIL),
         Term::List(items) | Term::Improper(items, _) => {
             out.push(LIST);
             out.extend_from_slice(&(items.len() as u32).to_be_bytes());
@@ -517,11 +519,22 @@ fn encode_inner(term: &Term<'_>, out: &mut Vec<u8>) {
                 _ => out.push(NIL),
             }
         }
-        Term::Bytes(b) => {
-            out.push(STRING);
-            out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-            out.extend_from_slice(b);
-        }
+        Term::Bytes(b) => match u16::try_from(b.len()) {
+            Ok(n) => {
+                out.push(STRING);
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(b);
+            }
+            // Longer than STRING_EXT holds: the same list, element by element.
+            Err(_) => {
+                out.push(LIST);
+                out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                for &c in b.iter() {
+                    out.extend_from_slice(&[SMALL_INTEGER, c]);
+                }
+                out.push(NIL);
+            }
+        },
         Term::Nil => out.push(NIL),
         Term::Map(pairs) => {
             out.push(MAP);
@@ -721,6 +734,21 @@ mod tests {
             term.to_string().split(',').next().unwrap(),
             "{<nonode@nohost.9.0>"
         );
+    }
+
+    #[test]
+    fn empty_lists_and_long_strings_are_written_as_erlang_reads_them() {
+        let mut empty = Vec::new();
+        encode(&Term::List(vec![]), &mut empty);
+        assert_eq!(empty, [VERSION, NIL]);
+        let long = vec![b'x'; 70_000];
+        let mut bytes = Vec::new();
+        encode(&Term::Bytes(&long), &mut bytes);
+        let (back, used) = decode(&bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        let items = back.list().unwrap();
+        assert_eq!(items.len(), 70_000);
+        assert!(items.iter().all(|t| *t == Term::Int(i128::from(b'x'))));
     }
 
     #[test]

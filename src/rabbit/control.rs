@@ -69,7 +69,6 @@ impl Arg {
             Arg::Bin(b) => Term::Binary(b),
             Arg::Int(i) => Term::Int(i128::from(*i)),
             Arg::Atom(a) => Term::Atom(a),
-            Arg::List(items) if items.is_empty() => Term::Nil,
             Arg::List(items) => Term::List(items.iter().map(Arg::term).collect()),
         }
     }
