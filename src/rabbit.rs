@@ -276,13 +276,22 @@ impl Broker {
         };
         let listener = match listener {
             Some(l) => Some(l),
-            None => self.control.amqp_listener().await.unwrap_or_else(|e| {
-                tracing::warn!(
-                    "cannot ask node {} for its AMQP listener: {e:#}",
+            None => self.node_amqp_listener().await,
+        };
+        // The management API answers while the broker still boots, and the
+        // listeners start last: once the boot has settled, ask again.
+        let listener = match listener {
+            Some(l) => Some(l),
+            None => {
+                tracing::info!(
+                    "node {} has no AMQP listener yet; waiting for its boot to finish",
                     self.identity.name
                 );
-                None
-            }),
+                match self.control.probe().await {
+                    Ok(probe) if probe.running => self.node_amqp_listener().await,
+                    _ => None,
+                }
+            }
         };
         let Some((protocol, ip, port)) = listener else {
             return Err(anyhow::anyhow!(
@@ -301,6 +310,18 @@ impl Broker {
             ip => ip.to_string(),
         };
         Ok(format!("{scheme}://{host}:{port}/"))
+    }
+
+    /// The node's own answer on its AMQP listener; a failure to ask is
+    /// logged and taken as none.
+    async fn node_amqp_listener(&self) -> Option<(String, String, u16)> {
+        self.control.amqp_listener().await.unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot ask node {} for its AMQP listener: {e:#}",
+                self.identity.name
+            );
+            None
+        })
     }
 
     /// The data directory: `override_dir` or the node's answer; checked to

@@ -390,3 +390,54 @@ fn a_replay_killed_at_every_journal_step_is_finished_by_resume() {
     // Some kills fell between confirms and their journal write.
     assert!(duplicated > 0);
 }
+
+/// The management API answers before a booting broker has started its
+/// listeners (they start last): a replay onto a node in that state waits
+/// for the boot to finish instead of failing for want of a listener. The
+/// node is put back in that state as its boot leaves it (listener closed,
+/// boot state `core_started`) and its boot's end is played 3 s later.
+#[test]
+fn a_replay_onto_a_node_still_booting_waits_for_its_listener() {
+    let (source, repo) = snapshot_3_10();
+    let from = source.name.clone();
+    drop(source);
+    let target = RabbitNode::start();
+    let listener = format!("{{\"127.0.0.1\", {}}}", target.amqp_port);
+    target.ctl(&[
+        "eval",
+        &format!(
+            "ok = rabbit_networking:stop_tcp_listener({listener}), \
+             rabbit_boot_state:set(core_started), \
+             spawn(fun() -> timer:sleep(3000), \
+                 ok = rabbit_networking:start_tcp_listener({listener}, 10), \
+                 rabbit_boot_state:set(ready) end), ok."
+        ),
+    ]);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", target.amqp_port)).is_err(),
+        "the AMQP listener should be closed while the boot is played"
+    );
+    let run = Tool::new().with(target.env()).run(&[
+        "restore",
+        "--from-node",
+        &from,
+        "--repo",
+        repo_of(&repo),
+        "--method",
+        "replay",
+        "--queue",
+        "classic",
+    ]);
+    let run = run.ok();
+    assert!(
+        run.stderr
+            .contains("has no AMQP listener yet; waiting for its boot to finish"),
+        "{}",
+        run.stderr
+    );
+    assert_same_messages(
+        &drain(&target, "/", "classic"),
+        &classic_messages("classic", 30),
+        "replay onto a node that was still booting",
+    );
+}
