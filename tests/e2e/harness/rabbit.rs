@@ -39,13 +39,12 @@ pub struct RabbitNode {
 }
 
 impl RabbitNode {
-    /// Starts a node of the host's version and waits until its management
-    /// API answers.
+    /// Starts a node of the host's version and waits until it has booted.
     pub fn start() -> RabbitNode {
         RabbitNode::start_version(Version::HOST)
     }
 
-    /// Starts a node of `version` and waits until its management API answers.
+    /// Starts a node of `version` and waits until it has booted.
     pub fn start_version(version: Version) -> RabbitNode {
         let mut node = RabbitNode::spawn_version(version);
         node.wait_ready();
@@ -133,7 +132,7 @@ impl RabbitNode {
 
     /// Kills the broker's VM (SIGKILL, as a crash or a power cut would) and
     /// boots it again with the same name, ports and directory: a reboot.
-    /// Returns once the management API answers.
+    /// Returns once it has booted.
     pub fn restart(&mut self) {
         self.kill();
         self.boot();
@@ -377,7 +376,8 @@ impl RabbitNode {
         self.wait_ready();
     }
 
-    /// Waits until the management API answers (the broker has booted).
+    /// Waits until the management API answers and the AMQP listener takes
+    /// connections (the broker has booted).
     pub fn wait_ready(&mut self) {
         if let Err(status) = self.wait_ready_or_exit() {
             panic!(
@@ -388,7 +388,8 @@ impl RabbitNode {
         }
     }
 
-    /// Waits until the management API answers, or the VM exits (its exit
+    /// Waits until the management API answers and the AMQP listener takes
+    /// connections, or the VM exits (its exit
     /// status is returned: a port taken meanwhile by another test's server).
     fn wait_ready_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -408,7 +409,9 @@ impl RabbitNode {
                 .get(format!("{}/api/overview", self.mgmt_url()))
                 .basic_auth("guest", Some("guest"))
                 .send()
-                .is_ok_and(|r| r.status().is_success());
+                .is_ok_and(|r| r.status().is_success())
+                // The API answers before the boot ends; the listeners start last.
+                && std::net::TcpStream::connect(("127.0.0.1", self.amqp_port)).is_ok();
             if ok {
                 return Ok(());
             }
