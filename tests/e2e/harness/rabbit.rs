@@ -411,7 +411,7 @@ impl RabbitNode {
                 .send()
                 .is_ok_and(|r| r.status().is_success())
                 // The API answers before the boot ends; the listeners start last.
-                && std::net::TcpStream::connect(("127.0.0.1", self.amqp_port)).is_ok();
+                && self.amqp_listening();
             if ok {
                 return Ok(());
             }
@@ -423,6 +423,11 @@ impl RabbitNode {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the node's AMQP listener takes connections.
+    pub fn amqp_listening(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.amqp_port)).is_ok()
     }
 
     /// The end of the node's log, for failure messages.
